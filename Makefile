@@ -1,0 +1,44 @@
+# Two entry points that work on a fresh machine: `make demo` and `make test`.
+# Both create .venv if missing and install rdask into it (editable).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.rdask-installed
+
+.PHONY: demo test test-fast lint bench bench-quick sysdeps clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+# GDAL's own command-line tools (gdaldem, gdalinfo) are the independent
+# references some tests compare against; install them if missing.
+sysdeps:
+	@command -v gdaldem >/dev/null 2>&1 || { \
+	  echo "installing gdal-bin (GDAL's command-line tools, used as test references)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gdal-bin >/dev/null; }
+
+demo: $(STAMP)
+	$(VENV)/bin/rdask demo
+
+test: $(STAMP) sysdeps
+	$(VENV)/bin/pytest -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check rdask tests benchmarks
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/run.py --quick
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache benchmarks/.work

@@ -1,0 +1,42 @@
+"""``rdask info INPUT``: size, dtype, bands, blocks and the chunk plan."""
+
+from __future__ import annotations
+
+import click
+
+from rdask.cli.options import chunk_mb_option
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@chunk_mb_option
+@click.option("--blocksize", type=click.IntRange(min=16), default=512, show_default=True,
+              help="Output tile size the chunks align to.")
+def info(inputs, chunk_mb, blocksize):
+    """Describe INPUT and the chunk plan rdask would use."""
+    from rdask.io.open import recipe_of, open_raster
+    from rdask.plan import DEFAULT_CHUNK_MB
+
+    data = open_raster(list(inputs) if len(inputs) > 1 else inputs[0],
+                       chunk_mb=chunk_mb or DEFAULT_CHUNK_MB, tile=blocksize)
+    recipe = recipe_of(data)
+    meta = recipe.meta
+    t = meta["transform"]
+    nb, h, w = data.shape
+    rows = [
+        ("path", ", ".join(inputs)),
+        ("size", f"{w} x {h} px, {nb} band{'s' if nb != 1 else ''}"),
+        ("dtype", str(data.dtype)),
+        ("nodata", str(meta["nodata"])),
+        ("crs", meta["crs"].to_string() if meta["crs"] else "none"),
+        ("transform", ", ".join(repr(v) for v in t.to_gdal())),
+        ("block shape", f"{meta['block'][0]} x {meta['block'][1]} (y x)"),
+        ("mask", "per-dataset" if recipe.source.per_dataset_mask else "none/nodata"),
+        ("chunk plan", recipe.plan.describe()),
+        ("chunk size", f"{data.data.nbytes / max(1, data.data.npartitions) / 1e6:.1f} MB average"),
+    ]
+    if any(meta["descriptions"]):
+        rows.append(("descriptions", ", ".join(d or "-" for d in meta["descriptions"])))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        click.echo(f"{k.ljust(width)}  {v}")

@@ -1,0 +1,75 @@
+"""``rdask run KERNEL INPUT... OUTPUT``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from rdask.cli.options import (
+    chunk_mb_option,
+    parse_chain,
+    parse_pairs,
+    scheduler_option,
+    workers_option,
+)
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("kernel")
+@click.argument("files", nargs=-1, required=True, metavar="INPUT... OUTPUT")
+@workers_option
+@scheduler_option
+@click.option("-a", "--kernel-arg", "kernel_args", multiple=True, metavar="NAME=VALUE",
+              help="Kernel argument (repeatable).")
+@chunk_mb_option
+@click.option("--compress", default="deflate", help="Output compression (deflate, lzw, zstd, none...).")
+@click.option("--blocksize", type=click.IntRange(min=16), default=512, help="Output tile size.")
+@click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
+              help="GTiff creation option (repeatable), e.g. --co PREDICTOR=2.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar (default: on when stderr is a terminal).")
+@click.pass_context
+def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, compress, blocksize,
+        creation_options, overwrite, progress):
+    """Apply KERNEL to INPUT (several inputs are stacked as bands) and write OUTPUT.
+
+    KERNEL is a built-in name (see `rdask kernels`), `package.module:function`,
+    `path/to/file.py:function`, or a chain such as "focal-mean radius=2 | slope".
+    """
+    if len(files) < 2:
+        raise click.UsageError("need at least one INPUT and an OUTPUT")
+    *inputs, output = files
+    chain = parse_chain(kernel)
+    extra = parse_pairs(kernel_args, "--kernel-arg")
+    if extra:
+        if len(chain) > 1:
+            raise click.UsageError("--kernel-arg is for a single kernel; put arguments in the chain")
+        chain[0][1].update(extra)
+    quiet = (ctx.obj or {}).get("quiet", False)
+    show = sys.stderr.isatty() and not quiet if progress is None else progress
+
+    from rdask.cli.progress import TerminalProgress
+    from rdask.pipeline import process
+
+    bar = TerminalProgress() if show else None
+    try:
+        result = process(
+            inputs if len(inputs) > 1 else inputs[0],
+            output,
+            chain,
+            scheduler=scheduler,
+            workers=workers,
+            chunk_mb=chunk_mb,
+            compress=compress,
+            blocksize=blocksize,
+            creation_options=parse_pairs(creation_options, "--co"),
+            overwrite=overwrite,
+            progress=bar if bar is not None else False,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if not quiet:
+        click.echo(result.summary(), err=True)

@@ -1,0 +1,36 @@
+"""Exceptions. Each subclasses :class:`RdaskError` and the builtin it refines,
+so ``except OSError`` and ``except ValueError`` keep working for callers."""
+
+from __future__ import annotations
+
+
+class RdaskError(Exception):
+    """Root of every error rdask raises on purpose."""
+
+
+class RasterOpenError(RdaskError, OSError):
+    """An input is missing, not a raster, corrupt or unreachable."""
+
+
+class RasterMismatchError(RdaskError, ValueError):
+    """Inputs of a band stack differ in CRS, transform or size."""
+
+
+class OutputError(RdaskError, OSError):
+    """The output cannot be written (exists, unwritable directory, disk full)."""
+
+
+class KernelError(RdaskError, ValueError):
+    """A kernel is unknown, badly declared, given bad arguments, or raised."""
+
+
+class KernelOutputError(KernelError):
+    """A kernel returned the wrong shape or dtype."""
+
+
+class ResumeError(RdaskError, ValueError):
+    """A resume does not match the interrupted job."""
+
+
+class SchedulerError(RdaskError, ValueError):
+    """An unknown scheduler, or a cluster that cannot be reached."""

@@ -1,0 +1,90 @@
+"""Raster metadata carried from input to output, read off a DataArray.
+
+The geotransform is never re-derived from coordinates (that is where plain
+rioxarray drifts by ~1e-13): it comes from ``spatial_ref``'s exact
+``GeoTransform``, shifted by a whole number of pixels when the array was
+sliced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from affine import Affine
+
+    from rdask.io.source import RasterSource
+
+#: DataArray attrs that rdask (or rioxarray) owns; the rest are tags.
+RESERVED_ATTRS = frozenset(
+    {"_FillValue", "scale_factor", "add_offset", "long_name", "units", "grid_mapping", "spatial_ref"}
+)
+
+
+@dataclass(frozen=True)
+class RasterMeta:
+    """Everything the sink writes besides pixels."""
+
+    crs: Any
+    transform: Affine
+    nodata: float | None
+    descriptions: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+    scales: tuple[float, ...] = ()
+    offsets: tuple[float, ...] = ()
+    units: tuple[str, ...] = ()
+    colorinterp: tuple[Any, ...] = ()
+    mask: RasterSource | None = None  # where to read a per-dataset mask from
+
+
+def exact_transform(data: xr.DataArray) -> Affine:
+    """The geotransform of ``data``, bit for bit as in its source file."""
+    from affine import Affine
+
+    cached = data.rio._cached_transform() if hasattr(data.rio, "_cached_transform") else None
+    if cached is None:
+        gt = data.coords["spatial_ref"].attrs.get("GeoTransform") if "spatial_ref" in data.coords else None
+        cached = Affine.from_gdal(*(float(v) for v in gt.split())) if gt else None
+    if cached is None:
+        return data.rio.transform(recalc=True)
+    if "x" not in data.coords or "y" not in data.coords or cached.b or cached.d:
+        return cached
+    # Coordinates are pixel centres; find which pixel of the cached grid the
+    # first one is, and shift by whole pixels (exact, like rasterio's
+    # windows.transform) instead of rebuilding the origin from floats.
+    x0, y0 = float(data.x.values[0]), float(data.y.values[0])
+    col = round((x0 - cached.c) / cached.a - 0.5)
+    row = round((y0 - cached.f) / cached.e - 0.5)
+    if col == 0 and row == 0:
+        return cached
+    return cached @ Affine.translation(col, row)
+
+
+def raster_meta(data: xr.DataArray, mask: RasterSource | None = None) -> RasterMeta:
+    """Collect the output metadata of ``data`` (rioxarray conventions)."""
+    attrs = data.attrs
+    nb = data.sizes.get("band", 1)
+
+    def per_band(value: Any, kind: type) -> tuple:
+        if value is None:
+            return ()
+        if isinstance(value, (list, tuple)):
+            return tuple(kind(v) for v in value)
+        return (kind(value),) * nb
+
+    names = attrs.get("long_name")
+    descriptions = per_band(names, str) if isinstance(names, (list, tuple)) else ()
+    tags = {k: str(v) for k, v in attrs.items() if k not in RESERVED_ATTRS and not k.startswith("_")}
+    return RasterMeta(
+        crs=data.rio.crs,
+        transform=exact_transform(data),
+        nodata=data.rio.nodata,
+        descriptions=descriptions if len(descriptions) == nb else (),
+        tags=tags,
+        scales=per_band(attrs.get("scale_factor"), float),
+        offsets=per_band(attrs.get("add_offset"), float),
+        units=per_band(attrs.get("units"), str),
+        mask=mask,
+    )

@@ -1,0 +1,282 @@
+"""Open a raster (a file, a URL, or a stack of files) as a lazy DataArray.
+
+Opening reads metadata only. The array is a ``dask.array.from_array`` over a
+:class:`~rdask.io.source.RasterSource` with the array inlined in each task,
+so dask's slice fusion turns ``da[:, y0:y1, x0:x1].values`` into a read of
+just that window (the tiles under it), not of the chunks around it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rdask.errors import RasterMismatchError, RasterOpenError
+from rdask.io.source import DEFAULT_GDAL_OPTIONS, FileBands, RasterSource, file_stamp, merge_options, redact
+from rdask.plan import DEFAULT_CHUNK_MB, ChunkPlan, plan_chunks
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+#: Key in ``DataArray.encoding`` under which rdask keeps how an array was made.
+RECIPE_KEY = "rdask_recipe"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One kernel applied with resolved arguments and its raster context
+    (input nodata, pixel size), which differs along a chain."""
+
+    kernel: Any  # rdask.kernels.Kernel; typed loosely to keep imports one-way
+    args: tuple[tuple[str, Any], ...]
+    ctx: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self, block: np.ndarray, where: str = "") -> np.ndarray:
+        return self.kernel(block, where=where, **dict(self.ctx), **dict(self.args))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a file-backed array was made: its source, plan and kernel steps.
+
+    ``name`` is the dask name of the array the recipe describes; an array
+    whose name differs was changed outside rdask and is treated as opaque.
+    """
+
+    source: RasterSource
+    plan: ChunkPlan
+    steps: tuple[Step, ...]
+    name: str
+    meta: Mapping[str, Any]  # crs, transform, nodata, descriptions, tags, ...
+
+    @property
+    def halo(self) -> int:
+        return sum(s.kernel.halo_for(dict(s.args)) for s in self.steps)
+
+
+def recipe_of(data: xr.DataArray) -> Recipe | None:
+    """The recipe of ``data`` if it is still exactly what rdask built."""
+    recipe = data.encoding.get(RECIPE_KEY)
+    if isinstance(recipe, Recipe) and getattr(data.data, "name", None) == recipe.name:
+        return recipe
+    return None
+
+
+def open_raster(
+    path: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    chunks: str | tuple[int, int] = "auto",
+    chunk_mb: float = DEFAULT_CHUNK_MB,
+    tile: int | None = 512,
+    gdal_options: Mapping[str, Any] | None = None,
+) -> xr.DataArray:
+    """Open a raster as a dask-backed ``(band, y, x)`` DataArray.
+
+    Parameters
+    ----------
+    path
+        A local path, a URL (``https://``, ``s3://``), a GDAL ``/vsi...`` path,
+        or a sequence of them to stack as bands in order.
+    chunks
+        ``"auto"`` to size chunks near ``chunk_mb``, or an explicit
+        ``(y, x)`` shape (rounded up to whole blocks).
+    chunk_mb
+        Target chunk size in MB.
+    tile
+        Output tile size chunks also align to, so a later
+        :func:`rdask.to_raster` writes each tile once; ``None`` to ignore.
+    gdal_options
+        Extra GDAL configuration entered around every read.
+
+    Returns
+    -------
+    xarray.DataArray
+        Lazy; CRS, exact transform and nodata are available through ``.rio``.
+
+    Raises
+    ------
+    RasterOpenError
+        Missing, empty, non-raster or unreachable input.
+    RasterMismatchError
+        Stack members that differ in CRS, transform or size.
+    """
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths:
+        raise RasterOpenError("no input raster given")
+    options = merge_options(dict(DEFAULT_GDAL_OPTIONS), gdal_options)
+    infos = [_inspect(os.fspath(p), options) for p in paths]
+    _check_stack(infos)
+    first = infos[0]
+    dtypes = {d for info in infos for d in info["dtypes"]}
+    if len(dtypes) > 1:
+        raise RasterOpenError(
+            f"{redact(first['path'])}: bands have different dtypes ({', '.join(sorted(dtypes))}); "
+            "rdask needs one dtype per raster"
+        )
+    dtype = dtypes.pop()
+    height, width = first["shape"]
+    by = math.lcm(*(i["block"][0] for i in infos))
+    bx = math.lcm(*(i["block"][1] for i in infos))
+    source = RasterSource(
+        files=tuple(FileBands(i["path"], i["bands"], i["stamp"]) for i in infos),
+        height=height,
+        width=width,
+        dtype=dtype,
+        gdal_options=options,
+        per_dataset_mask=len(infos) == 1 and first["per_dataset_mask"],
+    )
+    explicit = None if chunks == "auto" else tuple(chunks)  # type: ignore[arg-type]
+    plan = plan_chunks(
+        (height, width), source.count, dtype, (by, bx), chunk_mb=chunk_mb, tile=tile, chunks=explicit
+    )
+    descriptions = [d for i in infos for d in i["descriptions"]]
+    if len(infos) > 1:
+        # A stack's bands are best named after their files when unnamed.
+        names = [os.path.basename(i["path"].rstrip("/")) for i in infos for _ in i["bands"]]
+        descriptions = [d or n for d, n in zip(descriptions, names)]
+    meta = {
+        "crs": first["crs"],
+        "transform": first["transform"],
+        "nodata": first["nodata"],
+        "descriptions": tuple(descriptions),
+        "tags": first["tags"],
+        "band_tags": tuple(t for i in infos for t in i["band_tags"]),
+        "scales": tuple(s for i in infos for s in i["scales"]),
+        "offsets": tuple(o for i in infos for o in i["offsets"]),
+        "units": tuple(u for i in infos for u in i["units"]),
+        "colorinterp": tuple(c for i in infos for c in i["colorinterp"]) if len(infos) == 1 else (),
+        "block": (by, bx),
+    }
+    return build_dataarray(source, plan, meta)
+
+
+def build_dataarray(source: RasterSource, plan: ChunkPlan, meta: Mapping[str, Any]) -> xr.DataArray:
+    """Wrap ``source`` in a lazy DataArray with rioxarray's conventions."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    name = "open-" + tokenize(source, plan.chunks)
+    arr = da.from_array(
+        source,
+        chunks=plan.chunks,
+        name=name,
+        lock=False,
+        asarray=False,
+        fancy=False,
+        inline_array=True,
+        meta=np.empty((0, 0, 0), dtype=source.dtype),
+    )
+    out = wrap(arr, meta)
+    out.encoding[RECIPE_KEY] = Recipe(source, plan, (), name, meta)
+    out.encoding["source"] = source.files[0].path
+    return out
+
+
+def wrap(arr: Any, meta: Mapping[str, Any]) -> xr.DataArray:
+    """A DataArray over ``arr`` with coordinates and ``.rio`` metadata."""
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+    import xarray as xr
+
+    transform = meta["transform"]
+    nb, h, w = arr.shape
+    coords: dict[str, Any] = {"band": np.arange(1, nb + 1)}
+    if transform.b == 0 and transform.d == 0:
+        # Pixel centres, as rioxarray computes them; the exact transform is
+        # kept separately in spatial_ref so nothing is re-derived from these.
+        coords["x"] = transform.c + (np.arange(w) + 0.5) * transform.a
+        coords["y"] = transform.f + (np.arange(h) + 0.5) * transform.e
+    attrs: dict[str, Any] = dict(meta.get("tags") or {})
+    descriptions = meta.get("descriptions") or ()
+    if any(descriptions):
+        attrs["long_name"] = tuple(d or "" for d in descriptions)
+    scales, offsets = meta.get("scales") or (), meta.get("offsets") or ()
+    if scales and any(s != 1.0 for s in scales):
+        attrs["scale_factor"] = scales[0] if len(set(scales)) == 1 else tuple(scales)
+    if offsets and any(o != 0.0 for o in offsets):
+        attrs["add_offset"] = offsets[0] if len(set(offsets)) == 1 else tuple(offsets)
+    units = meta.get("units") or ()
+    if any(units):
+        attrs["units"] = units[0] if len(set(units)) == 1 else tuple(units)
+    out = xr.DataArray(arr, dims=("band", "y", "x"), coords=coords, attrs=attrs, name=None)
+    out.name = None
+    if meta.get("crs") is not None:
+        out = out.rio.write_crs(meta["crs"])
+    else:
+        out = out.rio.write_coordinate_system()
+    out = out.rio.write_transform(transform)
+    out = out.rio.write_nodata(meta.get("nodata"), encoded=False)
+    return out
+
+
+def _inspect(path: str, options: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """Metadata of one input, with one-line errors for the usual mistakes."""
+    import rasterio
+    from rasterio.enums import MaskFlags
+
+    shown = redact(path)
+    if "://" not in path and not path.startswith("/vsi"):
+        if not os.path.exists(path):
+            raise RasterOpenError(f"no such file: {shown}")
+        if os.path.isdir(path) and not path.lower().endswith((".zarr", ".gdb")):
+            raise RasterOpenError(f"is a directory, not a raster: {shown}")
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise RasterOpenError(f"empty file (0 bytes), not a raster: {shown}")
+    try:
+        with rasterio.Env(**dict(options)), rasterio.open(path) as ds:
+            if ds.count == 0:
+                raise RasterOpenError(f"no raster bands in {shown}")
+            flags = ds.mask_flag_enums
+            per_dataset = all(
+                MaskFlags.per_dataset in f and MaskFlags.alpha not in f for f in flags
+            )
+            return {
+                "path": path,
+                "stamp": file_stamp(path),
+                "shape": (ds.height, ds.width),
+                "bands": tuple(ds.indexes),
+                "dtypes": tuple(ds.dtypes),
+                "block": ds.block_shapes[0],
+                "crs": ds.crs,
+                "transform": ds.transform,
+                "nodata": ds.nodata,
+                "descriptions": tuple(ds.descriptions),
+                "tags": ds.tags(),
+                "band_tags": tuple(ds.tags(i) for i in ds.indexes),
+                "scales": tuple(ds.scales),
+                "offsets": tuple(ds.offsets),
+                "units": tuple(ds.units),
+                "colorinterp": tuple(ds.colorinterp),
+                "per_dataset_mask": per_dataset,
+            }
+    except RasterOpenError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "not recognized as" in text or "not a supported file format" in text:
+            raise RasterOpenError(f"not a raster GDAL can read: {shown}") from None
+        raise RasterOpenError(f"cannot open {shown}: {text.replace(path, shown)}") from None
+
+
+def _check_stack(infos: list[dict[str, Any]]) -> None:
+    first = infos[0]
+    for other in infos[1:]:
+        for key, label in (("shape", "size"), ("crs", "CRS"), ("transform", "transform")):
+            a, b = first[key], other[key]
+            if a != b:
+                raise RasterMismatchError(
+                    f"cannot stack {redact(first['path'])} and {redact(other['path'])}: "
+                    f"{label} differs ({_fmt(a)} vs {_fmt(b)})"
+                )
+
+
+def _fmt(v: Any) -> str:
+    if hasattr(v, "to_gdal"):
+        return "(" + ", ".join(repr(x) for x in v.to_gdal()) + ")"
+    if hasattr(v, "to_string"):
+        return v.to_string()
+    return str(v)

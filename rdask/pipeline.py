@@ -1,0 +1,243 @@
+"""The one composer: open -> apply -> write -> run.
+
+:func:`to_raster` writes any ``(band, y, x)`` DataArray through the sink on
+the chosen scheduler; :func:`process` is the one-call pipeline the CLI and
+the notebooks use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rdask.errors import OutputError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from rdask.kernels import Kernel
+
+log = logging.getLogger("rdask")
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a finished job wrote."""
+
+    path: str
+    seconds: float
+    pixels: int
+    bytes: int
+    chunks: int
+
+    def summary(self) -> str:
+        """One line: path, size, time, throughput."""
+        mpx = self.pixels / 1e6
+        rate = mpx / self.seconds if self.seconds > 0 else float("inf")
+        return (
+            f"wrote {self.path} ({_human(self.bytes)}) in {self.seconds:.2f} s, "
+            f"{mpx:.1f} Mpx at {rate:.1f} Mpx/s"
+        )
+
+
+def to_raster(
+    data: xr.DataArray,
+    path: str | os.PathLike,
+    *,
+    compress: str | None = "deflate",
+    blocksize: int = 512,
+    overwrite: bool = False,
+    scheduler: Any = "threads",
+    workers: int | None = None,
+    creation_options: Mapping[str, Any] | None = None,
+    progress: bool | Callable[[int, int], None] = False,
+) -> Result:
+    """Write a lazy ``(band, y, x)`` DataArray to a tiled GeoTIFF, streaming.
+
+    Parameters
+    ----------
+    data
+        The array; its chunks are aligned to output tiles if they are not.
+    path
+        Target path. Written to a temporary file beside it and renamed when
+        complete: a failed job leaves nothing at ``path``.
+    compress
+        GDAL compression (``deflate``, ``lzw``, ``zstd``, ``none``...).
+    blocksize
+        Output tile size in pixels (a multiple of 16).
+    overwrite
+        Replace an existing file at ``path``.
+    scheduler
+        ``"threads"`` (default), ``"sync"``, ``"local[:N]"``, a
+        ``tcp://host:port`` address, or a ``distributed.Client``.
+    workers
+        Threads (or ``local`` worker processes); defaults to the CPU count.
+    creation_options
+        Extra GTiff creation options, e.g. ``{"PREDICTOR": 2}``.
+    progress
+        ``True`` shows dask's own progress display; a callable
+        ``(pixels_done, pixels_total)`` is called after every chunk.
+
+    Returns
+    -------
+    Result
+    """
+    from rdask.io.meta import raster_meta
+    from rdask.io.open import recipe_of
+    from rdask.io.sink import RasterSink, check_target
+    from rdask.schedule import open_runner
+
+    target = check_target(os.fspath(path), overwrite=overwrite)
+    if data.ndim == 2:
+        data = data.expand_dims("band")
+    if data.dims != ("band", "y", "x"):
+        raise ValueError(f"expected dims ('band', 'y', 'x'), got {data.dims}")
+    arr = _aligned(_as_dask(data), blocksize)
+    recipe = recipe_of(data)
+    mask = None
+    if recipe is not None and recipe.source.per_dataset_mask and recipe.source.count == arr.shape[0]:
+        mask = recipe.source
+    meta = raster_meta(data, mask=mask)
+    total = int(arr.shape[1] * arr.shape[2])
+    done = [0]
+
+    def on_write(npx: int) -> None:
+        done[0] += npx
+        if callable(progress):
+            progress(done[0], total)
+
+    t0 = time.perf_counter()
+    with open_runner(scheduler, workers) as runner:
+        sink = RasterSink(
+            target,
+            arr.shape,
+            arr.dtype,
+            meta,
+            blocksize=blocksize,
+            compress=compress,
+            creation_options=creation_options,
+            threads=runner.threads,
+            overwrite=overwrite,
+            on_write=on_write,
+        )
+        try:
+            runner.store(arr, sink, progress=progress is True)
+            if done[0] != total:
+                raise OutputError(f"{target}: only {done[0]} of {total} pixels were written")
+            sink.commit()
+        except BaseException:
+            sink.abort()
+            raise
+    seconds = time.perf_counter() - t0
+    nchunks = int(np.prod([len(c) for c in arr.chunks]))
+    return Result(target, seconds, total, os.path.getsize(target), nchunks)
+
+
+def process(
+    src: str | os.PathLike | Sequence[str | os.PathLike],
+    dst: str | os.PathLike,
+    kernel: Kernel | str | Sequence[tuple[Kernel | str, Mapping[str, Any]]],
+    *,
+    kernel_args: Mapping[str, Any] | None = None,
+    scheduler: Any = "threads",
+    workers: int | None = None,
+    chunk_mb: float | None = None,
+    compress: str | None = "deflate",
+    blocksize: int = 512,
+    creation_options: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
+    gdal_options: Mapping[str, Any] | None = None,
+) -> Result:
+    """Open ``src``, apply ``kernel`` (or a chain), write ``dst``.
+
+    Parameters
+    ----------
+    src
+        Input path or URL, or several to stack as bands.
+    dst
+        Output GeoTIFF path.
+    kernel
+        A kernel, a kernel name, or a chain: a sequence of
+        ``(kernel, args)`` pairs applied in order in one pass.
+    kernel_args
+        Arguments for a single kernel.
+    chunk_mb
+        Target chunk size in MB (default: :data:`rdask.plan.DEFAULT_CHUNK_MB`).
+
+    Other parameters are those of :func:`to_raster`.
+
+    Returns
+    -------
+    Result
+    """
+    from rdask.apply_kernels import apply
+    from rdask.io.open import open_raster
+    from rdask.io.sink import check_target
+    from rdask.plan import DEFAULT_CHUNK_MB
+
+    # Fail on the output before reading anything.
+    check_target(os.fspath(dst), overwrite=overwrite)
+    data = open_raster(
+        src,
+        chunk_mb=chunk_mb or DEFAULT_CHUNK_MB,
+        tile=blocksize,
+        gdal_options=gdal_options,
+    )
+    if isinstance(kernel, (str,)) or hasattr(kernel, "func"):
+        chain = [(kernel, dict(kernel_args or {}))]
+    else:
+        if kernel_args:
+            raise ValueError("kernel_args applies to a single kernel; give each step its own args")
+        chain = [(k, dict(a)) for k, a in kernel]
+    for k, args in chain:
+        data = apply(data, k, **args)
+    return to_raster(
+        data,
+        dst,
+        compress=compress,
+        blocksize=blocksize,
+        overwrite=overwrite,
+        scheduler=scheduler,
+        workers=workers,
+        creation_options=creation_options,
+        progress=progress,
+    )
+
+
+def _as_dask(data: xr.DataArray):
+    import dask.array as da
+
+    arr = data.data
+    if not isinstance(arr, da.Array):
+        # An in-memory array is already materialised; chunking it is free.
+        arr = da.from_array(np.asarray(arr), chunks=(-1, 2048, 2048))
+    return arr
+
+
+def _aligned(arr, blocksize: int):
+    """Rechunk so every chunk edge (but the last) falls on an output tile edge."""
+
+    def ok(chunks: tuple[int, ...]) -> bool:
+        return all(c % blocksize == 0 for c in chunks[:-1])
+
+    if len(arr.chunks[0]) == 1 and ok(arr.chunks[1]) and ok(arr.chunks[2]):
+        return arr
+    side = max(blocksize, (2048 // blocksize) * blocksize)
+    log.debug("rechunking to %d px to align chunks with %d px output tiles", side, blocksize)
+    return arr.rechunk({0: -1, 1: side, 2: side})
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} TB"

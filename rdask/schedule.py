@@ -1,0 +1,229 @@
+"""Run a store on dask's threaded or synchronous scheduler, or on
+dask.distributed, with the write lock that fits.
+
+Thread and lock model:
+
+* threads / sync: chunks are read, computed and handed to the sink by
+  dask's worker threads; the sink's own ``threading.Lock`` serialises only
+  the hand-over to GDAL.
+* distributed (a ``Client``, ``"local[:N]"`` for a ``LocalCluster`` of N
+  spawned worker processes, or a ``tcp://`` scheduler address): workers read
+  and compute; finished chunks stream back to this process, which is the
+  single writer. No lock crosses processes, a killed worker never holds the
+  file, and the output is never reopened per chunk. At most a few chunks per
+  worker thread are in flight, which bounds memory on both sides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from rdask.errors import SchedulerError
+
+log = logging.getLogger("rdask")
+
+#: Chunks in flight per worker thread on a cluster.
+INFLIGHT_PER_THREAD = 2
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """A parsed scheduler choice."""
+
+    kind: str  # "threads" | "sync" | "local" | "address" | "client"
+    workers: int
+    target: Any = None  # address string or Client
+
+    @property
+    def distributed(self) -> bool:
+        return self.kind in ("local", "address", "client")
+
+
+def parse_scheduler(scheduler: Any = "threads", workers: int | None = None) -> SchedulerSpec:
+    """Normalise a scheduler argument.
+
+    Parameters
+    ----------
+    scheduler
+        ``"threads"``, ``"sync"``, ``"local"`` / ``"local:N"``, a
+        ``tcp://host:port`` address, or a ``distributed.Client``.
+    workers
+        Threads for ``"threads"``; worker processes for ``"local"``.
+    """
+    n = int(workers) if workers else (os.cpu_count() or 1)
+    if n < 1:
+        raise SchedulerError(f"workers must be >= 1, got {workers}")
+    if not isinstance(scheduler, str):
+        if type(scheduler).__name__ == "Client":
+            return SchedulerSpec("client", n, scheduler)
+        raise SchedulerError(f"unknown scheduler {scheduler!r}")
+    s = scheduler.strip()
+    if s in ("threads", "threading", "threaded"):
+        return SchedulerSpec("threads", n)
+    if s in ("sync", "synchronous", "single-threaded"):
+        return SchedulerSpec("sync", 1)
+    if s == "local" or s.startswith("local:"):
+        count = s.partition(":")[2]
+        try:
+            return SchedulerSpec("local", int(count) if count else n)
+        except ValueError:
+            raise SchedulerError(f"bad scheduler {scheduler!r}: expected local:N") from None
+    if "://" in s:
+        return SchedulerSpec("address", n, s)
+    raise SchedulerError(
+        f"unknown scheduler {scheduler!r}: use threads, sync, local[:N] or tcp://HOST:PORT"
+    )
+
+
+class Runner:
+    """Executes a store on one scheduler. Use :func:`open_runner`."""
+
+    def __init__(self, spec: SchedulerSpec, client: Any = None) -> None:
+        self.spec = spec
+        self.client = client
+
+    @property
+    def threads(self) -> int:
+        """Threads that will compute chunks (sizes GDAL's compression pool)."""
+        if self.client is not None:
+            return max(1, sum(self.client.nthreads().values()))
+        return self.spec.workers
+
+    def store(self, arr: Any, sink: Any, *, progress: bool = False) -> None:
+        """Compute every chunk of ``arr`` and write it with ``sink[region] = chunk``."""
+        if self.client is None:
+            self._store_local(arr, sink, progress)
+        else:
+            self._store_distributed(arr, sink, progress)
+
+    def _store_local(self, arr: Any, sink: Any, progress: bool) -> None:
+        import dask
+        import dask.array as da
+
+        # The sink locks for itself (and reads masks outside its lock).
+        task = da.store(arr, sink, lock=False, compute=False)
+        sched = "sync" if self.spec.kind == "sync" else "threads"
+        with _progressbar(progress):
+            dask.compute(task, scheduler=sched, num_workers=self.spec.workers)
+
+    def _store_distributed(self, arr: Any, sink: Any, progress: bool) -> None:
+        from distributed import as_completed
+
+        blocks = arr.to_delayed(optimize_graph=True).ravel()
+        regions = list(_regions(arr.chunks))
+        pending = iter(zip(blocks, regions))
+        limit = max(2, INFLIGHT_PER_THREAD * self.threads)
+        where: dict[str, tuple] = {}
+        ac = as_completed()
+        futures = []
+
+        def submit() -> bool:
+            try:
+                block, region = next(pending)
+            except StopIteration:
+                return False
+            fut = self.client.compute(block)
+            where[fut.key] = region
+            futures.append(fut)
+            ac.add(fut)
+            return True
+
+        for _ in range(limit):
+            if not submit():
+                break
+        bar = _distributed_progress(futures, progress)
+        try:
+            for fut in ac:
+                region = where.pop(fut.key)
+                sink[region] = fut.result()
+                fut.release()
+                submit()
+        finally:
+            for fut in futures:
+                fut.cancel()
+            if bar is not None:
+                bar()
+
+
+def _regions(chunks: tuple[tuple[int, ...], ...]) -> Iterator[tuple[slice, ...]]:
+    import itertools
+
+    edges = []
+    for c in chunks:
+        offs, acc = [], 0
+        for n in c:
+            offs.append(slice(acc, acc + n))
+            acc += n
+        edges.append(offs)
+    yield from itertools.product(*edges)
+
+
+@contextlib.contextmanager
+def _progressbar(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar():
+        yield
+
+
+def _distributed_progress(futures: list, enabled: bool) -> Callable[[], None] | None:
+    if not enabled:
+        return None
+    from distributed import progress
+
+    # Shown once the window of futures is known; dask's own display.
+    progress(futures, notebook=_in_notebook())
+    return None
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+
+        ip = get_ipython()
+        return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
+    except ImportError:
+        return False
+
+
+@contextlib.contextmanager
+def open_runner(scheduler: Any = "threads", workers: int | None = None) -> Iterator[Runner]:
+    """Yield a :class:`Runner`, starting and stopping a cluster if asked to."""
+    spec = parse_scheduler(scheduler, workers)
+    if not spec.distributed:
+        yield Runner(spec)
+        return
+    import dask
+
+    # Workers are spawned, never forked after GDAL is loaded in this process.
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
+        if spec.kind == "client":
+            yield Runner(spec, spec.target)
+            return
+        from distributed import Client, LocalCluster
+
+        if spec.kind == "local":
+            cluster = LocalCluster(
+                n_workers=spec.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=logging.ERROR,
+            )
+            with cluster, Client(cluster) as client:
+                yield Runner(spec, client)
+            return
+        try:
+            client = Client(spec.target, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise SchedulerError(f"cannot reach dask scheduler {spec.target}: {exc}") from None
+        with client:
+            yield Runner(spec, client)
