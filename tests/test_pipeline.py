@@ -247,3 +247,27 @@ def test_chain_reads_once_with_summed_halo(tmp_path):
     assert recipe_of(chained).halo == 3
     fm = rdask.get_kernel("focal-mean")
     assert np.array_equal(chained.values, fm(fm(data, radius=2), radius=1), equal_nan=True)
+
+
+def test_accessor_wraps_the_functions(tmp_path):
+    src = os.path.join(DATA, "RGB.byte.tif")
+    data = rdask.open_raster(src)
+    out = data.rdask.apply("reverse-bands")
+    assert out.data.name == rdask.apply(data, "reverse-bands").data.name
+    result = out.rdask.to_raster(tmp_path / "o.tif")
+    assert np.array_equal(read(result.path), reference_reverse(src))
+
+
+def test_plain_dataarray_without_rdask_metadata(tmp_path):
+    """Any rioxarray-opened array can be written (map_blocks path, rechunked to tiles)."""
+    import rioxarray
+
+    src = os.path.join(DATA, "shade.tif")
+    data = rioxarray.open_rasterio(src, chunks=(1, 300, 300))
+    out = rdask.apply(data, "reverse-bands")
+    dst = str(tmp_path / "o.tif")
+    rdask.to_raster(out, dst, blocksize=256)
+    assert np.array_equal(read(dst), read(src)[::-1])
+    with rasterio.open(src) as a, rasterio.open(dst) as b:
+        assert b.crs == a.crs and b.nodata == a.nodata
+        assert b.transform.almost_equals(a.transform)

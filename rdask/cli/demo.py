@@ -7,8 +7,11 @@ import tempfile
 
 import click
 
+from rdask.cli.options import verbosity_options
+
 
 @click.command()
+@verbosity_options
 @click.option("-j", "--workers", type=click.IntRange(min=1), default=None,
               help="Threads for the parallel run. Default: CPU count.")
 @click.option("--iterations", type=click.IntRange(min=0), default=2000, show_default=True,

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import click
 
-from rdask.cli.options import chunk_mb_option
+from rdask.cli.options import chunk_mb_option, verbosity_options
 
 
 @click.command()
+@verbosity_options
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @chunk_mb_option
 @click.option("--blocksize", type=click.IntRange(min=16), default=512, show_default=True,
               help="Output tile size the chunks align to.")
 def info(inputs, chunk_mb, blocksize):
     """Describe INPUT and the chunk plan rdask would use."""
-    from rdask.io.open import recipe_of, open_raster
+    from rdask.io.open import open_raster, recipe_of
     from rdask.plan import DEFAULT_CHUNK_MB
 
     data = open_raster(list(inputs) if len(inputs) > 1 else inputs[0],

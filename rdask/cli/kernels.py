@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import click
 
+from rdask.cli.options import verbosity_options
+
 
 @click.command()
+@verbosity_options
 def kernels():
     """List the built-in kernels with their arguments and halo."""
     from rdask.kernels import builtin_kernels
@@ -19,4 +22,4 @@ def kernels():
     widths = [max(len(r[i]) for r in rows + [("KERNEL", "ARGUMENTS", "HALO", "")]) for i in range(3)]
     header = ("KERNEL", "ARGUMENTS", "HALO", "WHAT IT DOES")
     for r in [header, *rows]:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3])

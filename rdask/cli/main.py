@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
 import click
 
 from rdask import __version__
+from rdask.cli.options import verbosity_options
 
 #: Exit code for Ctrl-C, as shells report SIGINT.
 EXIT_INTERRUPTED = 130
@@ -35,7 +35,7 @@ class RdaskGroup(click.Group):
 
 
 def _debug(ctx: click.Context) -> bool:
-    obj = ctx.obj or {}
+    obj = ctx.find_root().obj or {}
     return bool(obj.get("debug"))
 
 
@@ -48,22 +48,11 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
 
 
-@click.group(cls=RdaskGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="rdask", cls=RdaskGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rdask")
-@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-@click.pass_context
-def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
+@verbosity_options
+def main() -> None:
     """Out-of-core raster processing: open -> apply a numba kernel -> write a GeoTIFF."""
-    ctx.ensure_object(dict)
-    ctx.obj["debug"] = debug
-    ctx.obj["quiet"] = quiet
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    if debug:
-        level = logging.DEBUG
-    logging.basicConfig(level=level, format="rdask: %(levelname)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("rdask").setLevel(level)
 
 
 def _register() -> None:

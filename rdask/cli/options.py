@@ -2,7 +2,50 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import click
+
+
+def _set_flag(ctx: click.Context, param: click.Parameter, value) -> None:
+    """Record -v/-q/--debug on the root context (they work before or after
+    the command name) and configure logging at once."""
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    obj = root.obj
+    if param.name == "verbose":
+        obj["verbose"] = max(obj.get("verbose", 0), value or 0)
+    elif value:
+        obj[param.name] = True
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(obj.get("verbose", 0), 2)]
+    if obj.get("quiet"):
+        level = logging.ERROR
+    if obj.get("debug"):
+        level = logging.DEBUG
+    logger = logging.getLogger("rdask")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("rdask: %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level)
+
+
+def verbosity_options(f):
+    """-v/--verbose, -q/--quiet and --debug, accepted by the group and every command."""
+    f = click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
+                     callback=_set_flag, help="Show tracebacks.")(f)
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True,
+                     callback=_set_flag, help="Only errors.")(f)
+    f = click.option("-v", "--verbose", count=True, expose_value=False, is_eager=True,
+                     callback=_set_flag, help="More logging (-vv for debug).")(f)
+    return f
+
+
+def flags(ctx: click.Context) -> dict:
+    """The -v/-q/--debug values recorded on the root context."""
+    return ctx.find_root().obj or {}
 
 
 def parse_pairs(values: tuple[str, ...], what: str) -> dict[str, str]:

@@ -8,14 +8,17 @@ import click
 
 from rdask.cli.options import (
     chunk_mb_option,
+    flags,
     parse_chain,
     parse_pairs,
     scheduler_option,
+    verbosity_options,
     workers_option,
 )
 
 
 @click.command(context_settings={"show_default": True})
+@verbosity_options
 @click.argument("kernel")
 @click.argument("files", nargs=-1, required=True, metavar="INPUT... OUTPUT")
 @workers_option
@@ -47,7 +50,7 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, compress,
         if len(chain) > 1:
             raise click.UsageError("--kernel-arg is for a single kernel; put arguments in the chain")
         chain[0][1].update(extra)
-    quiet = (ctx.obj or {}).get("quiet", False)
+    quiet = flags(ctx).get("quiet", False)
     show = sys.stderr.isatty() and not quiet if progress is None else progress
 
     from rdask.cli.progress import TerminalProgress

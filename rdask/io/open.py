@@ -182,6 +182,8 @@ def wrap(arr: Any, meta: Mapping[str, Any]) -> xr.DataArray:
     import rioxarray  # noqa: F401  (registers the .rio accessor)
     import xarray as xr
 
+    import rdask.accessor  # noqa: F401  (registers the .rdask accessor)
+
     transform = meta["transform"]
     nb, h, w = arr.shape
     coords: dict[str, Any] = {"band": np.arange(1, nb + 1)}

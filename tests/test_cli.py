@@ -1,0 +1,229 @@
+"""The CLI as users run it: a real process, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from rasters import read, synthetic, write
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+RDASK = os.path.join(os.path.dirname(sys.executable), "rdask")
+
+BAD_KERNELS = '''
+import numba
+import numpy as np
+import rdask
+
+
+@rdask.kernel()
+@numba.njit(nogil=True)
+def explode(block, at=0):
+    if block.shape[2] > 0 and block[0, 0, 0] >= 0:
+        raise ValueError("boom")
+    return block
+
+
+@rdask.kernel()
+@numba.njit(nogil=True)
+def wrong_shape(block):
+    return block[:, :-1, :]
+
+
+@rdask.kernel()
+@numba.njit(nogil=True)
+def wrong_dtype(block):
+    return block.astype(np.float64)
+
+
+@numba.njit
+def holds_gil(block):
+    return block
+'''
+
+
+def rdask_cli(*args, cwd=None):
+    return subprocess.run([RDASK, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    return write(tmp / "in.tif", synthetic((3, 300, 200), "uint8"), block=(64, 64))
+
+
+@pytest.fixture(scope="module")
+def kernels_py(tmp_path_factory):
+    path = tmp_path_factory.mktemp("k") / "bad_kernels.py"
+    path.write_text(BAD_KERNELS)
+    return str(path)
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("rdask: error: "), lines[0]
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def no_leftovers(directory, keep=()):
+    names = [n for n in os.listdir(directory) if n not in keep]
+    assert not [n for n in names if "rdask-tmp" in n], names
+
+
+def test_run_writes_and_summarises(tmp_path, src):
+    out = tmp_path / "out.tif"
+    proc = rdask_cli("run", "reverse-bands", src, out, "-j", "2", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(read(out), read(src)[::-1])
+    assert proc.stderr.startswith(f"wrote {out}") and "Mpx/s" in proc.stderr
+
+
+def test_kernel_args_and_creation_options(tmp_path, src):
+    out = tmp_path / "out.tif"
+    proc = rdask_cli("run", "focal-mean", src, out, "--kernel-arg", "radius=2", "--co", "PREDICTOR=3",
+                     "--compress", "zstd", "--blocksize", "64", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    with rasterio.open(out) as ds:
+        assert ds.compression.name.lower() == "zstd" and ds.block_shapes[0] == (64, 64)
+        assert ds.dtypes[0] == "float32"
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "empty", "text", "truncated"])
+def test_bad_inputs(tmp_path, case):
+    bad = tmp_path / f"bad-{case}.tif"
+    if case == "directory":
+        bad.mkdir()
+    elif case == "empty":
+        bad.write_bytes(b"")
+    elif case == "text":
+        bad.write_text("this is not a raster\n")
+    elif case == "truncated":
+        bad.write_bytes(open(os.path.join(DATA, "RGB.byte.tif"), "rb").read()[:600])
+    out = tmp_path / "out.tif"
+    proc = rdask_cli("run", "reverse-bands", bad, out)
+    assert_one_line_error(proc, str(bad))
+    expected = {"missing": "no such file", "directory": "is a directory", "empty": "empty file",
+                "text": "not a raster", "truncated": ""}[case]
+    assert expected in proc.stderr
+    assert not out.exists()
+    no_leftovers(tmp_path)
+
+
+def test_corrupt_tile_data_names_file_and_window(tmp_path):
+    out = tmp_path / "out.tif"
+    proc = rdask_cli("run", "reverse-bands", os.path.join(DATA, "corrupt.tif"), out)
+    assert_one_line_error(proc, "corrupt.tif", "rows ", "cols ")
+    assert not out.exists()
+    no_leftovers(tmp_path)
+
+
+def test_existing_output_is_left_untouched(tmp_path, src):
+    out = tmp_path / "out.tif"
+    out.write_bytes(b"precious")
+    proc = rdask_cli("run", "reverse-bands", src, out)
+    assert_one_line_error(proc, "output exists", str(out), "--overwrite")
+    assert out.read_bytes() == b"precious"
+    proc = rdask_cli("run", "reverse-bands", src, out, "--overwrite", "-q")
+    assert proc.returncode == 0 and np.array_equal(read(out), read(src)[::-1])
+
+
+def test_missing_output_directory(tmp_path, src):
+    out = tmp_path / "nope" / "out.tif"
+    assert_one_line_error(rdask_cli("run", "reverse-bands", src, out), "does not exist",
+                          str(tmp_path / "nope"))
+
+
+def test_unwritable_output(tmp_path, src):
+    if os.geteuid() == 0:
+        # Root ignores permission bits; /proc refuses new files for everyone.
+        out = "/proc/rdask-test-out.tif"
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        out = str(ro / "out.tif")
+    proc = rdask_cli("run", "reverse-bands", src, out)
+    assert_one_line_error(proc, os.path.dirname(out))
+    assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("kernel,needle", [
+    ("no-such-kernel", "unknown kernel 'no-such-kernel'"),
+    ("reverse-bands --kernel-arg nope=1", "has no argument 'nope'"),
+    ("focal-mean --kernel-arg radius=abc", "radius='abc' is not a valid int"),
+    ("missing_file.py:k", "missing_file.py"),
+])
+def test_bad_kernels(tmp_path, src, kernel, needle):
+    name, *extra = kernel.split()
+    out = tmp_path / "out.tif"
+    assert_one_line_error(rdask_cli("run", name, src, out, *extra), needle)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("func,needles", [
+    ("explode", ["'explode'", "boom", "window rows 0:"]),
+    ("wrong_shape", ["'wrong-shape'", "shape", "expected (3, "]),
+    ("wrong_dtype", ["'wrong-dtype'", "dtype float64", "expected uint8"]),
+    ("holds_gil", ["'holds-gil'", "nogil"]),
+])
+def test_user_kernels_that_misbehave(tmp_path, src, kernels_py, func, needles):
+    out = tmp_path / "out.tif"
+    proc = rdask_cli("run", f"{kernels_py}:{func}", src, out)
+    assert_one_line_error(proc, *needles)
+    assert not out.exists()
+    no_leftovers(tmp_path)
+
+
+def test_debug_shows_traceback(tmp_path):
+    proc = rdask_cli("--debug", "run", "reverse-bands", tmp_path / "missing.tif", tmp_path / "o.tif")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_info_and_kernels():
+    proc = rdask_cli("info", os.path.join(DATA, "RGB.byte.tif"))
+    assert proc.returncode == 0, proc.stderr
+    assert "791 x 718 px, 3 bands" in proc.stdout
+    assert "block shape" in proc.stdout and "3 x 791" in proc.stdout
+    assert "chunk plan" in proc.stdout
+    proc = rdask_cli("kernels")
+    assert proc.returncode == 0
+    for name in ("reverse-bands", "focal-mean", "slope", "hillshade", "normalized-difference", "ndvi"):
+        assert name in proc.stdout
+    assert "radius=1" in proc.stdout
+
+
+def test_stack_inputs_on_the_command_line(tmp_path):
+    a = write(tmp_path / "B04.tif", synthetic((1, 60, 50), "uint16", seed=1), block=(16, 16))
+    b = write(tmp_path / "B08.tif", synthetic((1, 60, 50), "uint16", seed=2), block=(32, 32))
+    out = tmp_path / "ndvi.tif"
+    proc = rdask_cli("run", "ndvi", a, b, out, "--kernel-arg", "red=1", "--kernel-arg", "nir=2", "-q")
+    assert proc.returncode == 0, proc.stderr
+    red, nir = read(a)[0].astype(np.float64), read(b)[0].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = ((nir - red) / (nir + red)).astype(np.float32)
+    assert np.allclose(read(out)[0], expected, equal_nan=True, rtol=1e-6)
+
+
+def test_demo_runs(tmp_path):
+    proc = rdask_cli("demo", "--iterations", "10", "-j", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "-j 1:" in proc.stdout and "-j 2:" in proc.stdout and "speedup" in proc.stdout
+
+
+def test_help_is_fast_and_plugin_is_registered():
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "rio"), "rdask", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "run" in proc.stdout
+    if shutil.which("rio") is None:
+        pass
