@@ -184,7 +184,9 @@ def _context(k: Kernel, meta: dict[str, Any], data: xr.DataArray) -> dict[str, A
             f"kernel {k.name!r} needs a north-up raster; this one has a rotated geotransform "
             "(warp it first, e.g. with gdalwarp)"
         )
-    return {"nodata": meta.get("nodata"), "xres": abs(transform.a), "yres": abs(transform.e)}
+    # Signed like GDAL's gt[1] and -gt[5]: positive for north-up rasters, so
+    # that hillshade's light direction matches gdaldem on south-up ones too.
+    return {"nodata": meta.get("nodata"), "xres": transform.a, "yres": -transform.e}
 
 
 def _where(block_info: Any) -> str:

@@ -57,6 +57,8 @@ def to_raster(
     workers: int | None = None,
     creation_options: Mapping[str, Any] | None = None,
     progress: bool | Callable[[int, int], None] = False,
+    resume: bool = False,
+    checkpoint_seconds: float | None = None,
 ) -> Result:
     """Write a lazy ``(band, y, x)`` DataArray to a tiled GeoTIFF, streaming.
 
@@ -83,6 +85,13 @@ def to_raster(
     progress
         ``True`` shows dask's own progress display; a callable
         ``(pixels_done, pixels_total)`` is called after every chunk.
+    resume
+        Continue the partial output an interrupted identical job left beside
+        ``path`` (chunks already written are not recomputed), and keep the
+        partial output if this job is interrupted too. A partial output of
+        a different input, kernel or options is refused.
+    checkpoint_seconds
+        Seconds between checkpoints of the partial output (default 10).
 
     Returns
     -------
@@ -90,7 +99,7 @@ def to_raster(
     """
     from rdask.io.meta import raster_meta
     from rdask.io.open import recipe_of
-    from rdask.io.sink import RasterSink, check_target
+    from rdask.io.sink import CHECKPOINT_SECONDS, RasterSink, check_target
     from rdask.schedule import open_runner
 
     target = check_target(os.fspath(path), overwrite=overwrite)
@@ -104,6 +113,7 @@ def to_raster(
     if recipe is not None and recipe.source.per_dataset_mask and recipe.source.count == arr.shape[0]:
         mask = recipe.source
     meta = raster_meta(data, mask=mask)
+    job = _job_id(arr, recipe, meta, blocksize, compress, creation_options)
     total = int(arr.shape[1] * arr.shape[2])
     done = [0]
 
@@ -125,14 +135,19 @@ def to_raster(
             threads=runner.threads,
             overwrite=overwrite,
             on_write=on_write,
+            job=job,
+            resume=resume,
+            checkpoint_seconds=CHECKPOINT_SECONDS if checkpoint_seconds is None else checkpoint_seconds,
         )
+        done[0] = sum(_area(arr.chunks, w) for w in sink.done)
         try:
-            runner.store(arr, sink, progress=progress is True)
+            runner.store(arr, sink, skip=sink.done, progress=progress is True)
             if done[0] != total:
                 raise OutputError(f"{target}: only {done[0]} of {total} pixels were written")
             sink.commit()
-        except BaseException:
-            sink.abort()
+        except BaseException as exc:
+            if sink.abort(keep_partial=resume):
+                exc.add_note(f"partial output kept for --resume: {sink.tmp}")
             raise
     seconds = time.perf_counter() - t0
     nchunks = int(np.prod([len(c) for c in arr.chunks]))
@@ -154,6 +169,8 @@ def process(
     overwrite: bool = False,
     progress: bool | Callable[[int, int], None] = False,
     gdal_options: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    checkpoint_seconds: float | None = None,
 ) -> Result:
     """Open ``src``, apply ``kernel`` (or a chain), write ``dst``.
 
@@ -169,7 +186,8 @@ def process(
     kernel_args
         Arguments for a single kernel.
     chunk_mb
-        Target chunk size in MB (default: :data:`rdask.plan.DEFAULT_CHUNK_MB`).
+        Target chunk size in MB. By default :data:`rdask.plan.DEFAULT_CHUNK_MB`,
+        made smaller for small rasters so every thread gets several chunks.
 
     Other parameters are those of :func:`to_raster`.
 
@@ -181,15 +199,17 @@ def process(
     from rdask.io.open import open_raster
     from rdask.io.sink import check_target
     from rdask.plan import DEFAULT_CHUNK_MB
+    from rdask.schedule import parse_scheduler
 
     # Fail on the output before reading anything.
     check_target(os.fspath(dst), overwrite=overwrite)
-    data = open_raster(
-        src,
-        chunk_mb=chunk_mb or DEFAULT_CHUNK_MB,
-        tile=blocksize,
-        gdal_options=gdal_options,
-    )
+    data = open_raster(src, chunk_mb=chunk_mb or DEFAULT_CHUNK_MB, tile=blocksize, gdal_options=gdal_options)
+    if chunk_mb is None:
+        # Small rasters: aim for >= 4 chunks per thread so all cores work.
+        threads = parse_scheduler(scheduler, workers).workers
+        per_thread = data.nbytes / 1e6 / (4 * threads)
+        if per_thread < DEFAULT_CHUNK_MB:
+            data = open_raster(src, chunk_mb=max(per_thread, 0.05), tile=blocksize, gdal_options=gdal_options)
     if isinstance(kernel, (str,)) or hasattr(kernel, "func"):
         chain = [(kernel, dict(kernel_args or {}))]
     else:
@@ -208,7 +228,35 @@ def process(
         workers=workers,
         creation_options=creation_options,
         progress=progress,
+        resume=resume,
+        checkpoint_seconds=checkpoint_seconds,
     )
+
+
+def _job_id(arr, recipe, meta, blocksize, compress, creation_options):
+    """Fingerprints a resumed job must match: input, kernel chain, options."""
+    from dask.base import tokenize
+
+    from rdask.io.journal import JobId
+
+    if recipe is not None:
+        inp, kern = tokenize(recipe.source), tokenize(recipe.steps)
+    else:
+        inp, kern = arr.name, ""
+    crs = meta.crs.to_wkt() if meta.crs else None
+    opts = tokenize(arr.shape, str(arr.dtype), arr.chunks, blocksize, compress,
+                    sorted((creation_options or {}).items()), crs, tuple(meta.transform), meta.nodata)
+    return JobId(inp, kern, opts)
+
+
+def _area(chunks, window: tuple[int, int]) -> int:
+    """Pixels in the chunk at offset ``window`` of a ``(bands, ys, xs)`` grid."""
+    import itertools
+
+    r, c = window
+    ys = dict(zip(itertools.accumulate((0,) + chunks[1][:-1]), chunks[1], strict=True))
+    xs = dict(zip(itertools.accumulate((0,) + chunks[2][:-1]), chunks[2], strict=True))
+    return ys[r] * xs[c]
 
 
 def _as_dask(data: xr.DataArray):

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Default target size of one chunk. Small enough that a chunk per thread
-#: plus the writer's queue stays far below the 300 MB budget, large enough
-#: that per-task overhead is negligible next to decoding 16+ tiles.
-DEFAULT_CHUNK_MB = 16.0
+#: Default target size of one chunk. Small enough that an input and an
+#: output chunk per thread add little to peak memory, large enough that
+#: per-task overhead is negligible next to decoding the blocks in it.
+DEFAULT_CHUNK_MB = 4.0
 
 #: When the common multiple of input block and output tile is this many
 #: times the target, give up input alignment (reads then decode a few blocks
@@ -119,7 +119,7 @@ def plan_chunks(
     ChunkPlan
     """
     height, width = (int(v) for v in shape)
-    by, bx = (max(1, min(int(b), n)) for b, n in zip(block, (height, width)))
+    by, bx = (max(1, min(int(b), n)) for b, n in zip(block, (height, width), strict=True))
     if height < 1 or width < 1 or bands < 1:
         raise ValueError(f"cannot plan chunks for an empty raster {bands}x{height}x{width}")
     if chunk_mb <= 0:

@@ -94,29 +94,48 @@ class Runner:
             return max(1, sum(self.client.nthreads().values()))
         return self.spec.workers
 
-    def store(self, arr: Any, sink: Any, *, progress: bool = False) -> None:
-        """Compute every chunk of ``arr`` and write it with ``sink[region] = chunk``."""
+    def store(
+        self,
+        arr: Any,
+        sink: Any,
+        *,
+        skip: frozenset[tuple[int, int]] = frozenset(),
+        progress: bool = False,
+    ) -> None:
+        """Compute every chunk of ``arr`` and write it with ``sink[region] = chunk``.
+
+        Chunks whose ``(row, col)`` offset is in ``skip`` (already written by
+        an interrupted job) are neither computed nor written.
+        """
+        todo = [
+            (block, region)
+            for block, region in zip(arr.to_delayed(optimize_graph=True).ravel(), _regions(arr.chunks), strict=True)
+            if (region[1].start, region[2].start) not in skip
+        ]
         if self.client is None:
-            self._store_local(arr, sink, progress)
+            self._store_local(todo, sink, progress)
         else:
-            self._store_distributed(arr, sink, progress)
+            self._store_distributed(todo, sink, progress)
 
-    def _store_local(self, arr: Any, sink: Any, progress: bool) -> None:
+    def _store_local(self, todo: list, sink: Any, progress: bool) -> None:
         import dask
-        import dask.array as da
 
-        # The sink locks for itself (and reads masks outside its lock).
-        task = da.store(arr, sink, lock=False, compute=False)
+        # One write task per chunk, fed by that chunk's fused read+kernel
+        # task; the sink locks for itself (and reads masks outside its lock).
+        writes = [
+            dask.delayed(_write)(
+                sink, region, block, dask_key_name=f"rdask-write-{block.key[0]}-{region[1].start}-{region[2].start}"
+            )
+            for block, region in todo
+        ]
         sched = "sync" if self.spec.kind == "sync" else "threads"
         with _progressbar(progress):
-            dask.compute(task, scheduler=sched, num_workers=self.spec.workers)
+            dask.compute(writes, scheduler=sched, num_workers=self.spec.workers)
 
-    def _store_distributed(self, arr: Any, sink: Any, progress: bool) -> None:
+    def _store_distributed(self, todo: list, sink: Any, progress: bool) -> None:
         from distributed import as_completed
 
-        blocks = arr.to_delayed(optimize_graph=True).ravel()
-        regions = list(_regions(arr.chunks))
-        pending = iter(zip(blocks, regions))
+        pending = iter(todo)
         limit = max(2, INFLIGHT_PER_THREAD * self.threads)
         where: dict[str, tuple] = {}
         ac = as_completed()
@@ -148,6 +167,10 @@ class Runner:
                 fut.cancel()
             if bar is not None:
                 bar()
+
+
+def _write(sink: Any, region: tuple[slice, ...], block: Any) -> None:
+    sink[region] = block
 
 
 def _regions(chunks: tuple[tuple[int, ...], ...]) -> Iterator[tuple[slice, ...]]:

@@ -22,10 +22,11 @@ class RdaskGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.Abort, click.ClickException):
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if _debug(ctx):
                 raise
-            click.echo("rdask: interrupted", err=True)
+            notes = "; ".join(getattr(exc, "__notes__", []))
+            click.echo(f"rdask: interrupted{' (' + notes + ')' if notes else ''}", err=True)
             sys.exit(EXIT_INTERRUPTED)
         except Exception as exc:
             if _debug(ctx):

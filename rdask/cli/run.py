@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -31,11 +32,14 @@ from rdask.cli.options import (
 @click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
               help="GTiff creation option (repeatable), e.g. --co PREDICTOR=2.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
+@click.option("--resume", is_flag=True,
+              help="Continue the partial output of an interrupted identical job; "
+                   "if this job is interrupted, keep its partial output for the next --resume.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: on when stderr is a terminal).")
 @click.pass_context
 def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, compress, blocksize,
-        creation_options, overwrite, progress):
+        creation_options, overwrite, resume, progress):
     """Apply KERNEL to INPUT (several inputs are stacked as bands) and write OUTPUT.
 
     KERNEL is a built-in name (see `rdask kernels`), `package.module:function`,
@@ -57,6 +61,8 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, compress,
     from rdask.pipeline import process
 
     bar = TerminalProgress() if show else None
+    # Batch systems stop jobs with SIGTERM: clean up exactly as for Ctrl-C.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         result = process(
             inputs if len(inputs) > 1 else inputs[0],
@@ -69,6 +75,7 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, compress,
             blocksize=blocksize,
             creation_options=parse_pairs(creation_options, "--co"),
             overwrite=overwrite,
+            resume=resume,
             progress=bar if bar is not None else False,
         )
     finally:
@@ -76,3 +83,7 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, compress,
             bar.close()
     if not quiet:
         click.echo(result.summary(), err=True)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rdask.errors import RasterMismatchError, RasterOpenError
-from rdask.io.source import DEFAULT_GDAL_OPTIONS, FileBands, RasterSource, file_stamp, merge_options, redact
+from rdask.io.source import (
+    DEFAULT_GDAL_OPTIONS,
+    FileBands,
+    RasterSource,
+    file_stamp,
+    merge_options,
+    redact,
+)
 from rdask.plan import DEFAULT_CHUNK_MB, ChunkPlan, plan_chunks
 
 if TYPE_CHECKING:
@@ -138,7 +145,7 @@ def open_raster(
     if len(infos) > 1:
         # A stack's bands are best named after their files when unnamed.
         names = [os.path.basename(i["path"].rstrip("/")) for i in infos for _ in i["bands"]]
-        descriptions = [d or n for d, n in zip(descriptions, names)]
+        descriptions = [d or n for d, n in zip(descriptions, names, strict=True)]
     meta = {
         "crs": first["crs"],
         "transform": first["transform"],
@@ -257,7 +264,7 @@ def _inspect(path: str, options: tuple[tuple[str, str], ...]) -> dict[str, Any]:
             }
     except RasterOpenError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any GDAL failure becomes one line
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "not recognized as" in text or "not a supported file format" in text:
             raise RasterOpenError(f"not a raster GDAL can read: {shown}") from None

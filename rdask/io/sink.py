@@ -2,32 +2,46 @@
 
 Write path, in order:
 
-1. The sink creates a temporary tiled GeoTIFF beside the target (same
-   directory, so the final rename is atomic and never crosses devices).
+1. The sink creates a partial tiled GeoTIFF beside the target (same
+   directory, so the final rename is atomic and never crosses devices), and
+   a journal (:mod:`rdask.io.journal`) that also locks the target.
 2. Chunks arrive through ``sink[region] = block`` (``dask.array.store``) in
    any order, from any thread. Chunks are aligned to output tiles, so each
    call covers whole tiles and every tile is written exactly once. The write
    lock is held only while GDAL copies the block in; compression runs on
    GDAL's own ``NUM_THREADS`` pool, outside our lock, and the dataset is
    opened once (never reopened in ``r+`` per chunk).
-3. :meth:`RasterSink.commit` closes the dataset and moves it into place:
+3. Every ``checkpoint_seconds`` the sink closes and reopens the dataset
+   (``r+``), which puts the tile index on disk, and only then journals the
+   chunks written since the last checkpoint. After a SIGKILL the partial
+   file and journal agree, and ``resume=True`` writes only what is missing.
+4. :meth:`RasterSink.commit` closes the dataset and moves it into place:
    ``os.replace`` with ``overwrite``, otherwise a hard link that fails if
    the target appeared meanwhile, so an existing file is never clobbered.
-   :meth:`RasterSink.abort` removes the temporary file instead.
+   :meth:`RasterSink.abort` removes the partial file and journal instead,
+   unless asked to keep them for a later resume.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from rdask.errors import OutputError
+from rdask.io.journal import JobId, Journal, partial_paths
 from rdask.io.meta import RasterMeta
+
+log = logging.getLogger("rdask")
+
+#: Seconds between checkpoints (close/reopen, then journal). Each costs one
+#: tile-index write; a resume redoes at most this much work.
+CHECKPOINT_SECONDS = 10.0
 
 #: Writer-side GDAL options. Whole tiles go straight to compression, so a
 #: small block cache suffices; it bounds the writer's share of memory.
@@ -56,12 +70,6 @@ def check_target(path: str, *, overwrite: bool) -> str:
     return target
 
 
-def temp_path_for(target: str) -> str:
-    """A fresh hidden temporary path beside ``target``."""
-    head, tail = os.path.split(target)
-    return os.path.join(head, f".{tail}.{os.getpid()}-{secrets.token_hex(4)}.rdask-tmp")
-
-
 class RasterSink:
     """A GeoTIFF being written: ``sink[(bands, ys, xs)] = block``.
 
@@ -87,6 +95,12 @@ class RasterSink:
         Replace an existing target on commit.
     on_write
         Called with the number of pixels written after each block.
+    job
+        Fingerprints of the job, checked on resume.
+    resume
+        Continue the partial output of an interrupted identical job, if any.
+    checkpoint_seconds
+        Seconds between checkpoints.
     """
 
     def __init__(
@@ -102,22 +116,50 @@ class RasterSink:
         threads: int = 2,
         overwrite: bool = False,
         on_write: Callable[[int], None] | None = None,
+        job: JobId | None = None,
+        resume: bool = False,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
     ) -> None:
         if blocksize % 16:
             raise ValueError(f"blocksize must be a multiple of 16, got {blocksize}")
         self.target = check_target(target, overwrite=overwrite)
-        self.tmp = temp_path_for(self.target)
+        self.tmp, journal_path = partial_paths(self.target)
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.meta = meta
         self.blocksize = blocksize
         self.overwrite = overwrite
         self.on_write = on_write
+        self.threads = max(1, int(threads))
+        self.checkpoint_seconds = checkpoint_seconds
         self._lock = threading.Lock()
         self._written: set[tuple[int, int]] = set()
+        self._pending: list[tuple[int, int]] = []
         self._closed = False
         self._options = self._creation_options(compress, creation_options, threads)
-        self._ds = self._create()
+        job = job or JobId("", "", "")
+        can_resume = resume and os.path.exists(journal_path) and os.path.exists(self.tmp)
+        if can_resume:
+            self.journal = Journal.resume(journal_path, job, self.target)
+            self._ds = self._reopen()
+            log.info("resuming %s: %d chunks already written", self.target, len(self.journal.done))
+        else:
+            if resume:
+                log.info("nothing to resume for %s; starting from scratch", self.target)
+            self.journal = Journal.start(journal_path, job)
+            self._remove_tmp()
+            try:
+                self._ds = self._create()
+            except BaseException:
+                self.journal.close(remove=True)
+                raise
+        self._written = set(self.journal.done)
+        self._last_checkpoint = time.monotonic()
+
+    @property
+    def done(self) -> frozenset[tuple[int, int]]:
+        """``(row, col)`` offsets of chunks already in the file (on resume)."""
+        return frozenset(self.journal.done)
 
     # -- set-up ------------------------------------------------------------
     def _creation_options(
@@ -135,6 +177,19 @@ class RasterSink:
         for k, v in (extra or {}).items():
             opts[str(k).upper()] = v
         return opts
+
+    def _reopen(self):
+        import rasterio
+
+        try:
+            with rasterio_env():
+                return rasterio.open(self.tmp, "r+", NUM_THREADS=self.threads)
+        except Exception as exc:  # noqa: BLE001 - GDAL errors vary; report one line
+            self.journal.close(remove=False)
+            raise OutputError(
+                f"cannot resume {self.target}: partial file {self.tmp} is unreadable "
+                f"({_first_line(exc)}); rerun without --resume"
+            ) from None
 
     def _create(self):
         import rasterio
@@ -159,7 +214,7 @@ class RasterSink:
                     nodata=nodata,
                     **self._options,
                 )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - GDAL errors vary; report one line
             self._remove_tmp()
             raise OutputError(f"cannot create {self.target}: {_first_line(exc)}") from None
         try:
@@ -204,7 +259,12 @@ class RasterSink:
                     self._ds.write(block, window=window)
                     if mask is not None:
                         self._ds.write_mask(mask, window=window)
-            except Exception as exc:
+                self._pending.append((y0, x0))
+                if time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds:
+                    self._checkpoint()
+            except OutputError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. disk full, as one line
                 raise OutputError(f"cannot write {self.target}: {_first_line(exc)}") from None
         if self.on_write is not None:
             self.on_write(block.shape[1] * block.shape[2])
@@ -212,6 +272,15 @@ class RasterSink:
     @property
     def windows_written(self) -> int:
         return len(self._written)
+
+    def _checkpoint(self) -> None:
+        """Put the tile index on disk, then journal what it covers (lock held)."""
+        with rasterio_env():
+            self._ds.close()
+        self._ds = self._reopen()
+        self.journal.record(self._pending)
+        self._pending = []
+        self._last_checkpoint = time.monotonic()
 
     # -- ending --------------------------------------------------------------
     def commit(self) -> str:
@@ -221,8 +290,9 @@ class RasterSink:
             try:
                 with rasterio_env():
                     self._ds.close()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - GDAL errors vary; report one line
                 self._remove_tmp()
+                self.journal.close(remove=True)
                 raise OutputError(f"cannot finish {self.target}: {_first_line(exc)}") from None
         try:
             if self.overwrite:
@@ -240,18 +310,31 @@ class RasterSink:
                     os.rename(self.tmp, self.target)
         finally:
             self._remove_tmp()
+            self.journal.close(remove=True)
         return self.target
 
-    def abort(self) -> None:
-        """Stop writing and remove the temporary file. Safe to call twice."""
+    def abort(self, *, keep_partial: bool = False) -> bool:
+        """Stop writing; remove the partial file and journal unless
+        ``keep_partial`` (then they are consistent, for a resume).
+
+        Returns whether the partial output was kept. Safe to call twice.
+        """
+        kept = False
         with self._lock:
             if not self._closed:
                 self._closed = True
                 try:
-                    self._ds.close()
+                    with rasterio_env():
+                        self._ds.close()
+                    if keep_partial:
+                        self.journal.record(self._pending)
+                        kept = True
                 except Exception:  # noqa: BLE001 - the file is being discarded
-                    pass
-        self._remove_tmp()
+                    kept = False
+        if not kept:
+            self._remove_tmp()
+        self.journal.close(remove=not kept)
+        return kept
 
     def _remove_tmp(self) -> None:
         for p in (self.tmp, self.tmp + ".aux.xml", self.tmp + ".msk"):

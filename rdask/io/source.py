@@ -108,7 +108,7 @@ class RasterSource:
                     ds = self._handle(f)
                     try:
                         ds.read(idx, window=window, out=out[lo - b0 : hi - b0])
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - name file and window
                         raise RasterOpenError(
                             f"cannot read {redact(f.path)} at rows {y0}:{y1}, "
                             f"cols {x0}:{x1}: {_first_line(exc)}"
@@ -145,7 +145,7 @@ class RasterSource:
         if ds is None:
             try:
                 ds = rasterio.open(f.path)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - GDAL errors vary; report one line
                 raise RasterOpenError(f"cannot open {redact(f.path)}: {_first_line(exc)}") from None
             cache[key] = ds
             while len(cache) > HANDLES_PER_THREAD:

@@ -8,7 +8,8 @@ at the raster edge, and trims the seam pixels afterwards, so the result never
 depends on the chunking.
 
 Parameters named ``nodata`` (the input's nodata as a float, NaN when it has
-none), ``xres`` and ``yres`` (pixel size from the geotransform) are filled in
+none), ``xres`` and ``yres`` (pixel size from the geotransform, GDAL's
+``gt[1]`` and ``-gt[5]``: positive for a north-up raster) are filled in
 by the pipeline; every other parameter must have a default and is a user
 argument.  This module imports nothing from xarray, dask or rasterio.
 """

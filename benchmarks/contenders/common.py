@@ -1,0 +1,155 @@
+"""What the benchmark contenders share: the kernel and the command line.
+
+Every contender reverses the band order of a ``(bands, y, x)`` block, with
+the synthetic per-value work of the example kernel in rasterio's
+"Concurrent processing" documentation: ``iterations`` additions of ``1.0``
+to each value, then one subtraction of ``iterations``.  Sharing the kernel
+here keeps the contenders comparable: they differ only in how they read,
+schedule and write.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import numpy as np
+
+#: A kernel maps a ``(bands, y, x)`` block to its band-reversed copy.
+KernelFunc = Callable[[np.ndarray], np.ndarray]
+
+#: Iteration count hard-wired into ``rasterio._example.compute``.
+DOCS_ITERATIONS = 2000
+
+#: Kernel backends; ``auto`` picks the one the docs would use (see
+#: :func:`select_kernel`).
+BACKENDS = ("auto", "cython", "numba", "numpy")
+
+
+def select_kernel(iterations: int, dtype: np.dtype, backend: str = "auto") -> KernelFunc:
+    """Return the band-reversing kernel for ``iterations`` units of work.
+
+    Parameters
+    ----------
+    iterations
+        Additions per value (the docs' kernel does 2000; 0 is a plain copy).
+    dtype
+        Dtype of the blocks the kernel will see.
+    backend
+        ``"cython"`` is rasterio's own ``_example.compute`` (uint8 and 2000
+        iterations only); ``"numba"`` is the same loop compiled with
+        ``njit(nogil=True)``; ``"numpy"`` reverses without the synthetic work
+        (``iterations`` must be 0); ``"auto"`` picks cython when it applies,
+        numpy for 0 iterations and numba otherwise.
+
+    Returns
+    -------
+    KernelFunc
+        A function that releases the GIL for the duration of its work
+        (numpy's copy does too).
+
+    Raises
+    ------
+    ValueError
+        If ``backend`` cannot do the requested work.
+    """
+    dtype = np.dtype(dtype)
+    cython_ok = iterations == DOCS_ITERATIONS and dtype == np.uint8
+    if backend == "auto":
+        backend = "cython" if cython_ok else "numpy" if iterations == 0 else "numba"
+    if backend == "cython":
+        if not cython_ok:
+            raise ValueError("the cython kernel only does 2000 iterations on uint8")
+        from rasterio._example import compute
+
+        return compute
+    if backend == "numpy":
+        if iterations != 0:
+            raise ValueError("the numpy kernel only does iterations=0")
+        return _reverse_numpy
+    if backend == "numba":
+        return _numba_kernel(iterations)
+    raise ValueError(f"unknown kernel backend {backend!r}; choose from {BACKENDS}")
+
+
+def _reverse_numpy(block: np.ndarray) -> np.ndarray:
+    """Band-reversed, C-contiguous copy of ``block``."""
+    return np.ascontiguousarray(block[::-1])
+
+
+def _numba_kernel(iterations: int) -> KernelFunc:
+    """Bind ``iterations`` to the compiled loop (compiled once, then cached)."""
+    loop = _compiled_loop()
+
+    def kernel(block: np.ndarray) -> np.ndarray:
+        return loop(block, iterations)
+
+    return kernel
+
+
+def _compiled_loop() -> Callable[[np.ndarray, int], np.ndarray]:
+    """Compile :func:`reverse_bands_loop` lazily, so numba is imported only if used."""
+    import numba
+
+    return numba.njit(nogil=True, cache=True)(reverse_bands_loop)
+
+
+def reverse_bands_loop(block: np.ndarray, iterations: int) -> np.ndarray:
+    """The loop of ``rasterio._example.compute``, for any iteration count.
+
+    Plain Python; :func:`_compiled_loop` compiles it with numba.
+    """
+    nb, ny, nx = block.shape
+    out = np.empty_like(block)
+    for i in range(nb):
+        for j in range(ny):
+            for k in range(nx):
+                val = float(block[i, j, k])
+                for _ in range(iterations):
+                    val += 1.0
+                val -= iterations
+                out[nb - 1 - i, j, k] = val
+    return out
+
+
+def build_parser(description: str, *, kernel: bool = True) -> argparse.ArgumentParser:
+    """Command line shared by the contenders.
+
+    Parameters
+    ----------
+    description
+        Shown by ``--help``.
+    kernel
+        Add the kernel options (``-j``, ``--iterations``, ``--kernel``);
+        a plain copy needs none of them.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        With ``infile``, ``outfile``, ``--compress`` and ``--blocksize``.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("infile", help="input raster")
+    parser.add_argument("outfile", help="output GeoTIFF (overwritten)")
+    parser.add_argument(
+        "--compress",
+        default=None,
+        help="output compression, e.g. deflate, or 'none' (default: the contender's own)",
+    )
+    parser.add_argument("--blocksize", type=int, default=512, help="output tile size")
+    if kernel:
+        parser.add_argument("-j", "--jobs", type=int, default=2, help="worker threads")
+        parser.add_argument(
+            "--iterations", type=int, default=DOCS_ITERATIONS, help="additions per value"
+        )
+        parser.add_argument(
+            "--kernel", choices=BACKENDS, default="auto", help="kernel implementation"
+        )
+    return parser
+
+
+def compress_option(value: str | None, default: str | None) -> str | None:
+    """Normalise a ``--compress`` value: ``None`` means ``default``, 'none' means none."""
+    if value is None:
+        return default
+    return None if value.lower() == "none" else value.lower()

@@ -1,0 +1,187 @@
+"""Synthetic benchmark inputs, generated strip by strip and cached.
+
+The rasters look like imagery to a compressor: smooth gradients and a few
+sinusoids per band (separable, so cheap to evaluate as outer products), plus
+low-amplitude noise drawn from a pre-computed pool at random offsets.  They
+compress with DEFLATE to about 70 % of their size, unlike random bytes (which
+do not compress) or constant tiles (which compress to nothing).
+
+Generation holds one strip of ``block`` rows in memory and lets GDAL
+compress the tiles on all cores (``NUM_THREADS=ALL_CPUS``).  A JSON manifest
+beside each file records the recipe; a file whose manifest differs from the
+requested recipe (or is missing) is regenerated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+#: Bump when the pixel recipe changes, so cached files are regenerated.
+RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines a synthetic raster's bytes."""
+
+    side: int
+    bands: int = 3
+    block: int = 512
+    compress: str = "deflate"
+    noise: int = 6
+    seed: int = 20240601
+    version: int = RECIPE_VERSION
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A synthetic raster on disk and what producing it cost."""
+
+    path: Path
+    recipe: Recipe
+    seconds: float | None
+    """Generation wall time, or ``None`` when the cached file was reused."""
+    size_bytes: int
+
+
+def ensure_raster(path: Path, recipe: Recipe) -> Generated:
+    """Return the raster at ``path``, generating it unless cached for ``recipe``.
+
+    Parameters
+    ----------
+    path
+        Where the GeoTIFF lives; ``<path>.json`` holds its manifest.
+    recipe
+        The requested content.
+
+    Returns
+    -------
+    Generated
+        ``seconds`` is ``None`` when the cached file matched.
+    """
+    manifest = path.with_name(path.name + ".json")
+    if path.exists() and _read_manifest(manifest) == _manifest_of(recipe, path):
+        return Generated(path, recipe, None, path.stat().st_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    manifest.unlink(missing_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    start = time.perf_counter()
+    write_raster(tmp, recipe)
+    seconds = time.perf_counter() - start
+    tmp.replace(path)
+    manifest.write_text(json.dumps(_manifest_of(recipe, path), indent=1))
+    return Generated(path, recipe, seconds, path.stat().st_size)
+
+
+def _manifest_of(recipe: Recipe, path: Path) -> dict:
+    """Manifest content: the recipe plus the file size (catches truncation)."""
+    return {"recipe": asdict(recipe), "size_bytes": path.stat().st_size if path.exists() else -1}
+
+
+def _read_manifest(manifest: Path) -> dict | None:
+    """Parsed manifest, or ``None`` if absent or unreadable."""
+    try:
+        return json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_raster(path: Path, recipe: Recipe) -> None:
+    """Write the synthetic uint8 GeoTIFF for ``recipe`` to ``path``, strip by strip."""
+    side, block = recipe.side, recipe.block
+    rng = np.random.default_rng(recipe.seed)
+    strip_len = block * side
+    pool = rng.integers(0, recipe.noise + 1, size=2 * strip_len, dtype=np.uint8)
+    waves = [_BandWaves.random(rng, side) for _ in range(recipe.bands)]
+    with rasterio.open(path, "w", **_profile(recipe)) as dst:
+        for row in range(0, side, block):
+            height = min(block, side - row)
+            strip = np.empty((recipe.bands, height, side), dtype=np.uint8)
+            for b, band in enumerate(waves):
+                offset = int(rng.integers(0, strip_len))
+                noise = pool[offset : offset + height * side].reshape(height, side)
+                strip[b] = band.render(row, height, noise, recipe.noise)
+            dst.write(strip, window=Window(0, row, side, height))
+
+
+def _profile(recipe: Recipe) -> dict:
+    """Creation profile: tiled, compressed, georeferenced (UTM 18N, 10 m pixels)."""
+    return {
+        "driver": "GTiff",
+        "dtype": "uint8",
+        "count": recipe.bands,
+        "width": recipe.side,
+        "height": recipe.side,
+        "crs": CRS.from_epsg(32618),
+        "transform": from_origin(500_000.0, 5_000_000.0, 10.0, 10.0),
+        "tiled": True,
+        "blockxsize": recipe.block,
+        "blockysize": recipe.block,
+        "compress": recipe.compress,
+        "interleave": "pixel",
+        "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": "ALL_CPUS",
+    }
+
+
+@dataclass(frozen=True)
+class _BandWaves:
+    """One band's smooth field: a ramp plus three sinusoids, all separable.
+
+    ``value(y, x) = base + ramp * (x + y) / side
+    + a1 * sin(kx1 x) * cos(ky1 y) + a2 * sin(kx2 x + ky2 y)``.
+    """
+
+    xs: np.ndarray  # sin(kx1 x), float32, length side
+    sx2: np.ndarray  # sin(kx2 x)
+    cx2: np.ndarray  # cos(kx2 x)
+    ky1: float
+    ky2: float
+    base: float
+    ramp: float
+    a1: float
+    a2: float
+    side: int
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, side: int) -> _BandWaves:
+        """Draw wave numbers (periods of 300-3000 px) and amplitudes."""
+        kx1, ky1, kx2, ky2 = 2 * np.pi / rng.uniform(300, 3000, size=4)
+        x = np.arange(side, dtype=np.float64)
+        return cls(
+            xs=np.sin(kx1 * x).astype(np.float32),
+            sx2=np.sin(kx2 * x).astype(np.float32),
+            cx2=np.cos(kx2 * x).astype(np.float32),
+            ky1=float(ky1),
+            ky2=float(ky2),
+            base=float(rng.uniform(70, 110)),
+            ramp=float(rng.uniform(20, 50)),
+            a1=float(rng.uniform(25, 45)),
+            a2=float(rng.uniform(15, 30)),
+            side=side,
+        )
+
+    def render(self, row: int, height: int, noise: np.ndarray, amplitude: int) -> np.ndarray:
+        """Rows ``row:row+height`` as uint8, with ``noise`` (0..amplitude) added."""
+        y = np.arange(row, row + height, dtype=np.float64)
+        x = np.arange(self.side, dtype=np.float32)
+        cy1 = np.cos(self.ky1 * y).astype(np.float32)
+        sy2 = np.sin(self.ky2 * y).astype(np.float32)
+        cy2 = np.cos(self.ky2 * y).astype(np.float32)
+        field = np.outer(cy1 * self.a1, self.xs)
+        field += np.outer(cy2 * self.a2, self.sx2)  # a2 sin(kx2 x) cos(ky2 y)
+        field += np.outer(sy2 * self.a2, self.cx2)  # + a2 cos(kx2 x) sin(ky2 y)
+        field += (self.ramp / self.side) * x
+        field += (self.base + self.ramp * y / self.side).astype(np.float32)[:, None]
+        field += noise
+        field -= amplitude / 2
+        return np.clip(field, 0, 255).astype(np.uint8)

@@ -1,0 +1,236 @@
+"""Run a case: check every contender's output, then time them interleaved.
+
+Each contender first runs once untimed (this also warms the page cache and
+any compiled-kernel cache) and its output is checked; a contender that fails
+or writes a wrong output is reported and left out of the timed rounds.  The
+timed rounds then run the remaining contenders in turn, A B C A B C ..., so
+that load from other users of the machine spreads over all of them.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from measure import RunResult, run_measured
+from workloads import Case, Contender, Ref, Target
+
+OK, FAILED, WRONG = "ok", "FAILED", "WRONG"
+
+
+@dataclass
+class ContenderResult:
+    """Outcome of one contender in one case."""
+
+    name: str
+    argv: list[str]
+    status: str = OK
+    detail: str = ""
+    """Why the contender failed, or the problems with its output."""
+    check_run: RunResult | None = None
+    runs: list[RunResult] = field(default_factory=list)
+
+    @property
+    def timed(self) -> bool:
+        """Whether there are timed runs to summarise."""
+        return self.status == OK and bool(self.runs)
+
+    def metric(self, name: str, cores: int) -> float | None:
+        """Summary ``name`` (see :data:`workloads.METRICS`) over the timed runs.
+
+        Times are medians; memory is the maximum over the runs.
+        """
+        if not self.timed:
+            return None
+        if name == "wall":
+            return statistics.median(r.wall for r in self.runs)
+        if name == "cpu":
+            return statistics.median(r.cpu for r in self.runs)
+        if name == "cpu_limit":
+            return statistics.median(r.cpu for r in self.runs) / cores
+        if name == "rss":
+            return max(r.max_rss_mb for r in self.runs)
+        if name == "tree_rss":
+            return max(r.tree_rss_mb for r in self.runs)
+        if name == "others":
+            return statistics.median(
+                100 * r.others_cpu / (max(r.wall, 0.01) * cores) for r in self.runs
+            )
+        raise ValueError(f"unknown metric {name!r}")
+
+
+@dataclass
+class Verdict:
+    """A target evaluated on the results."""
+
+    case: str
+    target: Target
+    value: float | None
+    reason: str = ""
+    """Why ``value`` is missing."""
+
+    @property
+    def passed(self) -> bool | None:
+        """True/False, or None when the target could not be evaluated."""
+        return None if self.value is None else self.target.holds(self.value)
+
+
+#: Results of every case run so far, by case id then contender name.
+Results = Mapping[str, Mapping[str, ContenderResult]]
+
+#: Progress callback: one line of text.
+Log = Callable[[str], None]
+
+
+def run_case(
+    case: Case,
+    workdir: Path,
+    *,
+    repeat: int,
+    timeout: float,
+    keep_outputs: bool,
+    log: Log,
+) -> dict[str, ContenderResult]:
+    """Check, then time, every contender of ``case``.
+
+    Parameters
+    ----------
+    case
+        What to run.
+    workdir
+        Outputs go to ``workdir/out/<case>/``, logs to ``workdir/logs/<case>/``.
+    repeat
+        Timed runs per contender.
+    timeout
+        Seconds allowed per run.
+    keep_outputs
+        Keep each contender's last output instead of deleting it.
+    log
+        Receives one progress line per run.
+
+    Returns
+    -------
+    dict
+        Contender name -> result, in the case's order.
+    """
+    paths = _Paths(workdir, case.id)
+    results = {c.name: ContenderResult(c.name, c.command(paths.output(c))) for c in case.contenders}
+    for contender in case.contenders:
+        _check_run(case, contender, results[contender.name], paths, timeout, log)
+    for round_no in range(1, repeat + 1):
+        for contender in case.contenders:
+            result = results[contender.name]
+            if result.status != OK:
+                continue
+            run = _run_once(contender, paths, f"run{round_no}", timeout, keep_outputs)
+            log(f"  [{round_no}/{repeat}] {_describe(contender.name, run)}")
+            if run.ok:
+                result.runs.append(run)
+            else:
+                result.status, result.detail = FAILED, run.error
+    return results
+
+
+def _check_run(
+    case: Case,
+    contender: Contender,
+    result: ContenderResult,
+    paths: _Paths,
+    timeout: float,
+    log: Log,
+) -> None:
+    """Run ``contender`` once untimed and check its output; record any failure."""
+    run = _run_once(contender, paths, "check", timeout, keep_output=True)
+    result.check_run = run
+    if not run.ok:
+        result.status, result.detail = FAILED, run.error
+    else:
+        problems = contender.check(case.input, paths.output(contender))
+        if problems:
+            result.status, result.detail = WRONG, "; ".join(problems)
+    paths.output(contender).unlink(missing_ok=True)
+    verdict = {OK: " -> output correct", WRONG: f" -> WRONG: {result.detail}"}
+    log(f"  [check] {_describe(contender.name, run)}{verdict.get(result.status, '')}")
+
+
+def _run_once(
+    contender: Contender,
+    paths: _Paths,
+    tag: str,
+    timeout: float,
+    keep_output: bool,
+) -> RunResult:
+    """One measured run from a clean slate (no output file beforehand)."""
+    out = paths.output(contender)
+    out.unlink(missing_ok=True)
+    run = run_measured(contender.command(out), paths.log(contender, tag), timeout=timeout)
+    if not keep_output:
+        out.unlink(missing_ok=True)
+    return run
+
+
+def _describe(name: str, run: RunResult) -> str:
+    """One progress line: name, wall, CPU and peak RSS, or the failure."""
+    if not run.ok:
+        return f"{name:<16} FAILED ({run.error})"
+    return (
+        f"{name:<16} wall {run.wall:7.2f} s  user+sys {run.cpu:7.2f} s  "
+        f"RSS {run.max_rss_mb:6.0f} MB  others {run.others_cpu:6.2f} s"
+    )
+
+
+@dataclass(frozen=True)
+class _Paths:
+    """Where a case's outputs and logs go."""
+
+    workdir: Path
+    case: str
+
+    def output(self, contender: Contender) -> Path:
+        """Output file of ``contender`` in this case."""
+        path = self.workdir / "out" / self.case / f"{_slug(contender.name)}.tif"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def log(self, contender: Contender, tag: str) -> Path:
+        """Log file of one run of ``contender``."""
+        return self.workdir / "logs" / self.case / f"{_slug(contender.name)}.{tag}.log"
+
+
+def _slug(name: str) -> str:
+    """File-name-safe form of a contender name."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
+
+
+def evaluate(case: Case, results: Results, cores: int) -> list[Verdict]:
+    """Evaluate ``case``'s targets against ``results`` (which may hold other cases)."""
+    return [_verdict(case.id, target, results, cores) for target in case.targets]
+
+
+def _verdict(case_id: str, target: Target, results: Results, cores: int) -> Verdict:
+    """One target: the ratio (or value), or the reason it is unavailable."""
+    num, why = _value(target.num, case_id, results, cores)
+    if num is None:
+        return Verdict(case_id, target, None, why)
+    if target.den is None:
+        return Verdict(case_id, target, num)
+    den, why = _value(target.den, case_id, results, cores)
+    if den is None:
+        return Verdict(case_id, target, None, why)
+    return Verdict(case_id, target, num / den if den else None, "" if den else "zero denominator")
+
+
+def _value(ref: Ref, case_id: str, results: Results, cores: int) -> tuple[float | None, str]:
+    """The value ``ref`` names, or ``None`` and why not."""
+    case = ref.case or case_id
+    if case not in results:
+        return None, f"{case} not run"
+    result = results[case].get(ref.contender)
+    if result is None:
+        return None, f"no contender {ref.contender!r} in {case}"
+    if not result.timed:
+        return None, f"{ref.contender} {result.status}"
+    return result.metric(ref.metric, cores), ""

@@ -1,0 +1,130 @@
+"""The job journal: what a partial output already holds, for ``--resume``.
+
+Beside the target ``out.tif`` a job keeps ``.out.tif.rdask-partial`` (the
+GeoTIFF being written) and ``.out.tif.rdask-journal`` (text). The journal's
+first line is JSON naming the job (fingerprints of its input, kernel chain
+and output options); each further line is ``row col`` of a chunk whose
+pixels are durably in the partial file. A chunk is journaled only after a
+checkpoint has closed the partial file (so its tile index is on disk), which
+is what makes the pair consistent after a SIGKILL at any moment.
+
+The journal is also the job's lock (``flock``): a second job on the same
+target is refused instead of interleaving with the first.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+
+from rdask.errors import OutputError, ResumeError
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class JobId:
+    """Fingerprints that a resumed job must match."""
+
+    input: str
+    kernel: str
+    options: str
+
+    def differences(self, other: JobId) -> list[str]:
+        return [name for name in ("input", "kernel", "options") if getattr(self, name) != getattr(other, name)]
+
+
+def partial_paths(target: str) -> tuple[str, str]:
+    """``(partial_file, journal_file)`` beside ``target``."""
+    head, tail = os.path.split(target)
+    return os.path.join(head, f".{tail}.rdask-partial"), os.path.join(head, f".{tail}.rdask-journal")
+
+
+class Journal:
+    """An open, locked journal. Use :meth:`start` or :meth:`resume`."""
+
+    def __init__(self, path: str, fh, done: set[tuple[int, int]]) -> None:
+        self.path = path
+        self._fh = fh
+        self.done = done
+
+    @classmethod
+    def start(cls, path: str, job: JobId) -> Journal:
+        """Begin a fresh journal (replacing a stale one)."""
+        fh = _open_locked(path, "a+")
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"rdask_journal": VERSION, **job.__dict__}) + "\n")
+        _sync(fh)
+        return cls(path, fh, set())
+
+    @classmethod
+    def resume(cls, path: str, job: JobId, target: str) -> Journal:
+        """Reopen the journal of an interrupted job, checking it is this job.
+
+        Raises
+        ------
+        ResumeError
+            When the interrupted job had another input, kernel or options.
+        """
+        fh = _open_locked(path, "a+")
+        fh.seek(0)
+        lines = fh.read().splitlines()
+        try:
+            head = json.loads(lines[0])
+            old = JobId(head["input"], head["kernel"], head["options"])
+        except (IndexError, ValueError, KeyError):
+            fh.close()
+            raise ResumeError(f"cannot resume {target}: its journal {path} is unreadable") from None
+        diff = job.differences(old)
+        if diff:
+            fh.close()
+            raise ResumeError(
+                f"cannot resume {target}: the interrupted job used a different "
+                f"{' and '.join(diff)} (rerun without --resume to start over)"
+            )
+        done = set()
+        for line in lines[1:]:
+            parts = line.split()
+            if len(parts) == 2:  # a torn last line is ignored: that chunk is redone
+                done.add((int(parts[0]), int(parts[1])))
+        return cls(path, fh, done)
+
+    def record(self, windows: list[tuple[int, int]]) -> None:
+        """Durably add chunks whose data the partial file now holds."""
+        if windows:
+            self._fh.write("".join(f"{r} {c}\n" for r, c in windows))
+            _sync(self._fh)
+            self.done.update(windows)
+
+    def close(self, *, remove: bool) -> None:
+        if self._fh.closed:
+            return
+        if remove:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        self._fh.close()
+
+
+def _open_locked(path: str, mode: str):
+    try:
+        fh = open(path, mode)
+    except OSError as exc:
+        raise OutputError(f"cannot write job journal {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        head, tail = os.path.split(path)
+        target = os.path.join(head, tail[1 : -len(".rdask-journal")])
+        raise OutputError(f"another rdask job is writing {target}") from None
+    return fh
+
+
+def _sync(fh) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
