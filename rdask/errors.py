@@ -34,3 +34,7 @@ class ResumeError(RdaskError, ValueError):
 
 class SchedulerError(RdaskError, ValueError):
     """An unknown scheduler, or a cluster that cannot be reached."""
+
+
+class ForkSafetyError(RdaskError, RuntimeError):
+    """GDAL would be used in a process forked after GDAL was loaded."""

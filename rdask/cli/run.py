@@ -35,11 +35,13 @@ from rdask.cli.options import (
 @click.option("--resume", is_flag=True,
               help="Continue the partial output of an interrupted identical job; "
                    "if this job is interrupted, keep its partial output for the next --resume.")
+@click.option("--checkpoint-seconds", type=click.FloatRange(min=0), default=10.0,
+              help="Seconds between checkpoints of the partial output (what --resume can skip).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: on when stderr is a terminal).")
 @click.pass_context
 def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, compress, blocksize,
-        creation_options, overwrite, resume, progress):
+        creation_options, overwrite, resume, checkpoint_seconds, progress):
     """Apply KERNEL to INPUT (several inputs are stacked as bands) and write OUTPUT.
 
     KERNEL is a built-in name (see `rdask kernels`), `package.module:function`,
@@ -76,6 +78,7 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, compress,
             creation_options=parse_pairs(creation_options, "--co"),
             overwrite=overwrite,
             resume=resume,
+            checkpoint_seconds=checkpoint_seconds,
             progress=bar if bar is not None else False,
         )
     finally:

@@ -194,6 +194,9 @@ class RasterSink:
     def _create(self):
         import rasterio
 
+        from rdask.io.source import check_not_forked
+
+        check_not_forked()
         bands, height, width = self.shape
         m = self.meta
         nodata = m.nodata

@@ -10,6 +10,7 @@ every read, so a distributed worker needs no set-up of its own.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from rdask.errors import RasterOpenError
+from rdask.errors import ForkSafetyError, RasterOpenError
 
 #: GDAL options entered around every read. The block cache is per process;
 #: reads decode whole blocks straight into the caller's buffer, so a small
@@ -33,6 +34,32 @@ DEFAULT_GDAL_OPTIONS: tuple[tuple[str, Any], ...] = (
 HANDLES_PER_THREAD = 16
 
 _local = threading.local()
+
+
+class _ForkState:
+    """Whether this process was forked from one that had GDAL loaded."""
+
+    tainted = False
+
+
+def _after_fork_in_child() -> None:
+    # GDAL's global state (locks, caches, open handles) is not fork-safe: a
+    # child forked after GDAL was loaded can deadlock on the first read.
+    if "rasterio" in sys.modules:
+        _ForkState.tainted = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def check_not_forked() -> None:
+    """Refuse to touch GDAL in a child forked after GDAL was loaded."""
+    if _ForkState.tainted:
+        raise ForkSafetyError(
+            "this process was forked after GDAL was loaded, and GDAL is not fork-safe: "
+            "start worker processes with the 'spawn' method "
+            "(multiprocessing.get_context('spawn'))"
+        )
 
 
 @dataclass(frozen=True)
@@ -137,6 +164,7 @@ class RasterSource:
         """This thread's open dataset for ``f``, opening it on first use."""
         import rasterio
 
+        check_not_forked()
         cache: OrderedDict = getattr(_local, "handles", None)
         if cache is None:
             cache = _local.handles = OrderedDict()
