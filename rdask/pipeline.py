@@ -59,6 +59,7 @@ def to_raster(
     progress: bool | Callable[[int, int], None] = False,
     resume: bool = False,
     checkpoint_seconds: float | None = None,
+    gdal_options: Mapping[str, Any] | None = None,
 ) -> Result:
     """Write a lazy ``(band, y, x)`` DataArray to a tiled GeoTIFF, streaming.
 
@@ -68,7 +69,9 @@ def to_raster(
         The array; its chunks are aligned to output tiles if they are not.
     path
         Target path. Written to a temporary file beside it and renamed when
-        complete: a failed job leaves nothing at ``path``.
+        complete: a failed job leaves nothing at ``path``. An
+        ``s3://bucket/key`` target is staged on local disk and uploaded with
+        one multipart upload, so the object appears only when complete.
     compress
         GDAL compression (``deflate``, ``lzw``, ``zstd``, ``none``...).
     blocksize
@@ -92,6 +95,8 @@ def to_raster(
         a different input, kernel or options is refused.
     checkpoint_seconds
         Seconds between checkpoints of the partial output (default 10).
+    gdal_options
+        GDAL/S3 settings for the output (e.g. ``AWS_S3_ENDPOINT``), no secrets.
 
     Returns
     -------
@@ -102,7 +107,18 @@ def to_raster(
     from rdask.io.sink import CHECKPOINT_SECONDS, RasterSink, check_target
     from rdask.schedule import open_runner
 
-    target = check_target(os.fspath(path), overwrite=overwrite)
+    dest = os.fspath(path)
+    upload = None
+    if dest.startswith("s3://"):
+        from rdask.io.remote import S3Upload, staging_path
+
+        upload = S3Upload(dest, gdal_options)
+        upload.check(overwrite=overwrite)
+        target = staging_path(dest)
+        if not resume and os.path.exists(target):
+            os.unlink(target)
+    else:
+        target = check_target(dest, overwrite=overwrite)
     if data.ndim == 2:
         data = data.expand_dims("band")
     if data.dims != ("band", "y", "x"):
@@ -149,9 +165,16 @@ def to_raster(
             if sink.abort(keep_partial=resume):
                 exc.add_note(f"partial output kept for --resume: {sink.tmp}")
             raise
+    size = os.path.getsize(target)
+    if upload is not None:
+        try:
+            upload.upload(target)
+        finally:
+            os.unlink(target)
+        target = dest
     seconds = time.perf_counter() - t0
     nchunks = int(np.prod([len(c) for c in arr.chunks]))
-    return Result(target, seconds, total, os.path.getsize(target), nchunks)
+    return Result(target, seconds, total, size, nchunks)
 
 
 def process(
@@ -201,8 +224,9 @@ def process(
     from rdask.plan import DEFAULT_CHUNK_MB
     from rdask.schedule import parse_scheduler
 
-    # Fail on the output before reading anything.
-    check_target(os.fspath(dst), overwrite=overwrite)
+    # Fail on a local output before reading anything (S3 is checked by to_raster).
+    if not os.fspath(dst).startswith("s3://"):
+        check_target(os.fspath(dst), overwrite=overwrite)
     data = open_raster(src, chunk_mb=chunk_mb or DEFAULT_CHUNK_MB, tile=blocksize, gdal_options=gdal_options)
     if chunk_mb is None:
         # Small rasters: aim for >= 4 chunks per thread so all cores work.
@@ -230,6 +254,7 @@ def process(
         progress=progress,
         resume=resume,
         checkpoint_seconds=checkpoint_seconds,
+        gdal_options=gdal_options,
     )
 
 

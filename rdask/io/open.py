@@ -112,11 +112,20 @@ def open_raster(
     RasterMismatchError
         Stack members that differ in CRS, transform or size.
     """
+    from rdask.io.remote import NETWORK_GDAL_OPTIONS, S3Endpoint, check_options, is_remote, is_s3
+
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths:
         raise RasterOpenError("no input raster given")
-    options = merge_options(dict(DEFAULT_GDAL_OPTIONS), gdal_options)
-    infos = [_inspect(os.fspath(p), options) for p in paths]
+    paths = [os.fspath(p) for p in paths]
+    check_options(gdal_options)
+    layers: list[Mapping[str, Any] | None] = [dict(DEFAULT_GDAL_OPTIONS)]
+    if any(is_remote(p) for p in paths):
+        layers.append(NETWORK_GDAL_OPTIONS)
+    if any(is_s3(p) or p.startswith("/vsis3/") for p in paths):
+        layers.append(S3Endpoint.from_options(gdal_options).gdal_options())
+    options = merge_options(*layers, gdal_options)
+    infos = [_inspect(p, options) for p in paths]
     _check_stack(infos)
     first = infos[0]
     dtypes = {d for info in infos for d in info["dtypes"]}
@@ -265,10 +274,16 @@ def _inspect(path: str, options: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     except RasterOpenError:
         raise
     except Exception as exc:  # noqa: BLE001 - any GDAL failure becomes one line
+        from rdask.io.remote import diagnose, is_remote
+
+        if is_remote(path):
+            reason = diagnose(path, dict(options))
+            if reason:
+                raise RasterOpenError(f"cannot open {shown}: {reason}") from None
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "not recognized as" in text or "not a supported file format" in text:
             raise RasterOpenError(f"not a raster GDAL can read: {shown}") from None
-        raise RasterOpenError(f"cannot open {shown}: {text.replace(path, shown)}") from None
+        raise RasterOpenError(f"cannot open {shown}: {redact(text.replace(path, shown))}") from None
 
 
 def _check_stack(infos: list[dict[str, Any]]) -> None:
