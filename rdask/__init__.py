@@ -26,6 +26,7 @@ _EXPORTS = {
     "get_kernel": "rdask.kernels",
     "builtin_kernels": "rdask.kernels",
     "plan_chunks": "rdask.plan",
+    "make_sample": "rdask.sample",
     "ChunkPlan": "rdask.plan",
     "RdaskError": "rdask.errors",
     "RasterOpenError": "rdask.errors",

@@ -89,7 +89,8 @@ def apply(data: xr.DataArray, kernel: Kernel | str, **kernel_args: Any) -> xr.Da
             boundary="none",
             trim=True,
             dtype=out_dtype,
-            chunks=((out_bands,),) + src.chunks[1:],
+            # map_overlap wants the shapes of the grown blocks it passes in.
+            chunks=((out_bands,), _grown(src.chunks[1], halo), _grown(src.chunks[2], halo)),
             meta=np.empty((0, 0, 0), dtype=out_dtype),
         )
         steps = ()
@@ -187,6 +188,12 @@ def _context(k: Kernel, meta: dict[str, Any], data: xr.DataArray) -> dict[str, A
     # Signed like GDAL's gt[1] and -gt[5]: positive for north-up rasters, so
     # that hillshade's light direction matches gdaldem on south-up ones too.
     return {"nodata": meta.get("nodata"), "xres": transform.a, "yres": -transform.e}
+
+
+def _grown(chunks: tuple[int, ...], halo: int) -> tuple[int, ...]:
+    """Chunk sizes after ``boundary="none"`` overlap: inner sides grow by ``halo``."""
+    n = len(chunks)
+    return tuple(c + halo * ((i > 0) + (i < n - 1)) for i, c in enumerate(chunks))
 
 
 def _where(block_info: Any) -> str:

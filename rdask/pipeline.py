@@ -86,7 +86,8 @@ def to_raster(
     creation_options
         Extra GTiff creation options, e.g. ``{"PREDICTOR": 2}``.
     progress
-        ``True`` shows dask's own progress display; a callable
+        ``True`` shows dask's own progress bar on threads (on a cluster, a
+        bar driven by the client-side writer); a callable
         ``(pixels_done, pixels_total)`` is called after every chunk.
     resume
         Continue the partial output an interrupted identical job left beside
@@ -133,13 +134,19 @@ def to_raster(
     total = int(arr.shape[1] * arr.shape[2])
     done = [0]
 
-    def on_write(npx: int) -> None:
-        done[0] += npx
-        if callable(progress):
-            progress(done[0], total)
-
     t0 = time.perf_counter()
     with open_runner(scheduler, workers) as runner:
+        report = progress
+        if progress is True and runner.client is not None:
+            from rdask.progress import TerminalProgress
+
+            report = TerminalProgress()
+
+        def on_write(npx: int) -> None:
+            done[0] += npx
+            if callable(report):
+                report(done[0], total)
+
         sink = RasterSink(
             target,
             arr.shape,
@@ -157,10 +164,12 @@ def to_raster(
         )
         done[0] = sum(_area(arr.chunks, w) for w in sink.done)
         try:
-            runner.store(arr, sink, skip=sink.done, progress=progress is True)
+            runner.store(arr, sink, skip=sink.done, progress=progress is True and runner.client is None)
             if done[0] != total:
                 raise OutputError(f"{target}: only {done[0]} of {total} pixels were written")
             sink.commit()
+            if report is not progress:
+                report.close()
         except BaseException as exc:
             if sink.abort(keep_partial=resume):
                 exc.add_note(f"partial output kept for --resume: {sink.tmp}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +115,7 @@ class Runner:
         if self.client is None:
             self._store_local(todo, sink, progress)
         else:
-            self._store_distributed(todo, sink, progress)
+            self._store_distributed(todo, sink)
 
     def _store_local(self, todo: list, sink: Any, progress: bool) -> None:
         import dask
@@ -132,7 +132,7 @@ class Runner:
         with _progressbar(progress):
             dask.compute(writes, scheduler=sched, num_workers=self.spec.workers)
 
-    def _store_distributed(self, todo: list, sink: Any, progress: bool) -> None:
+    def _store_distributed(self, todo: list, sink: Any) -> None:
         from distributed import as_completed
 
         pending = iter(todo)
@@ -155,7 +155,6 @@ class Runner:
         for _ in range(limit):
             if not submit():
                 break
-        bar = _distributed_progress(futures, progress)
         try:
             for fut in ac:
                 region = where.pop(fut.key)
@@ -165,8 +164,6 @@ class Runner:
         finally:
             for fut in futures:
                 fut.cancel()
-            if bar is not None:
-                bar()
 
 
 def _write(sink: Any, region: tuple[slice, ...], block: Any) -> None:
@@ -195,26 +192,6 @@ def _progressbar(enabled: bool) -> Iterator[None]:
 
     with ProgressBar():
         yield
-
-
-def _distributed_progress(futures: list, enabled: bool) -> Callable[[], None] | None:
-    if not enabled:
-        return None
-    from distributed import progress
-
-    # Shown once the window of futures is known; dask's own display.
-    progress(futures, notebook=_in_notebook())
-    return None
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-
-        ip = get_ipython()
-        return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
-    except ImportError:
-        return False
 
 
 @contextlib.contextmanager

@@ -271,3 +271,16 @@ def test_plain_dataarray_without_rdask_metadata(tmp_path):
     with rasterio.open(src) as a, rasterio.open(dst) as b:
         assert b.crs == a.crs and b.nodata == a.nodata
         assert b.transform.almost_equals(a.transform)
+
+
+def test_halo_on_selected_bands_multi_chunk(tmp_path):
+    """map_overlap path with several chunks: declared and computed shapes agree."""
+    data = synthetic((3, 130, 120), "float32")
+    src = write(tmp_path / "in.tif", data, block=(32, 32))
+    sel = rdask.open_raster(src, chunks=(32, 32), tile=None).sel(band=[1])
+    out = rdask.apply(sel, "focal-mean", radius=2)
+    assert out.shape == (1, 130, 120)
+    whole = rdask.get_kernel("focal-mean")(data[:1], radius=2)
+    assert np.array_equal(out.values, whole, equal_nan=True)
+    rdask.to_raster(out, tmp_path / "o.tif", blocksize=32)
+    assert np.array_equal(read(tmp_path / "o.tif"), whole, equal_nan=True)

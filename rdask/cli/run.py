@@ -59,7 +59,7 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, compress,
     quiet = flags(ctx).get("quiet", False)
     show = sys.stderr.isatty() and not quiet if progress is None else progress
 
-    from rdask.cli.progress import TerminalProgress
+    from rdask.progress import TerminalProgress
     from rdask.pipeline import process
 
     bar = TerminalProgress() if show else None

@@ -1,4 +1,11 @@
-"""A terminal progress bar for ``rdask run``: done/total, percent, rate, ETA."""
+"""A text progress bar: done/total, percent, throughput, ETA.
+
+Used by ``rdask run`` on a terminal, and by ``progress=True`` on a
+distributed scheduler, where rdask's client-side writer is the one place that
+sees every chunk land (dask's own displays would need every chunk submitted
+at once, which would unbound memory). Jupyter renders the carriage returns
+as one updating line.
+"""
 
 from __future__ import annotations
 
