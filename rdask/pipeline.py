@@ -60,8 +60,11 @@ def to_raster(
     resume: bool = False,
     checkpoint_seconds: float | None = None,
     gdal_options: Mapping[str, Any] | None = None,
+    driver: str = "GTiff",
+    overview_levels: int | None = None,
+    overview_resampling: str = "nearest",
 ) -> Result:
-    """Write a lazy ``(band, y, x)`` DataArray to a tiled GeoTIFF, streaming.
+    """Write a lazy ``(band, y, x)`` DataArray to a tiled GeoTIFF or COG, streaming.
 
     Parameters
     ----------
@@ -98,6 +101,14 @@ def to_raster(
         Seconds between checkpoints of the partial output (default 10).
     gdal_options
         GDAL/S3 settings for the output (e.g. ``AWS_S3_ENDPOINT``), no secrets.
+    driver
+        ``"GTiff"`` (default) or ``"COG"``: a Cloud Optimized GeoTIFF with
+        internal overviews down to one tile, made from the same pass.
+    overview_levels
+        COG only: number of overview levels instead of "down to one tile".
+    overview_resampling
+        COG only: ``nearest`` (default), ``average``, ``mode``,
+        ``bilinear`` or ``cubic``.
 
     Returns
     -------
@@ -107,6 +118,8 @@ def to_raster(
     from rdask.io.open import recipe_of
     from rdask.io.sink import CHECKPOINT_SECONDS, RasterSink, check_target
     from rdask.schedule import open_runner
+
+    finalize = _cog_finalizer(driver, blocksize, overview_levels, overview_resampling, workers)
 
     dest = os.fspath(path)
     upload = None
@@ -167,7 +180,7 @@ def to_raster(
             runner.store(arr, sink, skip=sink.done, progress=progress is True and runner.client is None)
             if done[0] != total:
                 raise OutputError(f"{target}: only {done[0]} of {total} pixels were written")
-            sink.commit()
+            sink.commit(finalize)
             if report is not progress:
                 report.close()
         except BaseException as exc:
@@ -203,6 +216,9 @@ def process(
     gdal_options: Mapping[str, Any] | None = None,
     resume: bool = False,
     checkpoint_seconds: float | None = None,
+    driver: str = "GTiff",
+    overview_levels: int | None = None,
+    overview_resampling: str = "nearest",
 ) -> Result:
     """Open ``src``, apply ``kernel`` (or a chain), write ``dst``.
 
@@ -264,7 +280,40 @@ def process(
         resume=resume,
         checkpoint_seconds=checkpoint_seconds,
         gdal_options=gdal_options,
+        driver=driver,
+        overview_levels=overview_levels,
+        overview_resampling=overview_resampling,
     )
+
+
+def _cog_finalizer(driver: str, blocksize: int, levels: int | None, resampling: str, workers: int | None):
+    """``None`` for a GeoTIFF; for a COG, the step that adds overviews and
+    re-lays the finished partial file out as a COG."""
+    kind = driver.upper()
+    if kind == "GTIFF":
+        return None
+    if kind != "COG":
+        raise ValueError(f"unknown driver {driver!r}: use GTiff or COG")
+    from rdask.io.cog import RESAMPLINGS, assemble_cog, build_overviews, overview_factors
+
+    if resampling not in RESAMPLINGS:
+        raise ValueError(f"unknown overview resampling {resampling!r}; use one of {', '.join(RESAMPLINGS)}")
+    if levels is not None and levels < 0:
+        raise ValueError(f"overview_levels must be >= 0, got {levels}")
+    if blocksize < 64 or blocksize > 4096 or blocksize & (blocksize - 1):
+        # GDAL's overview tiles (GDAL_TIFF_OVR_BLOCKSIZE) must be such a size.
+        raise ValueError(f"a COG needs a blocksize that is a power of 2 from 64 to 4096, got {blocksize}")
+    threads = workers or os.cpu_count() or 1
+
+    def finalize(partial: str, out: str) -> None:
+        import rasterio
+
+        with rasterio.open(partial) as ds:
+            factors = overview_factors(ds.height, ds.width, blocksize, levels)
+        build_overviews(partial, factors, resampling, blocksize, threads)
+        assemble_cog(partial, out)
+
+    return finalize
 
 
 def _job_id(arr, recipe, meta, blocksize, compress, creation_options):

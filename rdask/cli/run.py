@@ -27,6 +27,13 @@ from rdask.cli.options import (
 @click.option("-a", "--kernel-arg", "kernel_args", multiple=True, metavar="NAME=VALUE",
               help="Kernel argument (repeatable).")
 @chunk_mb_option
+@click.option("--driver", type=click.Choice(["GTiff", "COG"], case_sensitive=False), default="GTiff",
+              help="Output format: a tiled GeoTIFF, or a Cloud Optimized GeoTIFF with overviews.")
+@click.option("--overview-levels", type=click.IntRange(min=0), default=None,
+              help="COG: number of overview levels (default: until one tile holds the smallest).")
+@click.option("--overview-resampling", default="nearest",
+              type=click.Choice(["nearest", "average", "mode", "bilinear", "cubic"]),
+              help="COG: overview resampling.")
 @click.option("--compress", default="deflate", help="Output compression (deflate, lzw, zstd, none...).")
 @click.option("--blocksize", type=click.IntRange(min=16), default=512, help="Output tile size.")
 @click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
@@ -40,7 +47,8 @@ from rdask.cli.options import (
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: on when stderr is a terminal).")
 @click.pass_context
-def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, compress, blocksize,
+def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, driver, overview_levels,
+        overview_resampling, compress, blocksize,
         creation_options, overwrite, resume, checkpoint_seconds, progress):
     """Apply KERNEL to INPUT (several inputs are stacked as bands) and write OUTPUT.
 
@@ -79,6 +87,9 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, compress,
             overwrite=overwrite,
             resume=resume,
             checkpoint_seconds=checkpoint_seconds,
+            driver=driver,
+            overview_levels=overview_levels,
+            overview_resampling=overview_resampling,
             progress=bar if bar is not None else False,
         )
     finally:

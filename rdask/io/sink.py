@@ -286,8 +286,13 @@ class RasterSink:
         self._last_checkpoint = time.monotonic()
 
     # -- ending --------------------------------------------------------------
-    def commit(self) -> str:
-        """Finish the file and move it to the target path; return the path."""
+    def commit(self, finalize: Callable[[str, str], None] | None = None) -> str:
+        """Finish the file and move it to the target path; return the path.
+
+        ``finalize(partial, out)``, if given, turns the complete partial
+        GeoTIFF into the file to publish at ``out`` (beside the target), e.g.
+        a COG re-layout.
+        """
         with self._lock:
             self._closed = True
             try:
@@ -297,12 +302,19 @@ class RasterSink:
                 self._remove_tmp()
                 self.journal.close(remove=True)
                 raise OutputError(f"cannot finish {self.target}: {_first_line(exc)}") from None
+        publish = self.tmp
         try:
+            if finalize is not None:
+                publish = self.tmp + ".final"
+                try:
+                    finalize(self.tmp, publish)
+                except OSError as exc:
+                    raise OutputError(f"cannot finish {self.target}: {exc.strerror or exc}") from None
             if self.overwrite:
-                os.replace(self.tmp, self.target)
+                os.replace(publish, self.target)
             else:
                 try:
-                    os.link(self.tmp, self.target)
+                    os.link(publish, self.target)
                 except FileExistsError:
                     raise OutputError(f"output appeared while writing: {self.target}") from None
                 except OSError:
@@ -310,8 +322,10 @@ class RasterSink:
                     # after checking once more.
                     if os.path.lexists(self.target):
                         raise OutputError(f"output appeared while writing: {self.target}") from None
-                    os.rename(self.tmp, self.target)
+                    os.rename(publish, self.target)
         finally:
+            if publish != self.tmp and os.path.exists(publish):
+                os.unlink(publish)
             self._remove_tmp()
             self.journal.close(remove=True)
         return self.target

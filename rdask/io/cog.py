@@ -1,0 +1,241 @@
+"""COG output: overviews from GDAL, then a byte-copying re-layout.
+
+A Cloud Optimized GeoTIFF is a tiled GeoTIFF whose IFDs all come first and
+whose tile data is ordered smallest overview first. rdask makes one in three
+steps after the kernel pass has written the full-resolution partial GeoTIFF:
+
+1. GDAL builds internal overviews into the partial file (``BuildOverviews``,
+   each level from the previous one, with GDAL's multi-threaded resampling
+   and compression). Overview pixels are therefore exactly GDAL's, for every
+   resampling, and seams between chunks cannot exist: the overview builder
+   sees the whole full-resolution image. Level sizes follow GDAL's GeoTIFF
+   overview builder: ``ceil(n / factor)``.
+2. The partial file's IFDs and tag values are read (``tifffile``) and a new
+   layout is computed: header, a small GDAL ghost area, every IFD (image and
+   mask per level), their out-of-line tag values, then tile data from the
+   smallest overview to the full resolution, row-major.
+3. Compressed tiles are copied into that layout without being decoded or
+   recompressed (``os.copy_file_range``), which is where GDAL's COG driver
+   spends most of its time (it decompresses and recompresses every tile).
+
+Tags (GeoTIFF keys, GDAL metadata, nodata, compression, predictor...) are
+copied byte for byte from the file GDAL wrote, so metadata is GDAL's own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rdask.errors import OutputError
+
+#: Resampling names accepted for overviews (rio's spelling).
+RESAMPLINGS = ("nearest", "average", "mode", "bilinear", "cubic")
+
+_TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
+_TILE_OFFSETS, _TILE_BYTECOUNTS = 324, 325
+_NEW_SUBFILE_TYPE = 254
+
+
+def overview_factors(height: int, width: int, blocksize: int, levels: int | None = None) -> list[int]:
+    """Decimation factors 2, 4, ... until the smallest level fits one tile,
+    or exactly ``levels`` of them."""
+    factors: list[int] = []
+    f = 2
+    while True:
+        if levels is not None:
+            if len(factors) >= levels:
+                break
+        elif math.ceil(height / (f // 2)) <= blocksize and math.ceil(width / (f // 2)) <= blocksize:
+            break
+        factors.append(f)
+        f *= 2
+    return factors
+
+
+def build_overviews(path: str, factors: Sequence[int], resampling: str, blocksize: int, threads: int) -> None:
+    """Add internal overviews to the GeoTIFF at ``path`` with GDAL."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    if resampling not in RESAMPLINGS:
+        raise ValueError(f"unknown overview resampling {resampling!r}; use one of {', '.join(RESAMPLINGS)}")
+    if not factors:
+        return
+    env = {
+        "GDAL_TIFF_OVR_BLOCKSIZE": str(blocksize),
+        "GDAL_NUM_THREADS": str(max(1, threads)),
+        "GDAL_TIFF_INTERNAL_MASK": "YES",
+        "GDAL_CACHEMAX": 128,
+    }
+    with rasterio.Env(**env), rasterio.open(path, "r+", NUM_THREADS=max(1, threads)) as ds:
+        # Overviews inherit the main image's compression and predictor.
+        ds.build_overviews(list(factors), getattr(Resampling, resampling))
+
+
+@dataclass
+class _Ifd:
+    """One IFD to write: its tags (raw bytes) and the tiles it points to."""
+
+    tags: list[tuple[int, int, int, bytes]]  # (code, type, count, raw value)
+    tiles: list[tuple[int, int]]  # (source offset, byte count) per tile
+    offset: int = 0
+    value_offsets: dict[int, int] = field(default_factory=dict)
+    tile_offsets: list[int] = field(default_factory=list)
+
+
+def assemble_cog(src: str, dst: str) -> None:
+    """Rewrite the tiled GeoTIFF ``src`` (with internal overviews) as a COG at
+    ``dst``, copying compressed tiles without recompressing them."""
+    import tifffile
+
+    with tifffile.TiffFile(src) as tif:
+        if tif.byteorder != "<":
+            raise OutputError(f"{src}: expected a little-endian TIFF from GDAL")
+        pages = list(tif.pages)
+        ifds = _ordered(pages, src)
+    bigtiff = _needs_bigtiff(ifds)
+    _layout(ifds, bigtiff)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fout.write(_header_and_ifds(ifds, bigtiff))
+        for ifd in sorted(ifds, key=lambda i: i.tile_offsets[0] if i.tile_offsets else 0):
+            _copy_tiles(fin, fout, ifd)
+        fout.flush()
+        os.fsync(fout.fileno())
+
+
+def _ordered(pages: list, src: str) -> list[_Ifd]:
+    """IFDs in COG order: full resolution first, each image before its mask."""
+    images, masks = [], {}
+    for page in pages:
+        kind = page.tags[_NEW_SUBFILE_TYPE].value if _NEW_SUBFILE_TYPE in page.tags else 0
+        if not page.is_tiled:
+            raise OutputError(f"{src}: COG assembly needs a tiled GeoTIFF")
+        if int(kind) & 4:
+            masks[(page.imagewidth, page.imagelength)] = page
+        else:
+            images.append(page)
+    images.sort(key=lambda p: -p.imagewidth * p.imagelength)
+    out: list[_Ifd] = []
+    for page in images:
+        out.append(_from_page(page))
+        mask = masks.get((page.imagewidth, page.imagelength))
+        if mask is not None:
+            out.append(_from_page(mask))
+    return out
+
+
+def _from_page(page) -> _Ifd:
+    fh = page.parent.filehandle
+    tags = []
+    for tag in page.tags.values():
+        if tag.code in (_TILE_OFFSETS, _TILE_BYTECOUNTS):
+            continue
+        size = tag.count * _TYPE_SIZE[int(tag.dtype)]
+        fh.seek(tag.valueoffset)
+        tags.append((tag.code, int(tag.dtype), tag.count, fh.read(size)))
+    tiles = list(zip(page.dataoffsets, page.databytecounts, strict=True))
+    return _Ifd(tags=tags, tiles=tiles)
+
+
+def _needs_bigtiff(ifds: list[_Ifd]) -> bool:
+    data = sum(n for i in ifds for _, n in i.tiles)
+    meta = sum(len(v) + 20 for i in ifds for *_, v in i.tags) + sum(16 * len(i.tiles) for i in ifds)
+    return data + meta + 4096 >= 2**32 - 1
+
+
+def _ghost() -> bytes:
+    body = "LAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nKNOWN_INCOMPATIBLE_EDITION=NO\n "
+    head = f"GDAL_STRUCTURAL_METADATA_SIZE={len(body):06d} bytes\n"
+    return (head + body).encode("ascii")
+
+
+def _layout(ifds: list[_Ifd], bigtiff: bool) -> None:
+    """Assign file offsets to IFDs, out-of-line values and tiles."""
+    entry, count_size, word = (20, 8, 8) if bigtiff else (12, 2, 4)
+    off_type_size = 8 if bigtiff else 4
+    pos = (16 if bigtiff else 8) + len(_ghost())
+    for ifd in ifds:
+        pos += pos % 2
+        ifd.offset = pos
+        n_entries = len(ifd.tags) + 2
+        pos += count_size + n_entries * entry + word
+        for code, _, _, raw in ifd.tags:
+            if len(raw) > word:
+                pos += pos % 2
+                ifd.value_offsets[code] = pos
+                pos += len(raw)
+        for code in (_TILE_OFFSETS, _TILE_BYTECOUNTS):
+            size = len(ifd.tiles) * off_type_size
+            if size > word:
+                pos += pos % 2
+                ifd.value_offsets[code] = pos
+                pos += size
+    # Tile data: smallest level first; the full resolution last.
+    for ifd in reversed(ifds):
+        for _, nbytes in ifd.tiles:
+            if nbytes:
+                ifd.tile_offsets.append(pos)
+                pos += nbytes
+            else:
+                ifd.tile_offsets.append(0)
+
+
+def _header_and_ifds(ifds: list[_Ifd], bigtiff: bool) -> bytes:
+    word = 8 if bigtiff else 4
+    off_type = 16 if bigtiff else 4
+    blob = bytearray()
+    blob += b"II" + (struct.pack("<HHHQ", 43, 8, 0, ifds[0].offset) if bigtiff else struct.pack("<HI", 42, ifds[0].offset))
+    blob += _ghost()
+    for k, ifd in enumerate(ifds):
+        entries = list(ifd.tags)
+        offsets = ifd.tile_offsets
+        counts = [n for _, n in ifd.tiles]
+        fmt = "<%dQ" if bigtiff else "<%dI"
+        entries.append((_TILE_OFFSETS, off_type, len(offsets), struct.pack(fmt % len(offsets), *offsets)))
+        entries.append((_TILE_BYTECOUNTS, off_type, len(counts), struct.pack(fmt % len(counts), *counts)))
+        entries.sort(key=lambda e: e[0])
+        _pad_to(blob, ifd.offset)
+        blob += struct.pack("<Q", len(entries)) if bigtiff else struct.pack("<H", len(entries))
+        values: list[tuple[int, bytes]] = []
+        for code, typ, count, raw in entries:
+            blob += struct.pack("<HHQ", code, typ, count) if bigtiff else struct.pack("<HHI", code, typ, count)
+            if len(raw) > word:
+                at = ifd.value_offsets[code]
+                blob += struct.pack("<Q", at) if bigtiff else struct.pack("<I", at)
+                values.append((at, raw))
+            else:
+                blob += raw.ljust(word, b"\0")
+        nxt = ifds[k + 1].offset if k + 1 < len(ifds) else 0
+        blob += struct.pack("<Q", nxt) if bigtiff else struct.pack("<I", nxt)
+        for at, raw in sorted(values):
+            _pad_to(blob, at)
+            blob += raw
+    return bytes(blob)
+
+
+def _pad_to(blob: bytearray, at: int) -> None:
+    if len(blob) > at:
+        raise AssertionError(f"COG layout overlap at byte {at} (have {len(blob)})")
+    blob += b"\0" * (at - len(blob))
+
+
+def _copy_tiles(fin, fout, ifd: _Ifd) -> None:
+    src_fd, dst_fd = fin.fileno(), fout.fileno()
+    for (src_off, nbytes), dst_off in zip(ifd.tiles, ifd.tile_offsets, strict=True):
+        if not nbytes:
+            continue
+        done = 0
+        while done < nbytes:
+            try:
+                n = os.copy_file_range(src_fd, dst_fd, nbytes - done, src_off + done, dst_off + done)
+            except OSError:
+                n = 0
+            if n <= 0:
+                # No in-kernel copy here (or a short one): plain read and write.
+                data = os.pread(src_fd, nbytes - done, src_off + done)
+                n = os.pwrite(dst_fd, data, dst_off + done)
+            done += n
