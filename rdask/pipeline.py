@@ -119,7 +119,7 @@ def to_raster(
     from rdask.io.sink import CHECKPOINT_SECONDS, RasterSink, check_target
     from rdask.schedule import open_runner
 
-    finalize = _cog_finalizer(driver, blocksize, overview_levels, overview_resampling, workers)
+    _check_driver(driver, blocksize, overview_levels, overview_resampling)
 
     dest = os.fspath(path)
     upload = None
@@ -149,6 +149,11 @@ def to_raster(
 
     t0 = time.perf_counter()
     with open_runner(scheduler, workers) as runner:
+        finalize = _cog_finalizer(
+            driver, blocksize, overview_levels, overview_resampling, runner,
+            compress=compress, creation_options=creation_options, has_mask=meta.mask is not None,
+            chunk_mb=max(arr.nbytes / max(1, arr.npartitions), 1.0) / 1e6,
+        )
         report = progress
         if progress is True and runner.client is not None:
             from rdask.progress import TerminalProgress
@@ -286,15 +291,14 @@ def process(
     )
 
 
-def _cog_finalizer(driver: str, blocksize: int, levels: int | None, resampling: str, workers: int | None):
-    """``None`` for a GeoTIFF; for a COG, the step that adds overviews and
-    re-lays the finished partial file out as a COG."""
+def _check_driver(driver: str, blocksize: int, levels: int | None, resampling: str) -> None:
+    """Refuse bad output-format options before any work is done."""
     kind = driver.upper()
-    if kind == "GTIFF":
-        return None
-    if kind != "COG":
+    if kind not in ("GTIFF", "COG"):
         raise ValueError(f"unknown driver {driver!r}: use GTiff or COG")
-    from rdask.io.cog import RESAMPLINGS, assemble_cog, build_overviews, overview_factors
+    if kind == "GTIFF":
+        return
+    from rdask.io.cog import RESAMPLINGS
 
     if resampling not in RESAMPLINGS:
         raise ValueError(f"unknown overview resampling {resampling!r}; use one of {', '.join(RESAMPLINGS)}")
@@ -303,15 +307,35 @@ def _cog_finalizer(driver: str, blocksize: int, levels: int | None, resampling: 
     if blocksize < 64 or blocksize > 4096 or blocksize & (blocksize - 1):
         # GDAL's overview tiles (GDAL_TIFF_OVR_BLOCKSIZE) must be such a size.
         raise ValueError(f"a COG needs a blocksize that is a power of 2 from 64 to 4096, got {blocksize}")
-    threads = workers or os.cpu_count() or 1
+
+
+def _cog_finalizer(driver, blocksize, levels, resampling, runner, *, compress, creation_options, has_mask,
+                   chunk_mb):
+    """``None`` for a GeoTIFF; for a COG, the step that makes the overviews
+    and re-lays the finished partial file out as a COG."""
+    if driver.upper() == "GTIFF":
+        return None
+    from rdask.io.cog import assemble_cog, build_overviews, overview_factors
+    from rdask.io.overviews import nearest_levels
 
     def finalize(partial: str, out: str) -> None:
         import rasterio
 
         with rasterio.open(partial) as ds:
             factors = overview_factors(ds.height, ds.width, blocksize, levels)
-        build_overviews(partial, factors, resampling, blocksize, threads)
-        assemble_cog(partial, out)
+        if resampling == "nearest" and not has_mask:
+            # rdask's own level pass: each tile decoded once, in parallel.
+            files = nearest_levels(partial, factors, blocksize=blocksize, compress=compress,
+                                   creation_options=dict(creation_options or {}), runner=runner,
+                                   chunk_mb=chunk_mb)
+            try:
+                assemble_cog(partial, out, files)
+            finally:
+                for f in files:
+                    os.unlink(f)
+        else:
+            build_overviews(partial, factors, resampling, blocksize, runner.threads)
+            assemble_cog(partial, out)
 
     return finalize
 

@@ -50,6 +50,8 @@ def read_masks(path: str, n: int) -> list[np.ndarray]:
 CASES = [
     # shape, dtype, nodata, blocksize, resampling
     ((1, 1000, 700), "uint8", None, 128, "nearest"),
+    ((3, 1001, 999), "uint16", 0, 64, "nearest"),
+    ((1, 1537, 67), "float32", float("nan"), 64, "nearest"),
     ((3, 517, 389), "uint8", 0, 64, "average"),
     ((2, 333, 1001), "int16", -9999, 64, "nearest"),
     ((4, 529, 257), "uint16", None, 64, "mode"),

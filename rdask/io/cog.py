@@ -82,33 +82,64 @@ class _Ifd:
 
     tags: list[tuple[int, int, int, bytes]]  # (code, type, count, raw value)
     tiles: list[tuple[int, int]]  # (source offset, byte count) per tile
+    pixels: int = 0
+    is_mask: bool = False
+    source: int = 0  # index of the file the tiles are in
     offset: int = 0
     value_offsets: dict[int, int] = field(default_factory=dict)
     tile_offsets: list[int] = field(default_factory=list)
 
 
-def assemble_cog(src: str, dst: str) -> None:
-    """Rewrite the tiled GeoTIFF ``src`` (with internal overviews) as a COG at
-    ``dst``, copying compressed tiles without recompressing them."""
+def assemble_cog(src: str, dst: str, levels: Sequence[str] = ()) -> None:
+    """Write the COG ``dst`` from the tiled GeoTIFF ``src`` and its overviews,
+    copying compressed tiles without recompressing them.
+
+    Overviews are either internal to ``src`` or, when ``levels`` is given,
+    one single-image GeoTIFF per level, largest first.
+    """
     import tifffile
 
-    with tifffile.TiffFile(src) as tif:
-        if tif.byteorder != "<":
-            raise OutputError(f"{src}: expected a little-endian TIFF from GDAL")
-        pages = list(tif.pages)
-        ifds = _ordered(pages, src)
+    files = [src, *levels]
+    ifds: list[_Ifd] = []
+    for n, path in enumerate(files):
+        with tifffile.TiffFile(path) as tif:
+            if tif.byteorder != "<":
+                raise OutputError(f"{path}: expected a little-endian TIFF from GDAL")
+            for ifd in _ordered(list(tif.pages), path):
+                ifd.source = n
+                if n > 0:
+                    _as_overview(ifd)
+                ifds.append(ifd)
+    ifds.sort(key=lambda i: (-i.pixels, i.is_mask))
     bigtiff = _needs_bigtiff(ifds)
     _layout(ifds, bigtiff)
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        fout.write(_header_and_ifds(ifds, bigtiff))
-        for ifd in sorted(ifds, key=lambda i: i.tile_offsets[0] if i.tile_offsets else 0):
-            _copy_tiles(fin, fout, ifd)
-        fout.flush()
-        os.fsync(fout.fileno())
+    handles = [open(f, "rb") for f in files]
+    try:
+        with open(dst, "wb") as fout:
+            fout.write(_header_and_ifds(ifds, bigtiff))
+            for ifd in ifds:
+                _copy_tiles(handles[ifd.source], fout, ifd)
+            fout.flush()
+            os.fsync(fout.fileno())
+    finally:
+        for h in handles:
+            h.close()
+
+
+#: Tags an overview IFD does not carry (GeoTIFF keys, GDAL's metadata).
+_MAIN_ONLY_TAGS = {33550, 33922, 34264, 34735, 34736, 34737, 42112}
+
+
+def _as_overview(ifd: _Ifd) -> None:
+    """Turn a standalone level file's IFD into a reduced-resolution one."""
+    kind = 5 if ifd.is_mask else 1
+    tags = [t for t in ifd.tags if t[0] not in _MAIN_ONLY_TAGS and t[0] != _NEW_SUBFILE_TYPE]
+    tags.append((_NEW_SUBFILE_TYPE, 4, 1, struct.pack("<I", kind)))
+    ifd.tags = tags
 
 
 def _ordered(pages: list, src: str) -> list[_Ifd]:
-    """IFDs in COG order: full resolution first, each image before its mask."""
+    """IFDs of one file: each image, then its mask if it has one."""
     images, masks = [], {}
     for page in pages:
         kind = page.tags[_NEW_SUBFILE_TYPE].value if _NEW_SUBFILE_TYPE in page.tags else 0
@@ -118,17 +149,16 @@ def _ordered(pages: list, src: str) -> list[_Ifd]:
             masks[(page.imagewidth, page.imagelength)] = page
         else:
             images.append(page)
-    images.sort(key=lambda p: -p.imagewidth * p.imagelength)
     out: list[_Ifd] = []
     for page in images:
         out.append(_from_page(page))
         mask = masks.get((page.imagewidth, page.imagelength))
         if mask is not None:
-            out.append(_from_page(mask))
+            out.append(_from_page(mask, is_mask=True))
     return out
 
 
-def _from_page(page) -> _Ifd:
+def _from_page(page, is_mask: bool = False) -> _Ifd:
     fh = page.parent.filehandle
     tags = []
     for tag in page.tags.values():
@@ -138,7 +168,7 @@ def _from_page(page) -> _Ifd:
         fh.seek(tag.valueoffset)
         tags.append((tag.code, int(tag.dtype), tag.count, fh.read(size)))
     tiles = list(zip(page.dataoffsets, page.databytecounts, strict=True))
-    return _Ifd(tags=tags, tiles=tiles)
+    return _Ifd(tags=tags, tiles=tiles, pixels=page.imagewidth * page.imagelength, is_mask=is_mask)
 
 
 def _needs_bigtiff(ifds: list[_Ifd]) -> bool:
