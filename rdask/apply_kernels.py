@@ -18,6 +18,7 @@ pixels as running the kernel on the whole raster at once.
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ import numpy as np
 from rdask.errors import KernelError
 from rdask.io.meta import exact_transform
 from rdask.io.open import RECIPE_KEY, Recipe, Step, recipe_of, wrap
+
+log = logging.getLogger("rdask")
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -70,6 +73,10 @@ def apply(data: xr.DataArray, kernel: Kernel | str, **kernel_args: Any) -> xr.Da
     if recipe is not None and recipe.halo + halo > 0:
         # File-backed: read grown windows straight from the source.
         steps = recipe.steps + (step,)
+        log.info(
+            "%s: halo path: direct reads from the file, halo %d (chain of %d)",
+            k.name, recipe.halo + halo, len(steps),
+        )
         arr = _from_source(recipe.source, recipe.plan.chunks, steps, out_bands, out_dtype)
     elif halo == 0:
         arr = data.data.map_blocks(
@@ -82,6 +89,7 @@ def apply(data: xr.DataArray, kernel: Kernel | str, **kernel_args: Any) -> xr.Da
         )
         steps = recipe.steps + (step,) if recipe is not None else ()
     else:
+        log.info("%s: halo path: map_overlap (the array is not straight from a file)", k.name)
         src = data.data.rechunk({0: -1})
         arr = src.map_overlap(
             functools.partial(_run, step=step),

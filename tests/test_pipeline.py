@@ -284,3 +284,36 @@ def test_halo_on_selected_bands_multi_chunk(tmp_path):
     assert np.array_equal(out.values, whole, equal_nan=True)
     rdask.to_raster(out, tmp_path / "o.tif", blocksize=32)
     assert np.array_equal(read(tmp_path / "o.tif"), whole, equal_nan=True)
+
+
+@pytest.mark.parametrize("chunks", [(16, 16), (48, 32)])
+def test_chain_equals_two_steps_with_an_intermediate_file(tmp_path, chunks):
+    dem = synthetic((1, 90, 75), "float32") * 3
+    dem[0, 60:, :20] = -9999
+    src = write(tmp_path / "dem.tif", dem, block=(16, 16), nodata=-9999,
+                transform=Affine(30.0, 0, 0, 0, -20.0, 0))
+    step1, two = str(tmp_path / "step1.tif"), str(tmp_path / "two.tif")
+    rdask.process(src, step1, "focal-mean", kernel_args={"radius": 2}, blocksize=16)
+    rdask.process(step1, two, "slope", blocksize=16)
+    chained = rdask.apply(rdask.apply(rdask.open_raster(src, chunks=chunks, tile=16), "focal-mean", radius=2),
+                          "slope")
+    one = str(tmp_path / "one.tif")
+    rdask.to_raster(chained, one, blocksize=16)
+    assert np.array_equal(read(one), read(two), equal_nan=True)
+    with rasterio.open(one) as a, rasterio.open(two) as b:
+        assert a.nodata == b.nodata == -9999.0
+
+
+def test_chain_cli_syntax(tmp_path):
+    import subprocess
+    import sys
+
+    src = os.path.join(DATA, "shade.tif")
+    out = tmp_path / "o.tif"
+    rd = os.path.join(os.path.dirname(sys.executable), "rdask")
+    proc = subprocess.run([rd, "run", "focal-mean radius=1 | hillshade azimuth=200", src, str(out), "-q"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    data = rdask.open_raster(src)
+    expected = rdask.apply(rdask.apply(data, "focal-mean", radius=1), "hillshade", azimuth=200).values
+    assert np.array_equal(read(out), expected)
