@@ -34,10 +34,12 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rdask tests benchmarks
 
-bench-quick: $(STAMP)
+bench-quick: $(STAMP) sysdeps
+	$(PY) -m pip install -q -r benchmarks/requirements.txt
 	$(PY) benchmarks/run.py --quick
 
-bench: $(STAMP)
+bench: $(STAMP) sysdeps
+	$(PY) -m pip install -q -r benchmarks/requirements.txt
 	$(PY) benchmarks/run.py
 
 clean:

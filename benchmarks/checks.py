@@ -1,13 +1,25 @@
 """Correctness checks of a contender's output against its input.
 
 A check is any callable ``(input, output) -> list[str]`` returning the
-problems found (empty when the output is right).  The factories here build
-the checks the workloads use; they compare the rasters strip by strip (one
-row of blocks at a time), so memory stays bounded whatever the raster size.
+problems found (empty when the output is right).  Items that are
+:class:`Note` instances are findings, not problems: they are reported under
+the table and do not make the output wrong.  The factories here build the
+checks the workloads use; they compare the rasters strip by strip (one row
+of blocks at a time) or on a few sampled windows, so memory stays bounded
+whatever the raster size.
+
+Some checks compare with another program's output (gdaldem's slope, rdask's
+two-step result): a :class:`Reference` makes it once per input and run, or
+adopts the output of the contender that produces it when that contender's
+own check passes.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import shutil
+import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +30,14 @@ from rasterio.windows import Window
 
 #: ``(input, output) -> problems``; an empty list means correct.
 Check = Callable[[Path, Path], list[str]]
+
+
+class Note(str):
+    """A finding that is not a problem (e.g. how a loosely checked output differs)."""
+
+
+#: A labelled window of the raster, e.g. ``("nodata corner", Window(...))``.
+Sample = tuple[str, Window]
 
 #: Pass as ``compress`` to accept any compression.
 ANY = "any"
@@ -78,14 +98,19 @@ def layout_problems(dst: DatasetReader, block: int | None, compress: str | None)
     return problems
 
 
-def grid_problems(src: DatasetReader, dst: DatasetReader) -> list[str]:
-    """Differences in size, band count, dtype, CRS and transform."""
+def grid_problems(src: DatasetReader, dst: DatasetReader, dtype: str | None = None) -> list[str]:
+    """Differences in size, band count, dtype, CRS and transform.
+
+    ``dtype`` is the required output dtype: ``None`` for the input's, or
+    :data:`ANY`.
+    """
     problems = []
     for what in ("width", "height", "count"):
         if getattr(src, what) != getattr(dst, what):
             problems.append(f"{what} {getattr(dst, what)}, expected {getattr(src, what)}")
-    if set(dst.dtypes) != set(src.dtypes):
-        problems.append(f"dtypes {dst.dtypes}, expected {src.dtypes}")
+    want = set(src.dtypes) if dtype is None else {dtype}
+    if dtype != ANY and set(dst.dtypes) != want:
+        problems.append(f"dtypes {dst.dtypes}, expected {sorted(want)}")
     if dst.crs != src.crs:
         problems.append(f"CRS {dst.crs}, expected {src.crs}")
     if not dst.transform.almost_equals(src.transform):
@@ -119,3 +144,446 @@ def strips(src: DatasetReader) -> list[Window]:
     return [
         Window(0, row, src.width, min(rows, src.height - row)) for row in range(0, src.height, rows)
     ]
+
+
+# -- references -----------------------------------------------------------------
+
+
+class Reference:
+    """Another program's output for an input, made once per run and shared by checks.
+
+    Parameters
+    ----------
+    name
+        Shown in problems, e.g. ``"gdaldem slope"``.
+    command
+        ``(input, output) -> argv`` of the program that makes the reference.
+    directory
+        Where reference files go (one per input).
+    """
+
+    def __init__(self, name: str, command: Callable[[Path, Path], list[str]], directory: Path):
+        self.name = name
+        self.command = command
+        self.directory = directory
+        self._made: dict[Path, Path] = {}
+
+    def _target(self, inp: Path) -> Path:
+        slug = "".join(c if c.isalnum() else "-" for c in self.name)
+        return self.directory / f"{slug}.{inp.stem}.tif"
+
+    def path(self, inp: Path) -> Path:
+        """The reference output for ``inp``, made now unless already made or adopted.
+
+        Raises
+        ------
+        RuntimeError
+            If the command fails.
+        """
+        if inp in self._made and self._made[inp].exists():
+            return self._made[inp]
+        target = self._target(inp)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        argv = self.command(inp, target)
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not target.exists():
+            lines = (proc.stderr or proc.stdout or "no output").strip().splitlines()
+            raise RuntimeError(f"{self.name} failed ({proc.returncode}): {lines[-1]}")
+        self._made[inp] = target
+        return target
+
+    def adopt(self, inp: Path, out: Path) -> None:
+        """Use ``out`` (a contender's output, about to be deleted) as the reference for ``inp``."""
+        target = self._target(inp)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(out, target)
+        except OSError:
+            shutil.copyfile(out, target)
+        self._made[inp] = target
+
+    def clear(self) -> None:
+        """Delete the reference files made so far."""
+        for path in self._made.values():
+            path.unlink(missing_ok=True)
+        self._made.clear()
+
+
+def _reference_path(ref: Reference, inp: Path) -> tuple[Path | None, list[str]]:
+    """``ref``'s output for ``inp``, or ``None`` and the problem."""
+    try:
+        return ref.path(inp), []
+    except (OSError, RuntimeError) as exc:
+        return None, [f"reference {ref.name} unavailable: {exc}"]
+
+
+def invalid(values: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Mask of NaN or ``nodata`` (compared in the values' dtype) pixels."""
+    bad = np.isnan(values)
+    if nodata is not None and not math.isnan(nodata):
+        bad |= values == values.dtype.type(nodata)
+    return bad
+
+
+def _first(mask: np.ndarray, row_off: int = 0, col_off: int = 0) -> str:
+    """``(row R, col C)`` of the first True pixel of a 2-D ``mask``."""
+    y, x = (int(v) for v in np.argwhere(mask)[0])
+    return f"(row {row_off + y}, col {col_off + x})"
+
+
+# -- terrain and focal checks -------------------------------------------------------
+
+
+def adopted_as(ref: Reference, check: Check) -> Check:
+    """``check``, then, if it found no problem, the output becomes ``ref``'s reference."""
+
+    def adopt(inp: Path, out: Path) -> list[str]:
+        found = check(inp, out)
+        if not [f for f in found if not isinstance(f, Note)]:
+            ref.adopt(inp, out)
+        return found
+
+    adopt.__doc__ = f"{check.__doc__}; adopted as {ref.name}"
+    return adopt
+
+
+def matches_reference(
+    ref: Reference,
+    *,
+    tolerance: float,
+    block: int | None = 512,
+    compress: str | None = ANY,
+    dtype: str | None = None,
+) -> Check:
+    """Check that the output equals ``ref``'s within ``tolerance``, with the same nodata mask.
+
+    Both rasters are read strip by strip; invalid means NaN or the file's
+    nodata value.  ``tolerance=0`` requires bit-identical values.
+    """
+
+    def check(inp: Path, out: Path) -> list[str]:
+        if not out.exists():
+            return [f"no output at {out}"]
+        want_path, problems = _reference_path(ref, inp)
+        if want_path is None:
+            return problems
+        with rasterio.open(inp) as src, rasterio.open(out) as dst, rasterio.open(want_path) as want:
+            problems = layout_problems(dst, block, compress) + grid_problems(src, dst, dtype)
+            if problems:
+                return problems
+            worst, compared = 0.0, 0
+            for window in strips(src):
+                got, exp = dst.read(window=window), want.read(window=window)
+                got_bad, exp_bad = invalid(got, dst.nodata), invalid(exp, want.nodata)
+                if not np.array_equal(got_bad, exp_bad):
+                    diff = (got_bad != exp_bad).any(axis=0)
+                    return [
+                        f"nodata mask differs from {ref.name} at "
+                        f"{_first(diff, window.row_off)} ({int(diff.sum())} px in rows "
+                        f"{window.row_off}-{window.row_off + window.height - 1})"
+                    ]
+                ok = ~got_bad
+                if tolerance == 0:
+                    if got.dtype != exp.dtype:
+                        return [f"dtype {got.dtype}, {ref.name} has {exp.dtype}"]
+                    same = got.view(f"u{got.itemsize}") == exp.view(f"u{exp.itemsize}")
+                    if not same.all():
+                        bad = ~same.all(axis=0)
+                        return [
+                            f"not bit-identical to {ref.name} at {_first(bad, window.row_off)} "
+                            f"({int(bad.sum())} px in rows {window.row_off}-"
+                            f"{window.row_off + window.height - 1})"
+                        ]
+                    continue
+                diff = np.abs(got[ok].astype(np.float64) - exp[ok])
+                compared += diff.size
+                if diff.size and diff.max() > tolerance:
+                    far = np.zeros(got.shape, dtype=bool)
+                    far[ok] = diff > tolerance
+                    b, y, x = (int(v) for v in np.argwhere(far)[0])
+                    return [
+                        f"differs from {ref.name} by {diff.max():.3g} (> {tolerance:g}) at "
+                        f"{int((diff > tolerance).sum())} px; first (row {window.row_off + y}, "
+                        f"col {x}): got {got[b, y, x]}, expected {exp[b, y, x]}"
+                    ]
+                worst = max(worst, float(diff.max()) if diff.size else 0.0)
+        if tolerance == 0:
+            return [Note(f"bit-identical to {ref.name}")]
+        return [Note(f"max |diff| vs {ref.name} {worst:.2g} over {compared} valid px; same mask")]
+
+    what = "bit-identical to" if tolerance == 0 else f"within {tolerance:g} of"
+    check.__doc__ = f"{what} {ref.name}, same nodata mask"
+    return check
+
+
+def loosely_matches_reference(
+    ref: Reference,
+    *,
+    tolerance: float,
+    share: float = 0.99,
+    limit: float = 0.01,
+    block: int | None = 512,
+    compress: str | None = ANY,
+) -> Check:
+    """Check an output that handles edges and nodata its own way against ``ref``.
+
+    Only pixels valid (finite, not the file's nodata) in both are compared:
+    at least ``share`` of them must be within ``tolerance`` and all within
+    ``limit``.  Any output dtype is accepted.  How the masks differ, the
+    dtype and the largest difference are reported as notes.
+    """
+
+    def check(inp: Path, out: Path) -> list[str]:
+        if not out.exists():
+            return [f"no output at {out}"]
+        want_path, problems = _reference_path(ref, inp)
+        if want_path is None:
+            return problems
+        with rasterio.open(inp) as src, rasterio.open(out) as dst, rasterio.open(want_path) as want:
+            problems = layout_problems(dst, block, compress) + grid_problems(src, dst, ANY)
+            if problems:
+                return problems
+            both = over = extra = missing = 0
+            worst = 0.0
+            for window in strips(src):
+                got, exp = dst.read(window=window), want.read(window=window)
+                got_ok = ~invalid(got, dst.nodata) & np.isfinite(got)
+                exp_ok = ~invalid(exp, want.nodata)
+                extra += int((got_ok & ~exp_ok).sum())
+                missing += int((exp_ok & ~got_ok).sum())
+                ok = got_ok & exp_ok
+                diff = np.abs(got[ok].astype(np.float64) - exp[ok])
+                both += diff.size
+                over += int((diff > tolerance).sum())
+                worst = max(worst, float(diff.max()) if diff.size else 0.0)
+        problems = []
+        if both == 0:
+            return [f"no pixel valid in both the output and {ref.name}"]
+        if over > (1 - share) * both or worst > limit:
+            problems.append(
+                f"{over} of {both} px differ from {ref.name} by more than {tolerance:g} "
+                f"(max {worst:.3g}; allowed: {100 * (1 - share):g} % and max {limit:g})"
+            )
+        with rasterio.open(out) as dst:
+            dtype, nodata = dst.dtypes[0], dst.nodata
+        return problems + [
+            Note(
+                f"{dtype} output (nodata tag {nodata}); vs {ref.name} where both valid: "
+                f"max |diff| {worst:.2g}, {over} of {both} px over {tolerance:g}"
+            ),
+            Note(
+                f"valid here but nodata in {ref.name}: {extra} px; "
+                f"nodata/NaN here but valid in {ref.name}: {missing} px"
+            ),
+        ]
+
+    check.__doc__ = f"loosely within {tolerance:g} of {ref.name} where both valid"
+    return check
+
+
+def _grown(window: Window, halo: int, height: int, width: int) -> tuple[Window, int, int]:
+    """``window`` grown by ``halo`` and clipped to the raster; offsets of ``window`` in it."""
+    r0, c0 = max(0, window.row_off - halo), max(0, window.col_off - halo)
+    r1 = min(height, window.row_off + window.height + halo)
+    c1 = min(width, window.col_off + window.width + halo)
+    return Window(c0, r0, c1 - c0, r1 - r0), window.row_off - r0, window.col_off - c0
+
+
+def focal_mean_reference(values: np.ndarray, nodata: float | None, radius: int) -> tuple:
+    """Clipped focal mean of the valid pixels of a 2-D array, and the valid counts.
+
+    The window is clipped at the array's edges; NaN and ``nodata`` are
+    skipped.  Sums are float64 differences of 2-D prefix sums.  Returns
+    ``(mean, count)``, ``mean`` NaN where ``count`` is 0.
+    """
+    ok = ~invalid(values, nodata)
+    vals = np.where(ok, values.astype(np.float64), 0.0)
+    ny, nx = vals.shape
+    sums = np.zeros((ny + 1, nx + 1))
+    sums[1:, 1:] = vals.cumsum(0).cumsum(1)
+    cnts = np.zeros((ny + 1, nx + 1), dtype=np.int64)
+    cnts[1:, 1:] = ok.cumsum(0).cumsum(1)
+    lo_y = np.clip(np.arange(ny) - radius, 0, ny)[:, None]
+    hi_y = np.clip(np.arange(ny) + radius + 1, 0, ny)[:, None]
+    lo_x = np.clip(np.arange(nx) - radius, 0, nx)[None, :]
+    hi_x = np.clip(np.arange(nx) + radius + 1, 0, nx)[None, :]
+
+    def box(table: np.ndarray) -> np.ndarray:
+        return table[hi_y, hi_x] - table[lo_y, hi_x] - table[hi_y, lo_x] + table[lo_y, lo_x]
+
+    total, count = box(sums), box(cnts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / count, np.nan)
+    return mean, count
+
+
+def horn_slope_reference(
+    z: np.ndarray, nodata: float | None, xres: float, yres: float
+) -> np.ndarray:
+    """gdaldem's slope (degrees, Horn) of a 2-D float32 array; NaN where gdaldem writes nodata.
+
+    The two weighted sums are formed in float32 in gdaldem's order, the rest
+    in float64, as ``gdaldem_lib.cpp`` does.  The outer rows and columns and
+    every pixel whose 3x3 window holds NaN or ``nodata`` are NaN.
+    """
+    z = z.astype(np.float32)
+    bad = invalid(z, nodata)
+    ny, nx = z.shape
+    out = np.full((ny, nx), np.nan)
+    if ny < 3 or nx < 3:
+        return out
+
+    def w(dy: int, dx: int) -> np.ndarray:
+        return z[1 + dy : ny - 1 + dy, 1 + dx : nx - 1 + dx]
+
+    sx = (w(-1, -1) + w(0, -1) + w(0, -1) + w(1, -1)) - (w(-1, 1) + w(0, 1) + w(0, 1) + w(1, 1))
+    sy = (w(1, -1) + w(1, 0) + w(1, 0) + w(1, 1)) - (w(-1, -1) + w(-1, 0) + w(-1, 0) + w(-1, 1))
+    dx = sx.astype(np.float64) / xres
+    dy = sy.astype(np.float64) / yres
+    inner = np.degrees(np.arctan(np.sqrt(dx * dx + dy * dy) / 8)).astype(np.float32)
+    near_bad = np.zeros((ny - 2, nx - 2), dtype=bool)
+    for oy in (-1, 0, 1):
+        for ox in (-1, 0, 1):
+            near_bad |= bad[1 + oy : ny - 1 + oy, 1 + ox : nx - 1 + ox]
+    out[1:-1, 1:-1] = np.where(near_bad, np.nan, inner)
+    return out
+
+
+def slope_sampled(
+    samples: Sequence[Sample],
+    *,
+    smooth_radius: int = 0,
+    tolerance: float = 1e-3,
+    block: int | None = 512,
+    compress: str | None = ANY,
+) -> Check:
+    """Check a slope output (degrees) on sampled windows against numpy.
+
+    The reference is :func:`horn_slope_reference` of the input, or, with
+    ``smooth_radius``, of its :func:`focal_mean_reference` rounded to
+    float32 (a ``focal-mean radius=R | slope`` chain).  The output's nodata
+    mask (NaN or its nodata value) must equal the reference's and values
+    must agree within ``tolerance`` degrees.  The output is float32, one band.
+    """
+
+    def check(inp: Path, out: Path) -> list[str]:
+        if not out.exists():
+            return [f"no output at {out}"]
+        with rasterio.open(inp) as src, rasterio.open(out) as dst:
+            problems = layout_problems(dst, block, compress) + grid_problems(src, dst, "float32")
+            if problems:
+                return problems
+            xres, yres = src.transform.a, -src.transform.e
+            worst = 0.0
+            for label, window in samples:
+                grown, oy, ox = _grown(window, 1 + smooth_radius, src.height, src.width)
+                z = src.read(1, window=grown)
+                nodata = src.nodata
+                if smooth_radius:
+                    z = focal_mean_reference(z, nodata, smooth_radius)[0].astype(np.float32)
+                    nodata = None
+                # Slopes are valid only where the whole 3x3 window lies in the raster:
+                # the grown window's edges are the raster's edges or halo pixels.
+                want = horn_slope_reference(z, nodata, xres, yres)
+                want = want[oy : oy + window.height, ox : ox + window.width]
+                got = dst.read(1, window=window)
+                got_bad, want_bad = invalid(got, dst.nodata), np.isnan(want)
+                if not np.array_equal(got_bad, want_bad):
+                    return [
+                        f"{label}: nodata mask differs from numpy's Horn slope at "
+                        f"{_first(got_bad != want_bad, window.row_off, window.col_off)}"
+                    ]
+                diff = np.abs(got[~got_bad].astype(np.float64) - want[~want_bad])
+                if diff.size and diff.max() > tolerance:
+                    return [f"{label}: differs from numpy's Horn slope by {diff.max():.3g} deg"]
+                worst = max(worst, float(diff.max()) if diff.size else 0.0)
+        what = (
+            f"numpy focal mean r={smooth_radius} + Horn slope"
+            if smooth_radius
+            else "numpy Horn slope"
+        )
+        return [Note(f"max |diff| vs {what} on {len(samples)} windows: {worst:.2g} deg")]
+
+    what = f"focal mean r={smooth_radius} then slope" if smooth_radius else "slope"
+    check.__doc__ = f"{what} as numpy's Horn slope on sampled windows"
+    return check
+
+
+def focal_mean_sampled(
+    samples: Sequence[Sample],
+    radius: int,
+    *,
+    full_windows_only: bool = False,
+    rtol: float = 1e-6,
+    block: int | None = 512,
+    compress: str | None = ANY,
+) -> Check:
+    """Check a focal mean on sampled windows against :func:`focal_mean_reference`.
+
+    Exact semantics (rdask's): mean of the valid pixels of the window clipped
+    at the raster edge, NaN or the output's nodata where there is none; the
+    masks must agree.  With ``full_windows_only`` (for tools that ignore
+    nodata or reflect at the edges) only pixels whose whole window lies in
+    the raster and holds no nodata are compared, and how far the others are
+    from the exact mean is reported as a note.
+    """
+
+    def check(inp: Path, out: Path) -> list[str]:
+        if not out.exists():
+            return [f"no output at {out}"]
+        with rasterio.open(inp) as src, rasterio.open(out) as dst:
+            problems = layout_problems(dst, block, compress) + grid_problems(src, dst, "float32")
+            if problems:
+                return problems
+            full = (2 * radius + 1) ** 2
+            worst = worst_partial = 0.0
+            compared = 0
+            for label, window in samples:
+                grown, oy, ox = _grown(window, radius, src.height, src.width)
+                for band in range(1, src.count + 1):
+                    mean, count = focal_mean_reference(
+                        src.read(band, window=grown), src.nodata, radius
+                    )
+                    mean = mean[oy : oy + window.height, ox : ox + window.width]
+                    count = count[oy : oy + window.height, ox : ox + window.width]
+                    got = dst.read(band, window=window).astype(np.float64)
+                    got_bad = invalid(got, dst.nodata)
+                    if full_windows_only:
+                        use = count == full
+                        partial = (count < full) & (count > 0) & ~got_bad
+                        if partial.any():
+                            far = np.abs(got[partial] - mean[partial]).max()
+                            worst_partial = max(worst_partial, float(far))
+                    else:
+                        use = count > 0
+                        if not np.array_equal(got_bad, count == 0):
+                            where = _first(got_bad != (count == 0), window.row_off, window.col_off)
+                            return [f"{label}: nodata mask differs from the reference at {where}"]
+                    if not use.any():
+                        continue
+                    close = np.isclose(got[use], mean[use], rtol=rtol, atol=rtol)
+                    if not close.all():
+                        far = np.zeros(use.shape, dtype=bool)
+                        far[use] = ~close
+                        y, x = (int(v) for v in np.argwhere(far)[0])
+                        return [
+                            f"{label}: band {band} (row {window.row_off + y}, "
+                            f"col {window.col_off + x}): got {got[y, x]}, expected {mean[y, x]}"
+                        ]
+                    compared += int(use.sum())
+                    worst = max(worst, float(np.abs(got[use] - mean[use]).max()))
+        notes = [Note(f"{compared} px on {len(samples)} windows, max |diff| {worst:.2g}")]
+        if full_windows_only:
+            notes.append(
+                Note(
+                    "windows touching nodata or the raster edge not checked; there it is up "
+                    f"to {worst_partial:.3g} from the mean of the valid pixels"
+                )
+            )
+        return notes
+
+    what = "full windows" if full_windows_only else "clipped windows, nodata skipped"
+    check.__doc__ = f"focal mean r={radius} on sampled windows ({what})"
+    return check

@@ -6,6 +6,10 @@ low-amplitude noise drawn from a pre-computed pool at random offsets.  They
 compress with DEFLATE to about 70 % of their size, unlike random bytes (which
 do not compress) or constant tiles (which compress to nothing).
 
+The DEM of the neighbourhood workload (:class:`DemRecipe`) is one float32
+band of terrain: broad hills, sharp ridges, fine relief and a little noise,
+with a nodata region in the top-left corner (see :func:`write_dem`).
+
 Generation holds one strip of ``block`` rows in memory and lets GDAL
 compress the tiles on all cores (``NUM_THREADS=ALL_CPUS``).  A JSON manifest
 beside each file records the recipe; a file whose manifest differs from the
@@ -43,17 +47,39 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class DemRecipe:
+    """Everything that determines a synthetic DEM's bytes.
+
+    One float32 band, 10 m pixels, elevations in metres; a quarter disc of
+    radius ``side * nodata_fraction`` around the top-left corner is
+    ``nodata``.
+    """
+
+    side: int
+    block: int = 512
+    compress: str = "deflate"
+    predictor: int = 3
+    nodata: float = -9999.0
+    nodata_fraction: float = 0.15
+    noise: float = 0.05
+    """Amplitude (metres) of the uniform noise on every pixel."""
+    seed: int = 20240602
+    kind: str = "dem"
+    version: int = RECIPE_VERSION
+
+
+@dataclass(frozen=True)
 class Generated:
     """A synthetic raster on disk and what producing it cost."""
 
     path: Path
-    recipe: Recipe
+    recipe: Recipe | DemRecipe
     seconds: float | None
     """Generation wall time, or ``None`` when the cached file was reused."""
     size_bytes: int
 
 
-def ensure_raster(path: Path, recipe: Recipe) -> Generated:
+def ensure_raster(path: Path, recipe: Recipe | DemRecipe) -> Generated:
     """Return the raster at ``path``, generating it unless cached for ``recipe``.
 
     Parameters
@@ -61,7 +87,8 @@ def ensure_raster(path: Path, recipe: Recipe) -> Generated:
     path
         Where the GeoTIFF lives; ``<path>.json`` holds its manifest.
     recipe
-        The requested content.
+        The requested content: imagery (:class:`Recipe`) or a DEM
+        (:class:`DemRecipe`).
 
     Returns
     -------
@@ -75,14 +102,17 @@ def ensure_raster(path: Path, recipe: Recipe) -> Generated:
     manifest.unlink(missing_ok=True)
     tmp = path.with_name(path.name + ".partial")
     start = time.perf_counter()
-    write_raster(tmp, recipe)
+    if isinstance(recipe, DemRecipe):
+        write_dem(tmp, recipe)
+    else:
+        write_raster(tmp, recipe)
     seconds = time.perf_counter() - start
     tmp.replace(path)
     manifest.write_text(json.dumps(_manifest_of(recipe, path), indent=1))
     return Generated(path, recipe, seconds, path.stat().st_size)
 
 
-def _manifest_of(recipe: Recipe, path: Path) -> dict:
+def _manifest_of(recipe: Recipe | DemRecipe, path: Path) -> dict:
     """Manifest content: the recipe plus the file size (catches truncation)."""
     return {"recipe": asdict(recipe), "size_bytes": path.stat().st_size if path.exists() else -1}
 
@@ -185,3 +215,126 @@ class _BandWaves:
         field += noise
         field -= amplitude / 2
         return np.clip(field, 0, 255).astype(np.uint8)
+
+
+# -- DEM ----------------------------------------------------------------------
+
+
+def write_dem(path: Path, recipe: DemRecipe) -> None:
+    """Write the synthetic float32 DEM for ``recipe`` to ``path``, strip by strip.
+
+    Elevation (metres, 10 m pixels) is the sum of
+
+    * hills: two plane waves of random direction per octave, periods from
+      40 km down to 300 m, amplitude proportional to the period (so every
+      octave adds about the same slope, as in real relief);
+    * ridges: two sets of ``1 - |sin|`` crests (periods 5-15 km, 80-200 m),
+      sharp at the top, their lines bent by a slow phase warp;
+    * uniform noise of +-``recipe.noise`` m drawn from a pre-generated pool
+      at random offsets.
+
+    Elevations span roughly 300-2800 m and slopes mostly 2-30 degrees.  A
+    quarter disc around the top-left corner is ``recipe.nodata``.  Each
+    strip of ``block`` rows is evaluated on its own (plane waves as outer
+    products), so memory stays at a few strips; GDAL compresses the tiles
+    on all cores.
+    """
+    side, block = recipe.side, recipe.block
+    rng = np.random.default_rng(recipe.seed)
+    strip_len = block * side
+    pool = rng.uniform(-recipe.noise, recipe.noise, size=2 * strip_len).astype(np.float32)
+    hills = [
+        _PlaneWave.random(rng, side, period, 0.1 * period)
+        for period in (4000, 2000, 1000, 500, 250, 120, 60, 30)
+        for _ in range(2)
+    ]
+    ridges = [
+        _PlaneWave.random(rng, side, rng.uniform(500, 1500), rng.uniform(80, 200)) for _ in range(2)
+    ]
+    warp = _PlaneWave.random(rng, side, 3000, 2.5)  # radians
+    corner = side * recipe.nodata_fraction
+    x = np.arange(side, dtype=np.float32)
+    with rasterio.open(path, "w", **_dem_profile(recipe)) as dst:
+        for row in range(0, side, block):
+            height = min(block, side - row)
+            y = np.arange(row, row + height, dtype=np.float64)
+            z = np.full((height, side), 1500.0, dtype=np.float32)
+            for wave in hills:
+                z += wave.values(y)
+            bend = warp.values(y)
+            for wave in ridges:
+                crest = np.sin(wave.phase(y) + bend)
+                np.abs(crest, out=crest)
+                z += wave.amplitude * (np.float32(1.0) - crest)
+            offset = int(rng.integers(0, strip_len))
+            z += pool[offset : offset + height * side].reshape(height, side)
+            yy = (y.astype(np.float32) + np.float32(0.5))[:, None]
+            xx = x[None, :] + np.float32(0.5)
+            z[xx * xx + yy * yy < corner * corner] = recipe.nodata
+            dst.write(z[None], window=Window(0, row, side, height))
+
+
+def _dem_profile(recipe: DemRecipe) -> dict:
+    """Creation profile of the DEM: float32, tiled, DEFLATE + floating-point predictor."""
+    return {
+        "driver": "GTiff",
+        "dtype": "float32",
+        "count": 1,
+        "width": recipe.side,
+        "height": recipe.side,
+        "crs": CRS.from_epsg(32618),
+        "transform": from_origin(500_000.0, 5_000_000.0, 10.0, 10.0),
+        "nodata": recipe.nodata,
+        "tiled": True,
+        "blockxsize": recipe.block,
+        "blockysize": recipe.block,
+        "compress": recipe.compress,
+        "predictor": recipe.predictor,
+        "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": "ALL_CPUS",
+    }
+
+
+@dataclass(frozen=True)
+class _PlaneWave:
+    """``amplitude * sin(kx x + ky y + phase)``, evaluated as two outer products."""
+
+    sx: np.ndarray  # sin(kx x + phase), float32, length side
+    cx: np.ndarray  # cos(kx x + phase)
+    kx: float
+    ky: float
+    phase0: float
+    amplitude: np.float32
+
+    @classmethod
+    def random(
+        cls, rng: np.random.Generator, side: int, period: float, amplitude: float
+    ) -> _PlaneWave:
+        """A wave of random direction and phase; ``period`` in pixels."""
+        k = 2 * np.pi / period
+        angle = rng.uniform(0, 2 * np.pi)
+        phase = rng.uniform(0, 2 * np.pi)
+        kx, ky = k * np.cos(angle), k * np.sin(angle)
+        x = np.arange(side, dtype=np.float64)
+        return cls(
+            sx=np.sin(kx * x + phase).astype(np.float32),
+            cx=np.cos(kx * x + phase).astype(np.float32),
+            kx=float(kx),
+            ky=float(ky),
+            phase0=float(phase),
+            amplitude=np.float32(amplitude),
+        )
+
+    def values(self, y: np.ndarray) -> np.ndarray:
+        """The wave for rows ``y``: float32, ``len(y) x side``."""
+        sy = np.sin(self.ky * y).astype(np.float32) * self.amplitude
+        cy = np.cos(self.ky * y).astype(np.float32) * self.amplitude
+        out = np.outer(cy, self.sx)
+        out += np.outer(sy, self.cx)
+        return out
+
+    def phase(self, y: np.ndarray) -> np.ndarray:
+        """``kx x + ky y + phase`` for rows ``y`` (float32, ``len(y) x side``)."""
+        x = np.arange(self.sx.size, dtype=np.float32)
+        rows = (self.ky * y + self.phase0).astype(np.float32)
+        return rows[:, None] + np.float32(self.kx) * x[None, :]

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from checks import Note
 from measure import RunResult, run_measured
 from workloads import Case, Contender, Ref, Target
 
@@ -30,6 +31,8 @@ class ContenderResult:
     status: str = OK
     detail: str = ""
     """Why the contender failed, or the problems with its output."""
+    notes: list[str] = field(default_factory=list)
+    """The contender's notes and its check's findings (:class:`checks.Note`)."""
     check_run: RunResult | None = None
     runs: list[RunResult] = field(default_factory=list)
 
@@ -120,6 +123,9 @@ def run_case(
     results = {c.name: ContenderResult(c.name, c.command(paths.output(c))) for c in case.contenders}
     for contender in case.contenders:
         _check_run(case, contender, results[contender.name], paths, timeout, log)
+    if not keep_outputs:
+        for reference in case.scratch:
+            reference.clear()
     for round_no in range(1, repeat + 1):
         for contender in case.contenders:
             result = results[contender.name]
@@ -145,15 +151,34 @@ def _check_run(
     """Run ``contender`` once untimed and check its output; record any failure."""
     run = _run_once(contender, paths, "check", timeout, keep_output=True)
     result.check_run = run
+    result.notes = list(contender.notes)
     if not run.ok:
         result.status, result.detail = FAILED, run.error
     else:
-        problems = contender.check(case.input, paths.output(contender))
+        if contender.log_note and (line := _log_line(run.log, contender.log_note)):
+            result.notes = [line]
+        found = contender.check(case.input, paths.output(contender))
+        problems = [f for f in found if not isinstance(f, Note)]
+        result.notes += [f for f in found if isinstance(f, Note)]
         if problems:
             result.status, result.detail = WRONG, "; ".join(problems)
     paths.output(contender).unlink(missing_ok=True)
     verdict = {OK: " -> output correct", WRONG: f" -> WRONG: {result.detail}"}
     log(f"  [check] {_describe(contender.name, run)}{verdict.get(result.status, '')}")
+
+
+def _log_line(log: str, text: str) -> str:
+    """The last line of the file ``log`` that contains ``text`` (stripped), or ''.
+
+    The last, because a kernel chain logs one line per step and the last
+    describes the whole chain.
+    """
+    try:
+        with open(log, errors="replace") as fh:
+            found = [line.strip() for line in fh if text in line]
+    except OSError:
+        return ""
+    return found[-1] if found else ""
 
 
 def _run_once(

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from importlib import metadata
 
 import psutil
 import rasterio
 
-#: Distributions whose versions are reported (rasterio's GDAL is added).
-PACKAGES = ("rasterio", "numpy", "dask", "distributed", "numba", "xarray", "rioxarray", "rdask")
+#: Distributions whose versions are reported (rasterio's GDAL and the
+#: system's gdaldem are added).
+PACKAGES = (
+    "rasterio",
+    "numpy",
+    "dask",
+    "distributed",
+    "numba",
+    "xarray",
+    "rioxarray",
+    "rdask",
+    "xarray-spatial",
+    "dask-image",
+)
+
+#: GDAL's command-line tool W6 runs (apt's gdal-bin, not rasterio's GDAL).
+GDALDEM = "/usr/bin/gdaldem"
 
 
 def cores() -> int:
@@ -41,7 +57,21 @@ def versions() -> dict[str, str]:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "-"
+    found["gdaldem"] = gdaldem_version()
     return found
+
+
+def gdaldem_version() -> str:
+    """The GDAL version of :data:`GDALDEM` (``-`` when missing)."""
+    try:
+        out = subprocess.run(
+            [GDALDEM, "--version"], capture_output=True, text=True, check=False, timeout=30
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "-"
+    # "GDAL 3.6.2, released 2023/01/02"
+    words = out.replace(",", " ").split()
+    return words[1] if len(words) > 1 and words[0] == "GDAL" else "-"
 
 
 def describe() -> dict:

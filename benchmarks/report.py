@@ -63,12 +63,13 @@ def case_table(case: Case, results: Mapping[str, ContenderResult], cores: int) -
         "status",
     ]
     rows = [_row(res, [results[r] for r in refs], cores) for res in results.values()]
-    notes = [
+    failures = [
         f"  ! {res.name}: {res.status}: {res.detail}"
         for res in results.values()
         if res.status != OK
     ]
-    return "\n".join([table(headers, rows), *notes, *_noise_note(results, cores)])
+    notes = [f"  * {res.name}: {note}" for res in results.values() for note in res.notes]
+    return "\n".join([table(headers, rows), *failures, *notes, *_noise_note(results, cores)])
 
 
 def _noise_note(results: Mapping[str, ContenderResult], cores: int) -> list[str]:
@@ -114,7 +115,7 @@ def verdict_line(verdict: Verdict) -> str:
         status, value = "N/A ", f"n/a ({verdict.reason})"
     else:
         status, value = ("PASS" if verdict.passed else "FAIL"), f"{verdict.value:.3g}"
-    return f"  {status}  {verdict.case:<7} {verdict.target.label()}: {value}"
+    return f"  {status}  {verdict.case:<8} {verdict.target.label()}: {value}"
 
 
 def case_record(

@@ -14,6 +14,7 @@ below; ``run.py`` picks it up from :data:`REGISTRY`.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,11 +22,14 @@ from pathlib import Path
 
 import checks
 import datagen
+from machine import GDALDEM
+from rasterio.windows import Window
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CONTENDERS = HERE / "contenders"
 RGB_BYTE = REPO / "tests" / "data" / "RGB.byte.tif"
+
 
 #: Placeholder for the output path in a contender's argv.
 OUT = "{out}"
@@ -81,11 +85,19 @@ class Target:
 
 @dataclass(frozen=True)
 class Contender:
-    """One program under test: a display name, its argv and its output check."""
+    """One program under test: a display name, its argv and its output check.
+
+    ``notes`` are printed under the table (what the row means, what the
+    program does its own way).  ``log_note`` is a text to look for in the
+    log of the check run: the last line holding it is printed as a note
+    instead of ``notes`` (e.g. ``"halo path"`` in rdask's ``-v`` log).
+    """
 
     name: str
     argv: tuple[str, ...]
     check: checks.Check
+    notes: tuple[str, ...] = ()
+    log_note: str | None = None
 
     def command(self, out: Path) -> list[str]:
         """The argv with the output path filled in."""
@@ -102,6 +114,9 @@ class Case:
     contenders: tuple[Contender, ...]
     references: tuple[str, ...] = ()
     targets: tuple[Target, ...] = ()
+    scratch: tuple[checks.Reference, ...] = ()
+    """Reference outputs the checks make; deleted after the check runs
+    unless ``--keep-outputs``."""
 
 
 @dataclass
@@ -138,6 +153,26 @@ class Context:
         }
         return path
 
+    def dem(self, name: str, side: int) -> tuple[Path, datagen.DemRecipe]:
+        """Path and recipe of the cached synthetic DEM ``name`` (generated if needed)."""
+        recipe = datagen.DemRecipe(side=side)
+        path = self.workdir / "inputs" / f"{name}-{side}.tif"
+        if path.name in self.inputs:
+            return path, recipe
+        self.log(
+            f"  input {path.name}: {side}x{side} float32 DEM, tiled 512, deflate + predictor 3, "
+            f"nodata {recipe.nodata:g} in the top-left corner"
+        )
+        made = datagen.ensure_raster(path, recipe)
+        how = "cached" if made.seconds is None else f"generated in {made.seconds:.1f} s"
+        self.log(f"  input {path.name}: {how}, {made.size_bytes / 2**20:.0f} MB")
+        self.inputs[path.name] = {
+            "side": side,
+            "size_bytes": made.size_bytes,
+            "generation_seconds": made.seconds,
+        }
+        return path, recipe
+
 
 # -- contenders ---------------------------------------------------------------
 
@@ -150,9 +185,17 @@ def docs_program(
     *,
     blocksize: int = 512,
     compress: str | None = "deflate",
+    kernel: str | None = None,
 ) -> Contender:
-    """The docs' ``thread_pool_executor.py``; ``compress=None`` keeps the input's."""
+    """The docs' ``thread_pool_executor.py``; ``compress=None`` keeps the input's.
+
+    ``kernel`` forces a kernel backend (``--kernel``, see
+    ``contenders/common.py``); the default runs rdask's own kernel function
+    (the numpy copy for 0 iterations).  A forced kernel is named in the
+    contender's name, e.g. ``docs -j2 (cython kernel)``.
+    """
     extra = ("--compress", compress) if compress else ()
+    extra += ("--kernel", kernel) if kernel else ()
     argv = (
         ctx.python,
         str(CONTENDERS / "docs_program.py"),
@@ -167,7 +210,8 @@ def docs_program(
         *extra,
     )
     expect = checks.band_order("reversed", block=blocksize, compress=compress or checks.ANY)
-    return Contender(f"docs -j{jobs}", argv, expect)
+    label = {None: "", "cython": " (Cython kernel)"}.get(kernel, f" ({kernel} kernel)")
+    return Contender(f"docs -j{jobs}{label}", argv, expect)
 
 
 def rioxarray_plain(ctx: Context, inp: Path, jobs: int, iterations: int) -> Contender:
@@ -197,19 +241,106 @@ def rdask(
     iterations: int,
     *,
     scheduler: str | None = None,
+    blocksize: int | None = None,
 ) -> Contender:
     """The rdask CLI as users run it (default output: DEFLATE, tiled 512).
 
     ``jobs=None`` leaves ``-j`` out (the scheduler decides); ``scheduler``
-    adds ``--scheduler``, e.g. ``local:2``.
+    adds ``--scheduler``, e.g. ``local:2``; ``blocksize`` adds
+    ``--blocksize`` (output tile size).
     """
     argv = [ctx.rdask, "run", "reverse-bands", str(inp), OUT]
     argv += ["-j", str(jobs)] if jobs is not None else []
     argv += ["--kernel-arg", f"iterations={iterations}", "--overwrite", "--no-progress"]
     argv += ["--scheduler", scheduler] if scheduler else []
+    argv += ["--blocksize", str(blocksize)] if blocksize else []
     name = f"rdask {scheduler}" if scheduler else f"rdask -j{jobs}"
-    expect = checks.band_order("reversed", block=512, compress="deflate")
+    expect = checks.band_order("reversed", block=blocksize or 512, compress="deflate")
     return Contender(name, tuple(argv), expect)
+
+
+#: What rdask's halo kernels read, when its ``-v`` log does not say.
+HALO_NOTE = "direct halo reads (file-backed)"
+
+
+def rdask_kernel(
+    ctx: Context,
+    name: str,
+    kernel: str,
+    inp: Path,
+    check: checks.Check,
+    *,
+    jobs: int = 2,
+    kernel_args: tuple[str, ...] = (),
+) -> Contender:
+    """``rdask -v run KERNEL IN OUT -j N [--kernel-arg A=V ...] --overwrite --no-progress``.
+
+    ``kernel`` may be a chain (``"focal-mean radius=2 | slope"``).  ``-v``
+    only adds INFO lines to the log; the line naming the halo path, when
+    rdask logs one, becomes the row's note (else :data:`HALO_NOTE`).
+    """
+    argv = [ctx.rdask, "-v", "run", kernel, str(inp), OUT, "-j", str(jobs)]
+    argv += [arg for pair in kernel_args for arg in ("--kernel-arg", pair)]
+    argv += ["--overwrite", "--no-progress"]
+    return Contender(name, tuple(argv), check, notes=(HALO_NOTE,), log_note="halo path")
+
+
+def gdaldem_slope(inp: Path, out: Path | str = OUT, *, blocksize: int = 512) -> list[str]:
+    """argv of ``gdaldem slope`` to a tiled DEFLATE GeoTIFF, compressing on all cores."""
+    return [
+        GDALDEM,
+        "slope",
+        str(inp),
+        str(out),
+        "-of",
+        "GTiff",
+        "-co",
+        "TILED=YES",
+        "-co",
+        f"BLOCKXSIZE={blocksize}",
+        "-co",
+        f"BLOCKYSIZE={blocksize}",
+        "-co",
+        "COMPRESS=DEFLATE",
+        "-co",
+        "NUM_THREADS=ALL_CPUS",
+    ]
+
+
+def xrspatial_slope(ctx: Context, inp: Path, jobs: int, check: checks.Check) -> Contender:
+    """xarray-spatial's ``slope`` on rioxarray + dask threads (chunks of 2048 px)."""
+    argv = (ctx.python, str(CONTENDERS / "xrspatial_slope.py"), str(inp), OUT, "-j", str(jobs))
+    argv += ("--chunk", "2048", "--compress", "deflate", "--blocksize", "512")
+    notes = (
+        "xarray-spatial's own float64 output kept (its chunks are float32, the dask array is "
+        "declared float64); nodata not masked (open_rasterio without masked=True)",
+    )
+    return Contender("xarray-spatial", argv, check, notes=notes)
+
+
+def dask_image_focal(
+    ctx: Context, inp: Path, jobs: int, radius: int, check: checks.Check
+) -> Contender:
+    """dask-image's ``uniform_filter`` on rioxarray + dask threads (chunks of 2048 px)."""
+    argv = (ctx.python, str(CONTENDERS / "dask_image_focal.py"), str(inp), OUT, "-j", str(jobs))
+    argv += ("--radius", str(radius), "--chunk", "2048", "--compress", "deflate")
+    argv += ("--blocksize", "512")
+    notes = ("averages nodata in as a value and reflects at the raster edge (scipy's default)",)
+    return Contender("dask-image", argv, check, notes=notes)
+
+
+def rdask_two_steps(
+    ctx: Context, inp: Path, steps: tuple[str, ...], jobs: int, check: checks.Check
+) -> Contender:
+    """The steps of a chain as separate ``rdask run`` commands through intermediate files."""
+    argv = (ctx.python, str(CONTENDERS / "rdask_two_steps.py"), str(inp), OUT)
+    argv += ("--rdask", ctx.rdask, "-j", str(jobs))
+    argv += tuple(arg for step in steps for arg in ("--step", step))
+    notes = (
+        f"{len(steps)} rdask processes one after the other, intermediate DEFLATE GeoTIFF; "
+        "peak RSS is the larger one's",
+    )
+    return Contender("rdask two steps", argv, check, notes=notes)
 
 
 def gdal_copy(ctx: Context, inp: Path) -> Contender:
@@ -288,16 +419,29 @@ def _compute_case(
     docs_blocksize: int,
     docs_compress: str | None = None,
 ) -> Case:
-    """A W1 case: docs program and rdask at -j1 and -j2 on ``inp``."""
-    docs = (
+    """A W1 case: docs program and rdask at -j1 and -j2 on ``inp``.
+
+    The docs program runs rdask's own kernel function, so the targets
+    compare the pipelines; a ``docs -j2 (Cython kernel)`` row runs the docs'
+    own ``compute``, for the docs' numbers.  rdask writes tiles of the docs'
+    size (``--blocksize``).
+    """
+    docs = tuple(
         docs_program(ctx, inp, j, 2000, blocksize=docs_blocksize, compress=docs_compress)
+        for j in (1, 2)
+    )
+    cython = docs_program(
+        ctx, inp, 2, 2000, blocksize=docs_blocksize, compress=docs_compress, kernel="cython"
+    )
+    rdasks = tuple(
+        rdask(ctx, inp, j, 2000, blocksize=None if docs_blocksize == 512 else docs_blocksize)
         for j in (1, 2)
     )
     return Case(
         cid,
         f"compute-bound, {title}",
         inp,
-        contenders=(*docs, *(rdask(ctx, inp, j, 2000) for j in (1, 2))),
+        contenders=(*docs, cython, *rdasks),
         references=("docs -j1", "docs -j2"),
         targets=(
             Target(Ref("rdask -j2"), Ref("docs -j2"), 1.05),
@@ -368,4 +512,184 @@ def distributed(ctx: Context) -> list[Case]:
             references=("rdask -j2",),
             targets=(Target(Ref("rdask local:2"), Ref("rdask -j2"), 1.3),),
         )
+    ]
+
+
+@workload("W6", "neighbourhood kernels on a float32 DEM: slope, focal-mean r=5, a chain; -j2")
+def neighbourhood(ctx: Context) -> list[Case]:
+    """Halo kernels against gdaldem, xarray-spatial and dask-image, and a chain vs two runs.
+
+    The input is a synthetic DEM (``datagen.write_dem``) with nodata in the
+    top-left corner.  Checks: rdask's slope equals gdaldem's within 1e-3
+    degrees with the same nodata mask (gdaldem's output is checked against
+    numpy's Horn slope on sampled windows, then is the reference);
+    xarray-spatial is compared loosely where both are valid (99 % within
+    1e-3 degrees, all within 0.01: it forms Horn's sums in float32 in
+    another order, which moves ~0.2 % of the pixels by up to ~0.002
+    degrees on this DEM) and its other differences are reported; rdask's focal
+    mean against numpy on sampled windows (nodata corner, raster edges,
+    chunk seams); dask-image only on full windows away from nodata and
+    edges; the chain bit for bit against the two separate runs.
+    """
+    _preflight(ctx)
+    side = ctx.side(16384, quick=4096)
+    inp, recipe = ctx.dem("w6", side)
+    samples = dem_samples(side, recipe.nodata_fraction)
+    refs = ctx.workdir / "ref"
+    gdaldem = checks.Reference("gdaldem slope", gdaldem_slope, refs)
+
+    def two_steps_command(src: Path, out: Path) -> list[str]:
+        return rdask_two_steps(ctx, src, CHAIN_STEPS, 2, checks.band_order("same")).command(out)
+
+    two_steps_ref = checks.Reference("rdask two steps", two_steps_command, refs)
+    slope_checks = checks.slope_sampled(samples, compress="deflate")
+    title = f"synthetic DEM {side}x{side} float32"
+    return [
+        Case(
+            "W6-slope",
+            f"slope (degrees), {title}",
+            inp,
+            contenders=(
+                Contender(
+                    "gdaldem",
+                    tuple(gdaldem_slope(inp)),
+                    checks.adopted_as(gdaldem, slope_checks),
+                    notes=("gdaldem 3.6 (apt), one thread computing, DEFLATE on all cores",),
+                ),
+                xrspatial_slope(
+                    ctx,
+                    inp,
+                    2,
+                    checks.loosely_matches_reference(gdaldem, tolerance=1e-3, compress="deflate"),
+                ),
+                rdask_kernel(
+                    ctx,
+                    "rdask slope",
+                    "slope",
+                    inp,
+                    checks.matches_reference(
+                        gdaldem, tolerance=1e-3, compress="deflate", dtype="float32"
+                    ),
+                ),
+            ),
+            references=("gdaldem", "xarray-spatial"),
+            targets=(
+                Target(Ref("rdask slope"), Ref("gdaldem"), 0.5),
+                Target(Ref("rdask slope"), Ref("xarray-spatial"), 0.15),
+                *rdask_limits("rdask slope"),
+            ),
+            scratch=(gdaldem,),
+        ),
+        Case(
+            "W6-focal",
+            f"focal-mean radius=5 (11x11), {title}",
+            inp,
+            contenders=(
+                dask_image_focal(
+                    ctx,
+                    inp,
+                    2,
+                    FOCAL_RADIUS,
+                    checks.focal_mean_sampled(
+                        samples, FOCAL_RADIUS, full_windows_only=True, rtol=1e-5, compress="deflate"
+                    ),
+                ),
+                rdask_kernel(
+                    ctx,
+                    "rdask focal-mean",
+                    "focal-mean",
+                    inp,
+                    checks.focal_mean_sampled(samples, FOCAL_RADIUS, compress="deflate"),
+                    kernel_args=(f"radius={FOCAL_RADIUS}",),
+                ),
+            ),
+            references=("dask-image",),
+            targets=(
+                Target(Ref("rdask focal-mean"), Ref("dask-image"), 0.5),
+                *rdask_limits("rdask focal-mean"),
+            ),
+        ),
+        Case(
+            "W6-chain",
+            f'"{" | ".join(CHAIN_STEPS)}" in one pass vs two runs, {title}',
+            inp,
+            contenders=(
+                rdask_two_steps(
+                    ctx,
+                    inp,
+                    CHAIN_STEPS,
+                    2,
+                    checks.adopted_as(
+                        two_steps_ref,
+                        checks.slope_sampled(samples, smooth_radius=2, compress="deflate"),
+                    ),
+                ),
+                rdask_kernel(
+                    ctx,
+                    "rdask chain",
+                    " | ".join(CHAIN_STEPS),
+                    inp,
+                    checks.matches_reference(two_steps_ref, tolerance=0, compress="deflate"),
+                ),
+            ),
+            references=("rdask two steps",),
+            targets=(
+                Target(Ref("rdask chain"), Ref("rdask two steps"), 1.0),
+                *rdask_limits("rdask chain"),
+            ),
+            scratch=(two_steps_ref,),
+        ),
+    ]
+
+
+def _preflight(ctx: Context) -> None:
+    """Say how to install what W6's contenders need, if it is missing (their rows will fail)."""
+    for module, package in (("xrspatial", "xarray-spatial"), ("dask_image", "dask-image")):
+        if importlib.util.find_spec(module) is None:
+            ctx.log(
+                f"  ! {package} is not installed; its row will fail. Install it with: "
+                f"{ctx.python} -m pip install -r {HERE / 'requirements.txt'}"
+            )
+    if not Path(GDALDEM).exists():
+        ctx.log(f"  ! {GDALDEM} is missing; install GDAL's tools with `make sysdeps` (gdal-bin)")
+
+
+def rdask_limits(name: str) -> tuple[Target, ...]:
+    """W6's targets for every rdask row: within 1.15x of its CPU limit, at most 300 MB."""
+    return (
+        Target(Ref(name), Ref(name, "cpu_limit"), 1.15),
+        Target(Ref(name, "rss"), None, 300),
+    )
+
+
+#: Radius of W6's focal-mean case (an 11x11 window).
+FOCAL_RADIUS = 5
+
+#: W6's chain, one step per item, in ``rdask run``'s syntax.
+CHAIN_STEPS = ("focal-mean radius=2", "slope")
+
+
+def dem_samples(side: int, nodata_fraction: float, size: int = 256) -> list[checks.Sample]:
+    """Windows of W6's DEM where kernels go wrong first.
+
+    The nodata corner (also two raster edges), the edge of the nodata
+    region, the other three corners, the centre (where chunks of a power of
+    two meet) and the middle of the left edge.
+    """
+    size = min(size, side)
+    far = side - size
+    mid = side // 2 - size // 2
+    edge = round(side * nodata_fraction / 2**0.5) - size // 2  # on the nodata quarter circle
+    spots = {
+        "nodata corner": (0, 0),
+        "nodata boundary": (edge, edge),
+        "top-right corner": (0, far),
+        "bottom-left corner": (far, 0),
+        "bottom-right corner": (far, far),
+        "centre (chunk seams)": (mid, mid),
+        "left edge": (mid, 0),
+    }
+    return [
+        (label, Window(min(max(c, 0), far), min(max(r, 0), far), size, size))
+        for label, (r, c) in spots.items()
     ]

@@ -317,3 +317,16 @@ def test_chain_cli_syntax(tmp_path):
     data = rdask.open_raster(src)
     expected = rdask.apply(rdask.apply(data, "focal-mean", radius=1), "hillshade", azimuth=200).values
     assert np.array_equal(read(out), expected)
+
+
+@pytest.mark.parametrize("dtype,predictor", [("uint8", 2), ("int16", 2), ("float32", 3)])
+def test_default_deflate_profile_and_override(tmp_path, dtype, predictor):
+    data = synthetic((2, 100, 90), dtype)
+    src = write(tmp_path / "in.tif", data, block=(32, 32))
+    out, plain = str(tmp_path / "o.tif"), str(tmp_path / "p.tif")
+    rdask.process(src, out, "reverse-bands", blocksize=32)
+    rdask.process(src, plain, "reverse-bands", blocksize=32, creation_options={"PREDICTOR": 1})
+    with rasterio.open(out) as a, rasterio.open(plain) as b:
+        assert a.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == str(predictor)
+        assert "PREDICTOR" not in b.tags(ns="IMAGE_STRUCTURE")
+        assert np.array_equal(a.read(), b.read()) and np.array_equal(a.read(), data[::-1])

@@ -1,17 +1,24 @@
-"""What the benchmark contenders share: the kernel and the command line.
+"""What the benchmark contenders share: the kernel, the command line, the writer.
 
-Every contender reverses the band order of a ``(bands, y, x)`` block, with
-the synthetic per-value work of the example kernel in rasterio's
+Every reverse-bands contender reverses the band order of a ``(bands, y, x)``
+block, with the synthetic per-value work of the example kernel in rasterio's
 "Concurrent processing" documentation: ``iterations`` additions of ``1.0``
-to each value, then one subtraction of ``iterations``.  Sharing the kernel
-here keeps the contenders comparable: they differ only in how they read,
-schedule and write.
+to each value, then one subtraction of ``iterations``.  By default that is
+rdask's own ``reverse-bands`` kernel function, the one the rdask CLI runs,
+so the contenders differ only in how they read, schedule and write.
+
+The neighbourhood contenders (``xrspatial_slope.py``, ``dask_image_focal.py``)
+share :func:`open_dask`, :func:`write_threaded` and :func:`require`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -21,9 +28,11 @@ KernelFunc = Callable[[np.ndarray], np.ndarray]
 #: Iteration count hard-wired into ``rasterio._example.compute``.
 DOCS_ITERATIONS = 2000
 
-#: Kernel backends; ``auto`` picks the one the docs would use (see
-#: :func:`select_kernel`).
-BACKENDS = ("auto", "cython", "numba", "numpy")
+#: Kernel backends; ``auto`` picks rdask's own kernel (see :func:`select_kernel`).
+BACKENDS = ("auto", "rdask", "cython", "numba", "numpy")
+
+#: What ``benchmarks/requirements.txt`` installs, for the hint of :func:`require`.
+REQUIREMENTS_HINT = ".venv/bin/pip install -r benchmarks/requirements.txt"
 
 
 def select_kernel(iterations: int, dtype: np.dtype, backend: str = "auto") -> KernelFunc:
@@ -36,11 +45,17 @@ def select_kernel(iterations: int, dtype: np.dtype, backend: str = "auto") -> Ke
     dtype
         Dtype of the blocks the kernel will see.
     backend
+        ``"rdask"`` is rdask's built-in ``reverse-bands`` kernel function
+        (``rdask.kernels.get_kernel("reverse-bands").func``, numba
+        ``nogil``, 8 values interleaved), the kernel the rdask CLI runs;
         ``"cython"`` is rasterio's own ``_example.compute`` (uint8 and 2000
-        iterations only); ``"numba"`` is the same loop compiled with
-        ``njit(nogil=True)``; ``"numpy"`` reverses without the synthetic work
-        (``iterations`` must be 0); ``"auto"`` picks cython when it applies,
-        numpy for 0 iterations and numba otherwise.
+        iterations only; one dependent chain of additions per value, about
+        3-4x slower than rdask's); ``"numba"`` is the Cython loop compiled
+        with ``njit(nogil=True)``; ``"numpy"`` reverses without the
+        synthetic work (``iterations`` must be 0); ``"auto"`` picks numpy
+        for 0 iterations (a copy, without importing numba) and rdask
+        otherwise, so that a comparison with rdask measures the pipelines,
+        not the kernels.
 
     Returns
     -------
@@ -56,7 +71,9 @@ def select_kernel(iterations: int, dtype: np.dtype, backend: str = "auto") -> Ke
     dtype = np.dtype(dtype)
     cython_ok = iterations == DOCS_ITERATIONS and dtype == np.uint8
     if backend == "auto":
-        backend = "cython" if cython_ok else "numpy" if iterations == 0 else "numba"
+        backend = "numpy" if iterations == 0 else "rdask"
+    if backend == "rdask":
+        return _rdask_kernel(iterations)
     if backend == "cython":
         if not cython_ok:
             raise ValueError("the cython kernel only does 2000 iterations on uint8")
@@ -70,6 +87,18 @@ def select_kernel(iterations: int, dtype: np.dtype, backend: str = "auto") -> Ke
     if backend == "numba":
         return _numba_kernel(iterations)
     raise ValueError(f"unknown kernel backend {backend!r}; choose from {BACKENDS}")
+
+
+def _rdask_kernel(iterations: int) -> KernelFunc:
+    """Bind ``iterations`` to rdask's ``reverse-bands`` kernel function."""
+    from rdask.kernels import get_kernel
+
+    func = get_kernel("reverse-bands").func
+
+    def kernel(block: np.ndarray) -> np.ndarray:
+        return func(block, iterations=iterations)
+
+    return kernel
 
 
 def _reverse_numpy(block: np.ndarray) -> np.ndarray:
@@ -153,3 +182,51 @@ def compress_option(value: str | None, default: str | None) -> str | None:
     if value is None:
         return default
     return None if value.lower() == "none" else value.lower()
+
+
+# -- neighbourhood contenders ---------------------------------------------------
+
+
+def require(module: str, package: str) -> Any:
+    """Import ``module``, or exit with status 2 and how to install ``package``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        hint = f"{package} is not installed ({exc}); install it with: {REQUIREMENTS_HINT}"
+        print(hint, file=sys.stderr)
+        sys.exit(2)
+
+
+def open_dask(infile: str, chunk: int) -> Any:
+    """``rioxarray.open_rasterio`` with square dask chunks of ``chunk`` px, all bands in one.
+
+    ``lock=False``: every read opens its own handle, so reads run in
+    parallel.  No masking: nodata stays in the array as its value, as a
+    plain ``open_rasterio`` gives it.
+    """
+    import rioxarray
+
+    return rioxarray.open_rasterio(infile, chunks={"band": -1, "y": chunk, "x": chunk}, lock=False)
+
+
+def write_threaded(
+    result: Any, outfile: str, *, jobs: int, blocksize: int, compress: str | None
+) -> None:
+    """``result.rio.to_raster`` as a tiled GeoTIFF on dask's threaded scheduler.
+
+    Writes go through one ``threading.Lock`` (GDAL datasets are not
+    thread-safe); ``jobs`` threads compute.  The output dtype is the dask
+    array's declared dtype.
+    """
+    import dask
+
+    options = {"compress": compress} if compress else {}
+    with dask.config.set(scheduler="threads", num_workers=jobs):
+        result.rio.to_raster(
+            outfile,
+            tiled=True,
+            blockxsize=blocksize,
+            blockysize=blocksize,
+            lock=threading.Lock(),
+            **options,
+        )

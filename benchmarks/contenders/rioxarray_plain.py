@@ -11,11 +11,7 @@ Usage: ``rioxarray_plain.py IN OUT -j N [--iterations K] [--compress deflate]
 
 from __future__ import annotations
 
-import threading
-
-import dask
-import rioxarray
-from common import build_parser, compress_option, select_kernel
+from common import build_parser, compress_option, open_dask, select_kernel, write_threaded
 
 
 def process_file(
@@ -47,19 +43,10 @@ def process_file(
     compress
         Output compression, or ``None`` for none.
     """
-    data = rioxarray.open_rasterio(infile, chunks={"band": -1, "y": chunk, "x": chunk}, lock=False)
+    data = open_dask(infile, chunk)
     kernel = select_kernel(iterations, data.dtype, backend)
     result = data.copy(data=data.data.map_blocks(kernel, dtype=data.dtype))
-    options = {"compress": compress} if compress else {}
-    with dask.config.set(scheduler="threads", num_workers=jobs):
-        result.rio.to_raster(
-            outfile,
-            tiled=True,
-            blockxsize=blocksize,
-            blockysize=blocksize,
-            lock=threading.Lock(),
-            **options,
-        )
+    write_threaded(result, outfile, jobs=jobs, blocksize=blocksize, compress=compress)
 
 
 def main(argv: list[str] | None = None) -> None:

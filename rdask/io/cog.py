@@ -57,7 +57,8 @@ def overview_factors(height: int, width: int, blocksize: int, levels: int | None
 
 
 def build_overviews(path: str, factors: Sequence[int], resampling: str, blocksize: int, threads: int) -> None:
-    """Add internal overviews to the GeoTIFF at ``path`` with GDAL."""
+    """Add internal overviews to the GeoTIFF at ``path`` with GDAL, with the
+    main image's compression settings."""
     import rasterio
     from rasterio.enums import Resampling
 
@@ -71,8 +72,11 @@ def build_overviews(path: str, factors: Sequence[int], resampling: str, blocksiz
         "GDAL_TIFF_INTERNAL_MASK": "YES",
         "GDAL_CACHEMAX": 128,
     }
+    with rasterio.open(path) as ds:
+        image = ds.tags(ns="IMAGE_STRUCTURE")
+    if "PREDICTOR" in image:
+        env["PREDICTOR_OVERVIEW"] = image["PREDICTOR"]
     with rasterio.Env(**env), rasterio.open(path, "r+", NUM_THREADS=max(1, threads)) as ds:
-        # Overviews inherit the main image's compression and predictor.
         ds.build_overviews(list(factors), getattr(Resampling, resampling))
 
 

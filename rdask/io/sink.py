@@ -48,6 +48,29 @@ CHECKPOINT_SECONDS = 10.0
 WRITER_GDAL_OPTIONS = {"GDAL_CACHEMAX": 128, "GDAL_TIFF_INTERNAL_MASK": "YES"}
 
 
+def default_compression_options(compress: str, dtype: np.dtype) -> dict[str, Any]:
+    """rdask's defaults under a compression name; ``--co`` overrides them.
+
+    A predictor (horizontal differencing: 2 for integers, 3 for floats)
+    makes rasters markedly smaller, and with a predictor libdeflate's level 1
+    compresses about as well as GDAL's default level 6 at a fraction of the
+    CPU (on W2's imagery: 25 MB instead of 34 MB per 4096x4096x3, in 0.26 s
+    instead of 0.63 s of CPU; on W6's slope: 49 MB instead of 59 MB in 0.44 s
+    instead of 0.66 s). Compression is most of the CPU an I/O-bound job
+    spends, so this is where speed is won.
+    """
+    name = compress.upper()
+    if name not in ("DEFLATE", "ZSTD", "LZW", "LERC_DEFLATE", "LERC_ZSTD"):
+        return {}
+    dt = np.dtype(dtype)
+    out: dict[str, Any] = {}
+    if not name.startswith("LERC") and dt.kind in "iuf" and dt.itemsize <= 8:
+        out["PREDICTOR"] = 3 if dt.kind == "f" else 2
+    if name == "DEFLATE":
+        out["ZLEVEL"] = 1
+    return out
+
+
 def check_target(path: str, *, overwrite: bool) -> str:
     """Validate an output path before any work is done; return it absolute.
 
@@ -174,6 +197,7 @@ class RasterSink:
         }
         if compress and compress.lower() != "none":
             opts["COMPRESS"] = compress.upper()
+            opts.update(default_compression_options(compress, self.dtype))
         for k, v in (extra or {}).items():
             opts[str(k).upper()] = v
         return opts
@@ -268,7 +292,9 @@ class RasterSink:
             except OutputError:
                 raise
             except Exception as exc:  # noqa: BLE001 - e.g. disk full, as one line
-                raise OutputError(f"cannot write {self.target}: {_first_line(exc)}") from None
+                raise OutputError(
+                    f"cannot write {self.target}: {_first_line(exc)}{_space_note(self.tmp)}"
+                ) from None
         if self.on_write is not None:
             self.on_write(block.shape[1] * block.shape[2])
 
@@ -298,10 +324,14 @@ class RasterSink:
             try:
                 with rasterio_env():
                     self._ds.close()
+                problem = self._verify()
             except Exception as exc:  # noqa: BLE001 - GDAL errors vary; report one line
+                problem = _first_line(exc)
+            if problem:
+                note = _space_note(self.tmp)
                 self._remove_tmp()
                 self.journal.close(remove=True)
-                raise OutputError(f"cannot finish {self.target}: {_first_line(exc)}") from None
+                raise OutputError(f"cannot finish {self.target}: {problem}{note}") from None
         publish = self.tmp
         try:
             if finalize is not None:
@@ -329,6 +359,40 @@ class RasterSink:
             self._remove_tmp()
             self.journal.close(remove=True)
         return self.target
+
+    def _verify(self) -> str:
+        """Reopen the closed partial file; return what is wrong with it, or "".
+
+        With GDAL's multi-threaded compression (``NUM_THREADS`` > 1) a tile
+        that fails to reach the disk (a full disk, a quota) is reported
+        neither by ``write()`` nor by ``close()``, only logged: without this
+        check a truncated file would be committed as a success.
+        """
+        import rasterio
+        from rasterio.errors import RasterBlockError
+
+        size = os.path.getsize(self.tmp)
+        sparse = str(self._options.get("SPARSE_OK", "")).upper() in ("TRUE", "YES", "ON", "1")
+        with rasterio_env(), rasterio.open(self.tmp) as ds:
+            if (ds.count, ds.height, ds.width) != self.shape:
+                return f"the written file has shape {(ds.count, ds.height, ds.width)}, expected {self.shape}"
+            if sparse:
+                return ""
+            bands = range(1, ds.count + 1) if ds.interleaving and ds.interleaving.name == "band" else (1,)
+            rows = -(-self.shape[1] // self.blocksize)
+            cols = -(-self.shape[2] // self.blocksize)
+            for b in bands:
+                for i in range(rows):
+                    for j in range(cols):
+                        try:
+                            n = ds.block_size(b, i, j)
+                            off = int(ds.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=b) or 0)
+                        except RasterBlockError:
+                            n = off = 0
+                        if n <= 0 or off <= 0 or off + n > size:
+                            return (f"tile at rows {i * self.blocksize}, cols {j * self.blocksize} "
+                                    "did not reach the disk")
+        return ""
 
     def abort(self, *, keep_partial: bool = False) -> bool:
         """Stop writing; remove the partial file and journal unless
@@ -374,6 +438,24 @@ def _fits(value: float, dtype: np.dtype) -> bool:
         info = np.iinfo(dtype)
         return float(value).is_integer() and info.min <= value <= info.max
     return True
+
+
+def _space_note(path: str) -> str:
+    """Why a write failed when the disk (or quota) beside ``path`` is full.
+
+    GDAL reports a full disk as a generic write error; the errno only
+    reaches stderr through libtiff, so name the cause from the free space.
+    """
+    import shutil
+
+    directory = os.path.dirname(path)
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return ""
+    if free >= 1 << 20:
+        return ""
+    return f" (No space left on device: {free} bytes free in {directory})"
 
 
 def _first_line(exc: BaseException) -> str:
