@@ -67,8 +67,8 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, driver, o
     quiet = flags(ctx).get("quiet", False)
     show = sys.stderr.isatty() and not quiet if progress is None else progress
 
-    from rdask.progress import TerminalProgress
     from rdask.pipeline import process
+    from rdask.progress import TerminalProgress
 
     bar = TerminalProgress() if show else None
     # Batch systems stop jobs with SIGTERM: clean up exactly as for Ctrl-C.
