@@ -16,6 +16,7 @@ from rdask.cli.options import chunk_mb_option, verbosity_options
 def info(inputs, chunk_mb, blocksize):
     """Describe INPUT and the chunk plan rdask would use."""
     from rdask.io.open import open_raster, recipe_of
+    from rdask.io.source import redact
     from rdask.plan import DEFAULT_CHUNK_MB
 
     data = open_raster(list(inputs) if len(inputs) > 1 else inputs[0],
@@ -25,7 +26,7 @@ def info(inputs, chunk_mb, blocksize):
     t = meta["transform"]
     nb, h, w = data.shape
     rows = [
-        ("path", ", ".join(inputs)),
+        ("path", ", ".join(redact(p) for p in inputs)),
         ("size", f"{w} x {h} px, {nb} band{'s' if nb != 1 else ''}"),
         ("dtype", str(data.dtype)),
         ("nodata", str(meta["nodata"])),

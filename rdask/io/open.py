@@ -112,7 +112,7 @@ def open_raster(
     RasterMismatchError
         Stack members that differ in CRS, transform or size.
     """
-    from rdask.io.remote import NETWORK_GDAL_OPTIONS, S3Endpoint, check_options, is_remote, is_s3
+    from rdask.io.remote import S3Endpoint, check_options, is_remote, is_s3, network_defaults
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths:
@@ -121,7 +121,7 @@ def open_raster(
     check_options(gdal_options)
     layers: list[Mapping[str, Any] | None] = [dict(DEFAULT_GDAL_OPTIONS)]
     if any(is_remote(p) for p in paths):
-        layers.append(NETWORK_GDAL_OPTIONS)
+        layers.append(network_defaults())
     if any(is_s3(p) or p.startswith("/vsis3/") for p in paths):
         layers.append(S3Endpoint.from_options(gdal_options).gdal_options())
     options = merge_options(*layers, gdal_options)
@@ -178,12 +178,15 @@ def build_dataarray(source: RasterSource, plan: ChunkPlan, meta: Mapping[str, An
 
     name = "open-" + tokenize(source, plan.chunks)
     arr = da.from_array(
-        source,
+        _Indexable(source),
         chunks=plan.chunks,
         name=name,
         lock=False,
         asarray=False,
-        fancy=False,
+        # fancy=True: dask (>= 2024.12) fuses a slice into the chunk's read only
+        # for a fancy-capable getter; with fancy=False, ``da[:, y0:y1, x0:x1]``
+        # read whole chunks. _Indexable takes any numpy index.
+        fancy=True,
         inline_array=True,
         meta=np.empty((0, 0, 0), dtype=source.dtype),
     )
@@ -191,6 +194,54 @@ def build_dataarray(source: RasterSource, plan: ChunkPlan, meta: Mapping[str, An
     out.encoding[RECIPE_KEY] = Recipe(source, plan, (), name, meta)
     out.encoding["source"] = source.files[0].path
     return out
+
+
+@dataclass(frozen=True)
+class _Indexable:
+    """``source`` with numpy indexing: slices (step 1) and integers become a
+    window read of just those rows, columns and bands; anything else (lists,
+    arrays, other steps) is applied to the whole axis after reading."""
+
+    source: RasterSource
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.source.shape
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.source.dtype)
+
+    def __dask_tokenize__(self) -> tuple:
+        return ("rdask.open._Indexable", self.source.__dask_tokenize__())
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = next(i for i, k in enumerate(key) if k is Ellipsis)
+            key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1 :]
+        key = key + (slice(None),) * (3 - len(key))
+        if len(key) != 3 or any(k is None for k in key):
+            return self.source.read(0, self.source.height, 0, self.source.width)[key]
+        bounds, rel = [], []
+        for k, n in zip(key, self.source.shape, strict=True):
+            if isinstance(k, slice) and k.step in (None, 1):
+                lo, hi, _ = k.indices(n)
+                bounds.append((lo, max(lo, hi)))
+                rel.append(slice(0, max(0, hi - lo)))
+            elif isinstance(k, (int, np.integer)) and -n <= k < n:
+                i = int(k) % n
+                bounds.append((i, i + 1))
+                rel.append(0)
+            else:
+                bounds.append((0, n))
+                rel.append(k)
+        (b0, b1), (y0, y1), (x0, x1) = bounds
+        return self.source.read(y0, y1, x0, x1, bands=(b0, b1))[tuple(rel)]
 
 
 def wrap(arr: Any, meta: Mapping[str, Any]) -> xr.DataArray:
@@ -296,6 +347,12 @@ def _check_stack(infos: list[dict[str, Any]]) -> None:
                     f"cannot stack {redact(first['path'])} and {redact(other['path'])}: "
                     f"{label} differs ({_fmt(a)} vs {_fmt(b)})"
                 )
+        a, b = sorted(set(first["dtypes"])), sorted(set(other["dtypes"]))
+        if a != b:
+            raise RasterMismatchError(
+                f"cannot stack {redact(first['path'])} and {redact(other['path'])}: "
+                f"dtype differs ({', '.join(a)} vs {', '.join(b)}); rdask needs one dtype per raster"
+            )
 
 
 def _fmt(v: Any) -> str:

@@ -25,18 +25,24 @@ from urllib.parse import urlsplit
 
 from rdask.errors import OutputError, RasterOpenError
 
-#: GDAL options for network reads, under the user's own.
+#: GDAL options for network reads, under the user's own (``gdal_options``,
+#: and GDAL settings in the environment: see :func:`network_defaults`).
 NETWORK_GDAL_OPTIONS: dict[str, Any] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing per open
     "GDAL_HTTP_MAX_RETRY": "4",  # transient 429/5xx: retry...
     "GDAL_HTTP_RETRY_DELAY": "0.5",  # ...with exponential back-off from 0.5 s
     "GDAL_HTTP_CONNECTTIMEOUT": "10",
     "GDAL_HTTP_TIMEOUT": "60",
-    "GDAL_HTTP_MULTIRANGE": "YES",  # several tiles in one request
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    # The tiles of one window: one range request each, sent in parallel
+    # (GDAL's default strategy; SINGLE_GET would send one multi-range request,
+    # which S3 does not support).
+    "GDAL_HTTP_MULTIRANGE": "YES",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",  # adjacent tiles in one range
     "GDAL_INGESTED_BYTES_AT_OPEN": "32768",  # a COG's header in one request
     "CPL_VSIL_CURL_CACHE_SIZE": str(16 * 1024 * 1024),  # bounded per process
-    "CPL_VSIL_CURL_CHUNK_SIZE": str(64 * 1024),
+    # Granularity of single-range reads (GDAL's default; sequential reads grow
+    # it by themselves). 64 KiB cost up to 128 KiB extra per one-tile read.
+    "CPL_VSIL_CURL_CHUNK_SIZE": str(16 * 1024),
 }
 
 #: Option names that would carry secrets; refused so they never travel.
@@ -44,6 +50,16 @@ _SECRET = re.compile(r"SECRET|TOKEN|PASSWORD|KEY_ID|CREDENTIAL|USERPWD|HEADERS",
 
 #: Multipart upload part size (S3 allows 5 MB to 5 GB, at most 10 000 parts).
 PART_BYTES = 64 * 1024 * 1024
+
+
+def network_defaults() -> dict[str, Any]:
+    """:data:`NETWORK_GDAL_OPTIONS` minus those set in the environment.
+
+    Options entered with ``rasterio.Env`` override environment variables, so
+    without this a user's ``GDAL_HTTP_TIMEOUT=5`` (or a CLI user's only way to
+    set GDAL options) would be silently replaced by rdask's default.
+    """
+    return {k: v for k, v in NETWORK_GDAL_OPTIONS.items() if k not in os.environ}
 
 
 def is_remote(path: str) -> bool:
@@ -128,6 +144,7 @@ class S3Upload:
     """Upload a finished local file to ``s3://bucket/key`` atomically."""
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        check_options(options)  # as for inputs: secrets come from the environment
         self.url = url
         self.bucket, self.key = split_s3(url)
         self.endpoint = S3Endpoint.from_options(options)
@@ -212,6 +229,10 @@ def diagnose(path: str, options: Mapping[str, Any] | None = None) -> str | None:
     Called only after GDAL failed, to turn its message into 404 / 403 /
     refused / timed out. The URL shown never includes credentials.
     """
+    if path.startswith("/vsicurl/") and "://" in path:
+        path = path[len("/vsicurl/") :]
+    elif path.startswith("/vsis3/"):
+        path = "s3://" + path[len("/vsis3/") :]
     if path.startswith(("http://", "https://")):
         return _diagnose_http(path, options)
     if is_s3(path):
@@ -224,8 +245,27 @@ def _diagnose_http(url: str, options: Mapping[str, Any] | None) -> str | None:
     import urllib.error
     import urllib.request
 
-    timeout = float(dict(options or {}).get("GDAL_HTTP_TIMEOUT", NETWORK_GDAL_OPTIONS["GDAL_HTTP_TIMEOUT"]))
-    req = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
+    timeout = float(
+        dict(options or {}).get("GDAL_HTTP_TIMEOUT")
+        or os.environ.get("GDAL_HTTP_TIMEOUT")
+        or NETWORK_GDAL_OPTIONS["GDAL_HTTP_TIMEOUT"]
+    )
+    headers = {"Range": "bytes=0-0"}
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        # urllib takes ``user:pass@`` for part of the host ("unknown host");
+        # send it as GDAL (curl) does, as Basic authentication.
+        import base64
+        from urllib.parse import unquote, urlunsplit
+
+        userpass = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(userpass.encode()).decode()
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    req = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=min(timeout, 10.0)):
             return None
@@ -240,7 +280,7 @@ def _diagnose_http(url: str, options: Mapping[str, Any] | None) -> str | None:
         if isinstance(reason, socket.gaierror):
             return "unknown host"
         return f"cannot connect ({reason})"
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         return "timed out"
     except OSError as exc:
         return f"cannot connect ({exc.strerror or exc})"
@@ -249,7 +289,10 @@ def _diagnose_http(url: str, options: Mapping[str, Any] | None) -> str | None:
 def _diagnose_s3(url: str, options: Mapping[str, Any] | None) -> str | None:
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-    bucket, key = split_s3(url)
+    try:
+        bucket, key = split_s3(url)
+    except OutputError:
+        return "not an s3://bucket/key URL"
     try:
         S3Endpoint.from_options(options).client().head_object(Bucket=bucket, Key=key)
     except ClientError as exc:

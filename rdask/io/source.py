@@ -10,6 +10,7 @@ every read, so a distributed worker needs no set-up of its own.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from collections import OrderedDict
@@ -121,6 +122,7 @@ class RasterSource:
         """
         from rasterio.windows import Window
 
+        check_not_forked()  # before rasterio.Env: entering it already calls GDAL
         b0, b1 = bands or (0, self.count)
         out = np.empty((b1 - b0, max(0, y1 - y0), max(0, x1 - x0)), dtype=self.dtype)
         if out.size == 0:
@@ -147,6 +149,7 @@ class RasterSource:
         """Read the per-dataset mask (0 = invalid, 255 = valid) of a window."""
         from rasterio.windows import Window
 
+        check_not_forked()
         with self.env():
             ds = self._handle(self.files[0])
             return ds.dataset_mask(window=Window(x0, y0, x1 - x0, y1 - y0))
@@ -189,6 +192,9 @@ def redact(path: str) -> str:
 
     if "://" not in path:
         return path
+    vsi = re.match(r"^(/vsi[a-z0-9_]+/)(.*://.*)$", path)
+    if vsi:
+        return vsi.group(1) + redact(vsi.group(2))
     parts = urlsplit(path)
     host = parts.hostname or ""
     if parts.port:
@@ -197,6 +203,14 @@ def redact(path: str) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The most specific one-line message in ``exc``'s chain (GDAL often
+    says only "see previous exception" at the top)."""
+    seen = exc
+    while seen is not None:
+        text = str(seen).strip().splitlines()
+        if text and "previous exception" not in text[0]:
+            return text[0]
+        seen = seen.__cause__ or seen.__context__
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
