@@ -146,6 +146,149 @@ def strips(src: DatasetReader) -> list[Window]:
     ]
 
 
+# -- COG ------------------------------------------------------------------------
+
+
+def cog(
+    order: str,
+    *,
+    block: int = 512,
+    compress: str | None = "deflate",
+    overviews_like: Reference | None = None,
+) -> Check:
+    """Check a Cloud Optimized GeoTIFF: valid, right pixels, overviews reported.
+
+    The output must pass ``rio_cogeo.cogeo.cog_validate`` (its warnings
+    become notes), hold the input's bands in ``order`` at full resolution
+    (:func:`band_order`: tiled ``block``, ``compress``, pixels strip by
+    strip) and have internal overviews when it is larger than one tile.
+    The overview count and level sizes are reported as a note, with the
+    rounding they follow (``ceil(n / f)`` as GDAL's GeoTIFF overview builder
+    and rdask, ``floor`` as GDAL's COG driver).  With ``overviews_like``
+    (GDAL's COG driver's output for the same job), the overview pixels of
+    every level whose size matches are compared with it, as a note.
+    """
+    base = band_order(order, block=block, compress=compress)
+
+    def check(inp: Path, out: Path) -> list[str]:
+        if not out.exists():
+            return [f"no output at {out}"]
+        try:
+            from rio_cogeo.cogeo import cog_validate
+        except ImportError as exc:
+            return [f"rio-cogeo is needed to validate COGs ({exc})"]
+        valid, errors, warnings = cog_validate(str(out), quiet=True)
+        problems = [f"cog_validate: {e}" for e in errors]
+        if not valid and not problems:
+            problems.append("cog_validate: not a valid COG")
+        problems += base(inp, out)
+        levels, rounding = overview_levels(out)
+        with rasterio.open(out) as dst:
+            if not levels and max(dst.width, dst.height) > block:
+                problems.append(f"no overviews in a {dst.width}x{dst.height} COG")
+        sizes = ", ".join(f"{w}x{h}" for w, h in levels)
+        found: list[str] = [*problems, Note(f"{len(levels)} overviews: {sizes} ({rounding})")]
+        found += [Note(f"cog_validate warning: {w}") for w in warnings]
+        if overviews_like is not None and not problems:
+            want, trouble = _reference_path(overviews_like, inp)
+            if want is None:
+                found += [Note(t) for t in trouble]
+            elif want.resolve() != out.resolve():
+                found.append(Note(compare_overviews(out, want, overviews_like.name)))
+        return found
+
+    check.__doc__ = f"valid COG, {base.__doc__}, overviews reported"
+    return check
+
+
+def overview_levels(path: Path) -> tuple[list[tuple[int, int]], str]:
+    """``(width, height)`` of each overview level of ``path``, and their rounding.
+
+    The rounding is ``"ceil(n/f)"`` or ``"floor(n/f)"`` when every level
+    follows it and one of them tells the two apart, ``"exact: n/f whole"``
+    when no level does, else ``"other"``.
+    """
+    with rasterio.open(path) as dst:
+        width, height, factors = dst.width, dst.height, dst.overviews(1)
+    levels = []
+    for level in range(len(factors)):
+        with rasterio.open(path, overview_level=level) as ovr:
+            levels.append((ovr.width, ovr.height))
+    as_ceil = as_floor = True
+    for w, h in levels:
+        # the factor of this level relative to full resolution
+        fx, fy = round(width / w), round(height / h)
+        ceil_ok = (w, h) == (-(-width // fx), -(-height // fy))
+        floor_ok = (w, h) == (width // fx, height // fy)
+        as_ceil &= ceil_ok
+        as_floor &= floor_ok
+    if as_ceil and as_floor:
+        rounding = "exact: n/f whole"
+    elif as_ceil:
+        rounding = "ceil(n/f)"
+    elif as_floor:
+        rounding = "floor(n/f)"
+    else:
+        rounding = "other"
+    return levels, rounding
+
+
+def _pick(path: Path, level: int, size: int = 256) -> str:
+    """Which pixel of each ``f x f`` block overview ``level`` of ``path`` holds, if one.
+
+    Compares the top-left ``size`` x ``size`` window of the level (smaller
+    for large factors: at most 2048 px of full resolution) with
+    every ``full[dy::f, dx::f]`` of the matching full-resolution window
+    (``f`` the level's factor); ``"pixel (dy, dx) of each fxf block"`` or
+    ``"no single pixel of each block"``.
+    """
+    with rasterio.open(path) as full, rasterio.open(path, overview_level=level) as ovr:
+        factor = round(full.width / ovr.width)
+        n = min(size, 2048 // factor, ovr.width, ovr.height)
+        n = max(1, min(n, full.width // factor, full.height // factor))
+        got = ovr.read(window=Window(0, 0, n, n))
+        src = full.read(window=Window(0, 0, n * factor, n * factor))
+    for dy in range(factor):
+        for dx in range(factor):
+            if np.array_equal(got, src[:, dy::factor, dx::factor][:, :n, :n]):
+                return f"pixel ({dy}, {dx}) of each {factor}x{factor} block"
+    return "no single pixel of each block"
+
+
+def compare_overviews(path: Path, other: Path, name: str) -> str:
+    """How the overview pixels of ``path`` compare with ``other``'s, level by level.
+
+    Levels of the same size are compared strip by strip; the others are
+    named as not comparable.
+    """
+    mine, _ = overview_levels(path)
+    theirs, _ = overview_levels(other)
+    parts = []
+    for level, size in enumerate(mine):
+        label = f"level {level + 1} {size[0]}x{size[1]}"
+        if level >= len(theirs) or theirs[level] != size:
+            there = f"{theirs[level][0]}x{theirs[level][1]}" if level < len(theirs) else "none"
+            parts.append(f"{label}: size differs ({name}: {there}), not compared")
+            continue
+        with (
+            rasterio.open(path, overview_level=level) as a,
+            rasterio.open(other, overview_level=level) as b,
+        ):
+            differ = total = 0
+            for window in strips(a):
+                got, want = a.read(window=window), b.read(window=window)
+                differ += int((got != want).sum())
+                total += got.size
+        if differ == 0:
+            parts.append(f"{label}: identical")
+            continue
+        picks = f"{_pick(path, level)} here, {_pick(other, level)} in {name}"
+        parts.append(f"{label}: {differ} of {total} values differ ({picks})")
+    if len(theirs) > len(mine):
+        parts.append(f"{name} has {len(theirs) - len(mine)} more level(s)")
+    return f"overviews vs {name}: " + "; ".join(parts)
+
+
 # -- references -----------------------------------------------------------------
 
 

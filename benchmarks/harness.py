@@ -35,6 +35,8 @@ class ContenderResult:
     """The contender's notes and its check's findings (:class:`checks.Note`)."""
     check_run: RunResult | None = None
     runs: list[RunResult] = field(default_factory=list)
+    output_bytes: int | None = None
+    """Size of the output file of the check run (``None`` if it made none)."""
 
     @property
     def timed(self) -> bool:
@@ -74,6 +76,9 @@ class Verdict:
     value: float | None
     reason: str = ""
     """Why ``value`` is missing."""
+    detail: str = ""
+    """What the value was computed from, when a :class:`Ref` names a group
+    (e.g. ``best: rioxarray + GDAL COG``)."""
 
     @property
     def passed(self) -> bool | None:
@@ -152,6 +157,8 @@ def _check_run(
     run = _run_once(contender, paths, "check", timeout, keep_output=True)
     result.check_run = run
     result.notes = list(contender.notes)
+    if paths.output(contender).exists():
+        result.output_bytes = paths.output(contender).stat().st_size
     if not run.ok:
         result.status, result.detail = FAILED, run.error
     else:
@@ -241,21 +248,38 @@ def _verdict(case_id: str, target: Target, results: Results, cores: int) -> Verd
     if num is None:
         return Verdict(case_id, target, None, why)
     if target.den is None:
-        return Verdict(case_id, target, num)
-    den, why = _value(target.den, case_id, results, cores)
+        return Verdict(case_id, target, num, detail=why)
+    den, how = _value(target.den, case_id, results, cores)
     if den is None:
-        return Verdict(case_id, target, None, why)
-    return Verdict(case_id, target, num / den if den else None, "" if den else "zero denominator")
+        return Verdict(case_id, target, None, how)
+    detail = "; ".join(d for d in (why, how) if d)
+    if not den:
+        return Verdict(case_id, target, None, "zero denominator")
+    return Verdict(case_id, target, num / den, detail=detail)
 
 
 def _value(ref: Ref, case_id: str, results: Results, cores: int) -> tuple[float | None, str]:
-    """The value ``ref`` names, or ``None`` and why not."""
+    """The value ``ref`` names and, for a group, which member gave it; or ``None`` and why not.
+
+    A group's value is the smallest among its timed members; members that
+    failed are named in the detail.
+    """
     case = ref.case or case_id
     if case not in results:
         return None, f"{case} not run"
-    result = results[case].get(ref.contender)
-    if result is None:
-        return None, f"no contender {ref.contender!r} in {case}"
-    if not result.timed:
-        return None, f"{ref.contender} {result.status}"
-    return result.metric(ref.metric, cores), ""
+    values, missing = {}, []
+    for name in ref.names:
+        result = results[case].get(name)
+        if result is None:
+            return None, f"no contender {name!r} in {case}"
+        if result.timed:
+            values[name] = result.metric(ref.metric, cores)
+        else:
+            missing.append(f"{name} {result.status}")
+    if not values:
+        return None, ", ".join(missing)
+    if isinstance(ref.contender, str):
+        return values[ref.contender], ""
+    best = min(values, key=values.__getitem__)
+    detail = f"best: {best}" + (f"; left out: {', '.join(missing)}" if missing else "")
+    return values[best], detail

@@ -58,6 +58,7 @@ def case_table(case: Case, results: Mapping[str, ContenderResult], cores: int) -
         "CPU/wall",
         "peak RSS MB",
         "tree RSS MB",
+        "output MB",
         "others %",
         "runs",
         "status",
@@ -88,8 +89,9 @@ def _noise_note(results: Mapping[str, ContenderResult], cores: int) -> list[str]
 def _row(res: ContenderResult, refs: Sequence[ContenderResult], cores: int) -> list[str]:
     """One table row; dashes where a failed contender has no numbers."""
     n_refs = len(refs)
+    size = "-" if res.output_bytes is None else f"{res.output_bytes / 2**20:.1f}"
     if not res.timed:
-        return [res.name, *["-"] * (n_refs + 8), res.status]
+        return [res.name, *["-"] * (n_refs + 6), size, "-", "-", res.status]
     wall = res.metric("wall", cores)
     walls = [r.wall for r in res.runs]
     cpu = res.metric("cpu", cores)
@@ -103,6 +105,7 @@ def _row(res: ContenderResult, refs: Sequence[ContenderResult], cores: int) -> l
         f"{cpu / wall:.2f}",
         f"{res.metric('rss', cores):.0f}",
         f"{res.metric('tree_rss', cores):.0f}",
+        size,
         f"{res.metric('others', cores):.0f}",
         str(len(res.runs)),
         res.status,
@@ -115,6 +118,8 @@ def verdict_line(verdict: Verdict) -> str:
         status, value = "N/A ", f"n/a ({verdict.reason})"
     else:
         status, value = ("PASS" if verdict.passed else "FAIL"), f"{verdict.value:.3g}"
+        if verdict.detail:
+            value += f" ({verdict.detail})"
     return f"  {status}  {verdict.case:<8} {verdict.target.label()}: {value}"
 
 
@@ -149,4 +154,5 @@ def verdict_record(verdict: Verdict) -> dict:
         "value": verdict.value,
         "passed": verdict.passed,
         "reason": verdict.reason,
+        "detail": verdict.detail,
     }

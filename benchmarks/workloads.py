@@ -8,14 +8,17 @@ output), the contenders whose wall time the others are divided by
 (``references``), and its targets as ``numerator / denominator <= limit``
 tuples (:class:`Target`).
 
-To add a workload (say W5, COG output), write one more decorated function
-below; ``run.py`` picks it up from :data:`REGISTRY`.
+To add a workload, write one more decorated function below; ``run.py``
+picks it up from :data:`REGISTRY`.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +47,14 @@ METRICS = ("wall", "cpu", "rss", "tree_rss", "cpu_limit", "others")
 
 @dataclass(frozen=True)
 class Ref:
-    """A measured value: ``metric`` of ``contender`` in ``case`` (default: this case)."""
+    """A measured value: ``metric`` of ``contender`` in ``case`` (default: this case).
 
-    contender: str
+    ``contender`` may be a tuple of names: the value is then the smallest
+    ``metric`` among those of them that were timed (the fastest, for
+    ``wall``), e.g. the best of several ways to do the same job.
+    """
+
+    contender: str | tuple[str, ...]
     metric: str = "wall"
     case: str | None = None
 
@@ -54,10 +62,17 @@ class Ref:
         if self.metric not in METRICS:
             raise ValueError(f"unknown metric {self.metric!r}; choose from {METRICS}")
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The contender names this refers to (one, or the group)."""
+        return (self.contender,) if isinstance(self.contender, str) else self.contender
+
     def label(self) -> str:
-        """E.g. ``rdask -j2 wall`` or ``W2:rdask -j2 rss``."""
+        """E.g. ``rdask -j2 wall``, ``W2:rdask -j2 rss`` or ``best of (a | b) wall``."""
         where = f"{self.case}:" if self.case else ""
-        return f"{where}{self.contender} {self.metric}"
+        if isinstance(self.contender, str):
+            return f"{where}{self.contender} {self.metric}"
+        return f"{where}best of ({' | '.join(self.contender)}) {self.metric}"
 
 
 @dataclass(frozen=True)
@@ -242,21 +257,42 @@ def rdask(
     *,
     scheduler: str | None = None,
     blocksize: int | None = None,
+    extra: tuple[str, ...] = (),
+    name: str | None = None,
+    check: checks.Check | None = None,
+    notes: tuple[str, ...] = (),
 ) -> Contender:
     """The rdask CLI as users run it (default output: DEFLATE, tiled 512).
 
     ``jobs=None`` leaves ``-j`` out (the scheduler decides); ``scheduler``
     adds ``--scheduler``, e.g. ``local:2``; ``blocksize`` adds
-    ``--blocksize`` (output tile size).
+    ``--blocksize`` (output tile size); ``extra`` are more options (e.g.
+    ``("--driver", "COG")`` or :data:`GDAL_DEFLATE_DEFAULTS`).  ``name``
+    replaces the default name (``rdask -jN`` / ``rdask SCHEDULER``) and
+    ``check`` the default check (bands reversed, tiled, DEFLATE).
     """
     argv = [ctx.rdask, "run", "reverse-bands", str(inp), OUT]
     argv += ["-j", str(jobs)] if jobs is not None else []
     argv += ["--kernel-arg", f"iterations={iterations}", "--overwrite", "--no-progress"]
     argv += ["--scheduler", scheduler] if scheduler else []
     argv += ["--blocksize", str(blocksize)] if blocksize else []
-    name = f"rdask {scheduler}" if scheduler else f"rdask -j{jobs}"
-    expect = checks.band_order("reversed", block=blocksize or 512, compress="deflate")
-    return Contender(name, tuple(argv), expect)
+    argv += list(extra)
+    name = name or (f"rdask {scheduler}" if scheduler else f"rdask -j{jobs}")
+    expect = check or checks.band_order("reversed", block=blocksize or 512, compress="deflate")
+    return Contender(name, tuple(argv), expect, notes=notes)
+
+
+#: rdask options that replace its DEFLATE defaults (horizontal predictor,
+#: libdeflate level 1; ``default_compression_options`` in ``rdask/io/sink.py``)
+#: with GDAL's (no predictor, level 6): the like-for-like output of the other
+#: contenders.
+GDAL_DEFLATE_DEFAULTS = ("--co", "PREDICTOR=1", "--co", "ZLEVEL=6")
+
+#: The note of a row run with :data:`GDAL_DEFLATE_DEFAULTS`.
+GDAL_DEFLATE_NOTE = (
+    "--co PREDICTOR=1 --co ZLEVEL=6: GDAL's DEFLATE defaults (no predictor, level 6), as the "
+    "other contenders write, instead of rdask's (predictor, libdeflate level 1)"
+)
 
 
 #: What rdask's halo kernels read, when its ``-v`` log does not say.
@@ -272,16 +308,21 @@ def rdask_kernel(
     *,
     jobs: int = 2,
     kernel_args: tuple[str, ...] = (),
+    extra: tuple[str, ...] = (),
 ) -> Contender:
     """``rdask -v run KERNEL IN OUT -j N [--kernel-arg A=V ...] --overwrite --no-progress``.
 
     ``kernel`` may be a chain (``"focal-mean radius=2 | slope"``).  ``-v``
     only adds INFO lines to the log; the line naming the halo path, when
     rdask logs one, becomes the row's note (else :data:`HALO_NOTE`).
+    ``extra`` are more options, e.g. :data:`GDAL_DEFLATE_DEFAULTS` (then
+    :data:`GDAL_DEFLATE_NOTE` is the row's note instead of the halo path).
     """
     argv = [ctx.rdask, "-v", "run", kernel, str(inp), OUT, "-j", str(jobs)]
     argv += [arg for pair in kernel_args for arg in ("--kernel-arg", pair)]
-    argv += ["--overwrite", "--no-progress"]
+    argv += ["--overwrite", "--no-progress", *extra]
+    if extra == GDAL_DEFLATE_DEFAULTS:
+        return Contender(name, tuple(argv), check, notes=(GDAL_DEFLATE_NOTE,))
     return Contender(name, tuple(argv), check, notes=(HALO_NOTE,), log_note="halo path")
 
 
@@ -341,6 +382,62 @@ def rdask_two_steps(
         "peak RSS is the larger one's",
     )
     return Contender("rdask two steps", argv, check, notes=notes)
+
+
+def rioxarray_cog(ctx: Context, inp: Path, tool: str) -> tuple[str, ...]:
+    """argv: the rioxarray contender's GeoTIFF, then ``tool`` (gdal, rio-cogeo) to a COG."""
+    return (
+        ctx.python,
+        str(CONTENDERS / "rioxarray_cog.py"),
+        str(inp),
+        OUT,
+        "-j",
+        "2",
+        "--iterations",
+        "0",
+        "--compress",
+        "deflate",
+        "--blocksize",
+        "512",
+        "--tool",
+        tool,
+    )
+
+
+def cog_convert(ctx: Context, inp: Path, tool: str, out: Path | str = OUT) -> list[str]:
+    """argv: ``inp`` converted to a DEFLATE COG (tiles 512, nearest overviews) by ``tool``."""
+    return [
+        ctx.python,
+        str(CONTENDERS / "cog_convert.py"),
+        str(inp),
+        str(out),
+        "--tool",
+        tool,
+        "--compress",
+        "deflate",
+        "--blocksize",
+        "512",
+    ]
+
+
+def odc_cog(ctx: Context, inp: Path) -> tuple[str, ...]:
+    """argv: odc-geo's ``save_cog_with_dask`` of the reversed bands, -j2, chunks 512."""
+    return (
+        ctx.python,
+        str(CONTENDERS / "odc_cog.py"),
+        str(inp),
+        OUT,
+        "-j",
+        "2",
+        "--iterations",
+        "0",
+        "--compress",
+        "deflate",
+        "--blocksize",
+        "512",
+        "--chunk",
+        "512",
+    )
 
 
 def gdal_copy(ctx: Context, inp: Path) -> Contender:
@@ -463,7 +560,16 @@ def io_bound(ctx: Context) -> list[Case]:
             contenders=(
                 docs_program(ctx, inp, 2, 0),
                 rioxarray_plain(ctx, inp, 2, 0),
-                rdask(ctx, inp, 2, 0),
+                rdask(ctx, inp, 2, 0, notes=(RDASK_DEFLATE_NOTE,)),
+                rdask(
+                    ctx,
+                    inp,
+                    2,
+                    0,
+                    extra=GDAL_DEFLATE_DEFAULTS,
+                    name="rdask -j2 (GDAL deflate defaults)",
+                    notes=(GDAL_DEFLATE_NOTE,),
+                ),
                 gdal_copy(ctx, inp),
             ),
             references=("docs -j2", "rioxarray -j2", "gdal copy"),
@@ -513,6 +619,164 @@ def distributed(ctx: Context) -> list[Case]:
             targets=(Target(Ref("rdask local:2"), Ref("rdask -j2"), 1.3),),
         )
     ]
+
+
+@workload("W5", "COG output: the W2 job written as a DEFLATE COG with nearest overviews, -j2")
+def cog_output(ctx: Context) -> list[Case]:
+    """The W2 input and kernel to a COG, every contender timed as a whole job.
+
+    Whole jobs: the rioxarray contender's GeoTIFF then GDAL's COG driver or
+    rio-cogeo (one process), odc-geo's ``save_cog_with_dask`` on the
+    rioxarray array, ``rdask --driver COG``; rdask's GeoTIFF run of the same
+    job is the reference of the COG overhead.  The conversions alone run on
+    the rioxarray contender's GeoTIFF, made once, untimed.  Checks: every
+    COG passes ``cog_validate``, full-resolution pixels are the reversed
+    bands, overview count and sizes are reported and the overview pixels
+    compared with GDAL's COG driver's where the sizes agree (notes).
+    """
+    inp = w2_input(ctx)
+    side = ctx.side(16384, quick=4096)
+    gtiff = rioxarray_geotiff(ctx, inp)
+    gdal_cog = checks.Reference(
+        "GDAL COG driver",
+        lambda _inp, out: cog_convert(ctx, gtiff, "gdal", out),
+        ctx.workdir / "ref",
+    )
+    valid_cog = checks.cog("reversed", overviews_like=gdal_cog)
+    converted = (
+        f"input: the rioxarray contender's GeoTIFF of this input ({gtiff.name}), made untimed"
+    )
+    return [
+        Case(
+            "W5",
+            f"COG output, synthetic {side}x{side}x3 deflate (the W2 input)",
+            inp,
+            contenders=(
+                Contender(
+                    "rioxarray + GDAL COG",
+                    rioxarray_cog(ctx, inp, "gdal"),
+                    checks.adopted_as(gdal_cog, checks.cog("reversed")),
+                    notes=(
+                        "the rioxarray -j2 contender to a GeoTIFF, then rasterio.shutil.copy("
+                        "driver='COG', NUM_THREADS='ALL_CPUS', RESAMPLING='NEAREST', "
+                        "COMPRESS='DEFLATE', BLOCKSIZE=512); one process; GDAL's DEFLATE "
+                        "defaults (level 6, no predictor)",
+                    ),
+                ),
+                Contender(
+                    "rioxarray + rio-cogeo",
+                    rioxarray_cog(ctx, inp, "rio-cogeo"),
+                    valid_cog,
+                    notes=(
+                        "the rioxarray -j2 contender to a GeoTIFF, then cog_translate(profile "
+                        "'deflate', overview_resampling='nearest', config={'GDAL_NUM_THREADS': "
+                        "'ALL_CPUS'}); one process",
+                    ),
+                ),
+                Contender(
+                    "odc-geo",
+                    odc_cog(ctx, inp),
+                    valid_cog,
+                    notes=(
+                        "odc.geo.cog.save_cog_with_dask(compression='deflate', blocksize=512, "
+                        "overview_resampling='nearest') on the rioxarray array (chunks 512), "
+                        "threads -j2; its defaults kept: predictor 2, libdeflate level 6, "
+                        "planar (band-interleaved) layout, BigTIFF, band statistics",
+                    ),
+                ),
+                rdask(
+                    ctx,
+                    inp,
+                    2,
+                    0,
+                    extra=("--driver", "COG"),
+                    name="rdask -j2 COG",
+                    check=valid_cog,
+                    notes=(RDASK_DEFLATE_NOTE,),
+                ),
+                rdask(
+                    ctx,
+                    inp,
+                    2,
+                    0,
+                    name="rdask -j2 GeoTIFF",
+                    notes=("the same job to a tiled GeoTIFF (--driver GTiff), no overviews",),
+                ),
+                Contender(
+                    "GDAL COG driver (conversion only)",
+                    tuple(cog_convert(ctx, gtiff, "gdal")),
+                    valid_cog,
+                    notes=(converted,),
+                ),
+                Contender(
+                    "rio-cogeo (conversion only)",
+                    tuple(cog_convert(ctx, gtiff, "rio-cogeo")),
+                    valid_cog,
+                    notes=(converted,),
+                ),
+            ),
+            references=("rioxarray + GDAL COG", "odc-geo", "rdask -j2 GeoTIFF"),
+            targets=(
+                Target(Ref("rdask -j2 COG"), Ref(COG_WHOLE_JOBS), 0.45),
+                Target(Ref("rdask -j2 COG"), Ref("rdask -j2 GeoTIFF"), 1.4),
+                Target(Ref("rdask -j2 COG", "rss"), None, 400),
+            ),
+            scratch=(gdal_cog,),
+        )
+    ]
+
+
+#: W5's whole-job COG contenders other than rdask: its first target divides
+#: by the fastest of them.
+COG_WHOLE_JOBS = ("rioxarray + GDAL COG", "rioxarray + rio-cogeo", "odc-geo")
+
+#: The note of rdask's rows whose DEFLATE output matters (W2, W5).
+RDASK_DEFLATE_NOTE = "rdask's DEFLATE defaults: PREDICTOR=2, libdeflate level 1"
+
+
+def rioxarray_geotiff(ctx: Context, inp: Path) -> Path:
+    """The rioxarray -j2 contender's GeoTIFF of ``inp``, made once (untimed) and cached.
+
+    W5's conversion-only rows read it.  A manifest (``<file>.json``) records
+    the command and the input's size and mtime; a mismatch remakes it.  If
+    the command fails the path is returned anyway (the rows reading it then
+    fail with the reason in their log).
+    """
+    out = ctx.workdir / "inputs" / f"{inp.stem}-rioxarray.tif"
+    argv = rioxarray_plain(ctx, inp, 2, 0).command(out)
+    stat = inp.stat()
+    stamp = {"argv": argv[1:], "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns}
+    manifest = out.with_name(out.name + ".json")
+    try:
+        cached = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        cached = None
+    if out.exists() and cached == {**stamp, "size_bytes": out.stat().st_size}:
+        ctx.log(f"  input {out.name}: cached, {out.stat().st_size / 2**20:.0f} MB")
+        ctx.inputs[out.name] = {
+            "from": inp.name,
+            "size_bytes": out.stat().st_size,
+            "generation_seconds": None,
+        }
+        return out
+    ctx.log(f"  input {out.name}: the rioxarray -j2 GeoTIFF of {inp.name} (untimed)")
+    manifest.unlink(missing_ok=True)
+    out.unlink(missing_ok=True)
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0 or not out.exists():
+        lines = (proc.stderr or proc.stdout or "no output").strip().splitlines()
+        ctx.log(f"  ! could not make {out.name} ({proc.returncode}): {lines[-1]}")
+        return out
+    manifest.write_text(json.dumps({**stamp, "size_bytes": out.stat().st_size}, indent=1))
+    ctx.log(f"  input {out.name}: made in {seconds:.1f} s, {out.stat().st_size / 2**20:.0f} MB")
+    ctx.inputs[out.name] = {
+        "from": inp.name,
+        "size_bytes": out.stat().st_size,
+        "generation_seconds": seconds,
+    }
+    return out
 
 
 @workload("W6", "neighbourhood kernels on a float32 DEM: slope, focal-mean r=5, a chain; -j2")
@@ -570,6 +834,16 @@ def neighbourhood(ctx: Context) -> list[Case]:
                     checks.matches_reference(
                         gdaldem, tolerance=1e-3, compress="deflate", dtype="float32"
                     ),
+                ),
+                rdask_kernel(
+                    ctx,
+                    "rdask slope (GDAL deflate defaults)",
+                    "slope",
+                    inp,
+                    checks.matches_reference(
+                        gdaldem, tolerance=1e-3, compress="deflate", dtype="float32"
+                    ),
+                    extra=GDAL_DEFLATE_DEFAULTS,
                 ),
             ),
             references=("gdaldem", "xarray-spatial"),
