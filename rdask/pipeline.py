@@ -165,11 +165,13 @@ def to_raster(
             if callable(report):
                 report(done[0], total)
 
-        sink = RasterSink(
+        sink_kind, extra = _sink_for(arr, meta, blocksize, compress, creation_options)
+        sink = sink_kind(
             target,
             arr.shape,
             arr.dtype,
             meta,
+            **extra,
             blocksize=blocksize,
             compress=compress,
             creation_options=creation_options,
@@ -289,6 +291,21 @@ def process(
         overview_levels=overview_levels,
         overview_resampling=overview_resampling,
     )
+
+
+def _sink_for(arr, meta, blocksize, compress, creation_options):
+    """The tile sink (tiles encoded in the compute tasks) when rdask can
+    encode what was asked for, else GDAL's writer (masks, other codecs)."""
+    from rdask.io.sink import RasterSink, creation_options as build
+    from rdask.io.tiles import encoder_for
+    from rdask.io.tilesink import TileSink
+
+    if meta.mask is None:
+        opts = build(arr.dtype, blocksize, compress, creation_options)
+        encoder = encoder_for(opts, arr.dtype, arr.shape[0], arr.shape[2], blocksize)
+        if encoder is not None:
+            return TileSink, {"encoder": encoder}
+    return RasterSink, {}
 
 
 def _check_driver(driver: str, blocksize: int, levels: int | None, resampling: str) -> None:

@@ -121,10 +121,13 @@ class Runner:
         import dask
 
         # One write task per chunk, fed by that chunk's fused read+kernel
-        # task; the sink locks for itself (and reads masks outside its lock).
+        # task; it encodes the chunk's tiles (if the sink takes encoded
+        # tiles) and hands them over; the sink locks for itself.
+        encoder = getattr(sink, "encoder", None)
         writes = [
             dask.delayed(_write)(
-                sink, region, block, dask_key_name=f"rdask-write-{block.key[0]}-{region[1].start}-{region[2].start}"
+                sink, encoder, region, block,
+                dask_key_name=f"rdask-write-{block.key[0]}-{region[1].start}-{region[2].start}",
             )
             for block, region in todo
         ]
@@ -146,6 +149,12 @@ class Runner:
                 block, region = next(pending)
             except StopIteration:
                 return False
+            encoder = getattr(sink, "encoder", None)
+            if encoder is not None:
+                # Workers encode; only compressed tiles travel to the writer.
+                import dask
+
+                block = dask.delayed(encoder)(block, region)
             fut = self.client.compute(block)
             where[fut.key] = region
             futures.append(fut)
@@ -166,8 +175,8 @@ class Runner:
                 fut.cancel()
 
 
-def _write(sink: Any, region: tuple[slice, ...], block: Any) -> None:
-    sink[region] = block
+def _write(sink: Any, encoder: Any, region: tuple[slice, ...], block: Any) -> None:
+    sink[region] = block if encoder is None else encoder(block, region)
 
 
 def _regions(chunks: tuple[tuple[int, ...], ...]) -> Iterator[tuple[slice, ...]]:

@@ -77,7 +77,7 @@ def assert_one_line_error(proc, *needles):
 
 def no_leftovers(directory, keep=()):
     names = [n for n in os.listdir(directory) if n not in keep]
-    assert not [n for n in names if "rdask-tmp" in n], names
+    assert not [n for n in names if "rdask-" in n], names
 
 
 def test_run_writes_and_summarises(tmp_path, src):

@@ -45,10 +45,14 @@ def partial_paths(target: str) -> tuple[str, str]:
 class Journal:
     """An open, locked journal. Use :meth:`start` or :meth:`resume`."""
 
-    def __init__(self, path: str, fh, done: set[tuple[int, int]]) -> None:
+    def __init__(
+        self, path: str, fh, done: set[tuple[int, int]], tiles: dict[int, tuple[int, int]] | None = None
+    ) -> None:
         self.path = path
         self._fh = fh
         self.done = done
+        #: tile index -> (file offset, byte count), for sinks that place tiles.
+        self.tiles = tiles or {}
 
     @classmethod
     def start(cls, path: str, job: JobId) -> Journal:
@@ -85,12 +89,19 @@ class Journal:
                 f"cannot resume {target}: the interrupted job used a different "
                 f"{' and '.join(diff)} (rerun without --resume to start over)"
             )
-        done = set()
+        done: set[tuple[int, int]] = set()
+        tiles: dict[int, tuple[int, int]] = {}
         for line in lines[1:]:
             parts = line.split()
-            if len(parts) == 2:  # a torn last line is ignored: that chunk is redone
+            # A torn last line (no trailing "." marker) is ignored: that chunk is redone.
+            if len(parts) == 2:
                 done.add((int(parts[0]), int(parts[1])))
-        return cls(path, fh, done)
+            elif len(parts) > 3 and parts[-1] == ".":
+                for item in parts[2:-1]:
+                    i, off, n = (int(v) for v in item.split(":"))
+                    tiles[i] = (off, n)
+                done.add((int(parts[0]), int(parts[1])))
+        return cls(path, fh, done, tiles)
 
     def record(self, windows: list[tuple[int, int]]) -> None:
         """Durably add chunks whose data the partial file now holds."""
@@ -98,6 +109,26 @@ class Journal:
             self._fh.write("".join(f"{r} {c}\n" for r, c in windows))
             _sync(self._fh)
             self.done.update(windows)
+
+    def record_tiles(self, window: tuple[int, int], placed: list[tuple[int, int, int]], *, sync: bool = True) -> None:
+        """Add a chunk and where its tiles are: ``(index, offset, bytes)``.
+
+        Flushed to the OS at once (enough to survive SIGKILL); ``sync``
+        also forces it to disk.
+        """
+        items = " ".join(f"{i}:{o}:{n}" for i, o, n in placed)
+        self._fh.write(f"{window[0]} {window[1]} {items} .\n")
+        self._fh.flush()
+        if sync:
+            os.fsync(self._fh.fileno())
+        self.done.add(window)
+        for i, o, n in placed:
+            self.tiles[i] = (o, n)
+
+    def sync(self) -> None:
+        """Force what was recorded to disk."""
+        if not self._fh.closed:
+            _sync(self._fh)
 
     def close(self, *, remove: bool) -> None:
         if self._fh.closed:

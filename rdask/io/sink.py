@@ -48,6 +48,30 @@ CHECKPOINT_SECONDS = 10.0
 WRITER_GDAL_OPTIONS = {"GDAL_CACHEMAX": 128, "GDAL_TIFF_INTERNAL_MASK": "YES"}
 
 
+def creation_options(
+    dtype: np.dtype | str,
+    blocksize: int,
+    compress: str | None,
+    extra: Mapping[str, Any] | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """The GTiff creation options rdask writes with: tiled, BigTIFF when
+    needed, the compression with rdask's defaults, then the user's ``--co``."""
+    opts: dict[str, Any] = {
+        "TILED": "YES",
+        "BLOCKXSIZE": blocksize,
+        "BLOCKYSIZE": blocksize,
+        "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": max(1, int(threads)),
+    }
+    if compress and compress.lower() != "none":
+        opts["COMPRESS"] = compress.upper()
+        opts.update(default_compression_options(compress, np.dtype(dtype)))
+    for k, v in (extra or {}).items():
+        opts[str(k).upper()] = v
+    return opts
+
+
 def default_compression_options(compress: str, dtype: np.dtype) -> dict[str, Any]:
     """rdask's defaults under a compression name; ``--co`` overrides them.
 
@@ -188,19 +212,7 @@ class RasterSink:
     def _creation_options(
         self, compress: str | None, extra: Mapping[str, Any] | None, threads: int
     ) -> dict[str, Any]:
-        opts: dict[str, Any] = {
-            "TILED": "YES",
-            "BLOCKXSIZE": self.blocksize,
-            "BLOCKYSIZE": self.blocksize,
-            "BIGTIFF": "IF_SAFER",
-            "NUM_THREADS": max(1, int(threads)),
-        }
-        if compress and compress.lower() != "none":
-            opts["COMPRESS"] = compress.upper()
-            opts.update(default_compression_options(compress, self.dtype))
-        for k, v in (extra or {}).items():
-            opts[str(k).upper()] = v
-        return opts
+        return creation_options(self.dtype, self.blocksize, compress, extra, threads)
 
     def _reopen(self):
         import rasterio
@@ -322,8 +334,7 @@ class RasterSink:
         with self._lock:
             self._closed = True
             try:
-                with rasterio_env():
-                    self._ds.close()
+                self._close_dataset()
                 problem = self._verify()
             except Exception as exc:  # noqa: BLE001 - GDAL errors vary; report one line
                 problem = _first_line(exc)
@@ -379,19 +390,17 @@ class RasterSink:
             if sparse:
                 return ""
             bands = range(1, ds.count + 1) if ds.interleaving and ds.interleaving.name == "band" else (1,)
-            rows = -(-self.shape[1] // self.blocksize)
-            cols = -(-self.shape[2] // self.blocksize)
+            by, bx = ds.block_shapes[0]  # creation options may override blocksize
             for b in bands:
-                for i in range(rows):
-                    for j in range(cols):
+                for i in range(-(-ds.height // by)):
+                    for j in range(-(-ds.width // bx)):
                         try:
                             n = ds.block_size(b, i, j)
                             off = int(ds.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=b) or 0)
                         except RasterBlockError:
                             n = off = 0
                         if n <= 0 or off <= 0 or off + n > size:
-                            return (f"tile at rows {i * self.blocksize}, cols {j * self.blocksize} "
-                                    "did not reach the disk")
+                            return f"block at rows {i * by}, cols {j * bx} did not reach the disk"
         return ""
 
     def abort(self, *, keep_partial: bool = False) -> bool:
@@ -405,17 +414,26 @@ class RasterSink:
             if not self._closed:
                 self._closed = True
                 try:
-                    with rasterio_env():
-                        self._ds.close()
-                    if keep_partial:
-                        self.journal.record(self._pending)
-                        kept = True
+                    kept = self._abort_dataset(keep_partial)
                 except Exception:  # noqa: BLE001 - the file is being discarded
                     kept = False
         if not kept:
             self._remove_tmp()
         self.journal.close(remove=not kept)
         return kept
+
+    def _close_dataset(self) -> None:
+        """Close the GDAL dataset, flushing everything to the partial file."""
+        with rasterio_env():
+            self._ds.close()
+
+    def _abort_dataset(self, keep_partial: bool) -> bool:
+        """Close after a failure; journal what is on disk if keeping it."""
+        with rasterio_env():
+            self._ds.close()
+        if keep_partial:
+            self.journal.record(self._pending)
+        return keep_partial
 
     def _remove_tmp(self) -> None:
         for p in (self.tmp, self.tmp + ".aux.xml", self.tmp + ".msk"):
@@ -459,5 +477,13 @@ def _space_note(path: str) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The most specific one-line message in ``exc``'s chain (rasterio's
+    write error says only "see previous exception" at the top)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen).strip().splitlines()
+        if text and "previous exception" not in text[0]:
+            return text[0]
+        seen = seen.__cause__ or seen.__context__
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -1,0 +1,151 @@
+"""The tile sink: chunks arrive already encoded; the lock only reserves bytes.
+
+GDAL still writes the file's structure: the sink first has GDAL create the
+partial GeoTIFF with every tag (CRS, transform, nodata, metadata,
+compression, predictor) but no pixel data (``SPARSE_OK``), so its tile index
+is all zeros. Encoded tiles (:mod:`rdask.io.tiles`) are then appended at the
+end of the file: under the lock a chunk only reserves its byte range; the
+``pwrite`` happens outside it. Each chunk's tile offsets go to the journal
+once its bytes are written, and on commit the tile index is written into
+the place GDAL reserved for it. A resume rebuilds the index from the
+journal, so the partial file never needs GDAL's checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from typing import Any
+
+import numpy as np
+
+from rdask.errors import OutputError
+from rdask.io.sink import RasterSink, rasterio_env
+from rdask.io.tiles import TileEncoder
+
+_TILE_OFFSETS, _TILE_BYTECOUNTS = 324, 325
+
+
+class TileSink(RasterSink):
+    """A :class:`RasterSink` fed with ``sink[region] = [(tile index, bytes), ...]``.
+
+    Takes the arguments of :class:`RasterSink` plus the ``encoder`` whose
+    output it receives; the runner applies the encoder in the compute task.
+    """
+
+    def __init__(self, *args: Any, encoder: TileEncoder, **kwargs: Any) -> None:
+        self.encoder = encoder
+        extra = dict(kwargs.pop("creation_options", None) or {})
+        extra["SPARSE_OK"] = "TRUE"
+        super().__init__(*args, creation_options=extra, **kwargs)
+        # GDAL has written the structure; from here on the file is ours.
+        with rasterio_env():
+            self._ds.close()
+        self._index = _IndexLocation.read(self.tmp, self.encoder)
+        n = self._index.count
+        self._offsets = np.zeros(n, dtype=np.uint64)
+        self._counts = np.zeros(n, dtype=np.uint64)
+        for i, (off, size) in self.journal.tiles.items():
+            self._offsets[i], self._counts[i] = off, size
+        try:
+            self._fd = os.open(self.tmp, os.O_RDWR)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.target}: {exc.strerror}") from None
+        self._end = os.fstat(self._fd).st_size
+
+    def __setitem__(self, key: tuple[slice, slice, slice], tiles: list[tuple[int, bytes]]) -> None:
+        _, ysl, xsl = key
+        y0, y1, _ = ysl.indices(self.shape[1])
+        x0, x1, _ = xsl.indices(self.shape[2])
+        total = sum(len(b) for _, b in tiles)
+        with self._lock:
+            if self._closed:
+                raise OutputError(f"{self.target}: write after the job was stopped")
+            if (y0, x0) in self._written:
+                raise RuntimeError(f"rdask bug: window rows {y0}:{y1} cols {x0}:{x1} written twice")
+            self._written.add((y0, x0))
+            start = self._end
+            self._end += total
+        placed = []
+        at = start
+        try:
+            for index, data in tiles:
+                done = 0
+                while done < len(data):
+                    done += os.pwrite(self._fd, memoryview(data)[done:], at + done)
+                placed.append((index, at, len(data)))
+                at += len(data)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.target}: {exc.strerror}") from None
+        with self._lock:
+            if self._closed:
+                raise OutputError(f"{self.target}: write after the job was stopped")
+            for index, off, size in placed:
+                self._offsets[index], self._counts[index] = off, size
+            self.journal.record_tiles((y0, x0), placed, sync=False)
+            if time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds:
+                self.journal.sync()
+                self._last_checkpoint = time.monotonic()
+        if self.on_write is not None:
+            self.on_write((y1 - y0) * (x1 - x0))
+
+    def _close_dataset(self) -> None:
+        """Write the tile index where GDAL reserved it, then close."""
+        if getattr(self, "_fd", None) is None:
+            return
+        try:
+            self._index.write(self._fd, self._offsets, self._counts)
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise OutputError(f"cannot finish {self.target}: {exc.strerror}") from None
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def _abort_dataset(self, keep_partial: bool) -> bool:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
+        if keep_partial:
+            self.journal.sync()
+        return keep_partial
+
+
+class _IndexLocation:
+    """Where GDAL put the TileOffsets and TileByteCounts arrays."""
+
+    def __init__(self, offsets: tuple[int, int, int], counts: tuple[int, int, int]) -> None:
+        self.offsets, self.counts = offsets, counts  # (file offset, TIFF type, count)
+
+    @property
+    def count(self) -> int:
+        return self.offsets[2]
+
+    @classmethod
+    def read(cls, path: str, encoder: TileEncoder) -> _IndexLocation:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            if tif.byteorder != "<" or page.planarconfig != 1 and encoder.bands > 1:
+                raise OutputError(f"{path}: unexpected TIFF layout from GDAL")
+            expect = {"DEFLATE": 8, "ZSTD": 50000, "NONE": 1}[encoder.compress]
+            if int(page.compression) != expect or int(page.predictor) != encoder.predictor:
+                raise OutputError(f"{path}: GDAL wrote compression/predictor other than requested")
+            locs = []
+            for code in (_TILE_OFFSETS, _TILE_BYTECOUNTS):
+                tag = page.tags[code]
+                locs.append((tag.valueoffset, int(tag.dtype), tag.count))
+        if locs[0][2] != -(-page.imagelength // encoder.tile) * encoder.tiles_across:
+            raise OutputError(f"{path}: unexpected tile count")
+        return cls(locs[0], locs[1])
+
+    def write(self, fd: int, offsets: np.ndarray, counts: np.ndarray) -> None:
+        for (at, typ, n), values in ((self.offsets, offsets), (self.counts, counts)):
+            fmt = {4: "<I", 16: "<Q", 3: "<H"}[typ]
+            if typ == 4 and values.max(initial=0) >= 2**32:
+                raise OSError(0, "output exceeds 4 GB in a classic TIFF; pass --co BIGTIFF=YES")
+            data = b"".join(struct.pack(fmt, int(v)) for v in values[:n])
+            os.pwrite(fd, data, at)
+
