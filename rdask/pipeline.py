@@ -116,7 +116,7 @@ def to_raster(
     """
     from rdask.io.meta import raster_meta
     from rdask.io.open import recipe_of
-    from rdask.io.sink import CHECKPOINT_SECONDS, RasterSink, check_target
+    from rdask.io.sink import CHECKPOINT_SECONDS, check_target
     from rdask.schedule import open_runner
 
     _check_driver(driver, blocksize, overview_levels, overview_resampling)
@@ -296,7 +296,8 @@ def process(
 def _sink_for(arr, meta, blocksize, compress, creation_options):
     """The tile sink (tiles encoded in the compute tasks) when rdask can
     encode what was asked for, else GDAL's writer (masks, other codecs)."""
-    from rdask.io.sink import RasterSink, creation_options as build
+    from rdask.io.sink import RasterSink
+    from rdask.io.sink import creation_options as build
     from rdask.io.tiles import encoder_for
     from rdask.io.tilesink import TileSink
 
