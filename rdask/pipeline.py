@@ -166,24 +166,25 @@ def to_raster(
                 report(done[0], total)
 
         sink_kind, extra = _sink_for(arr, meta, blocksize, compress, creation_options)
-        sink = sink_kind(
-            target,
-            arr.shape,
-            arr.dtype,
-            meta,
-            **extra,
-            blocksize=blocksize,
-            compress=compress,
-            creation_options=creation_options,
-            threads=runner.threads,
-            overwrite=overwrite,
-            on_write=on_write,
-            job=job,
-            resume=resume,
-            checkpoint_seconds=CHECKPOINT_SECONDS if checkpoint_seconds is None else checkpoint_seconds,
-        )
-        done[0] = sum(_area(arr.chunks, w) for w in sink.done)
+        sink = None
         try:
+            sink = sink_kind(
+                target,
+                arr.shape,
+                arr.dtype,
+                meta,
+                **extra,
+                blocksize=blocksize,
+                compress=compress,
+                creation_options=creation_options,
+                threads=runner.threads,
+                overwrite=overwrite,
+                on_write=on_write,
+                job=job,
+                resume=resume,
+                checkpoint_seconds=CHECKPOINT_SECONDS if checkpoint_seconds is None else checkpoint_seconds,
+            )
+            done[0] = sum(_area(arr.chunks, w) for w in sink.done)
             runner.store(arr, sink, skip=sink.done, progress=progress is True and runner.client is None)
             if done[0] != total:
                 raise OutputError(f"{target}: only {done[0]} of {total} pixels were written")
@@ -191,7 +192,7 @@ def to_raster(
             if report is not progress:
                 report.close()
         except BaseException as exc:
-            if sink.abort(keep_partial=resume):
+            if sink is not None and sink.abort(keep_partial=resume):
                 exc.add_note(f"partial output kept for --resume: {sink.tmp}")
             raise
     size = os.path.getsize(target)

@@ -198,6 +198,8 @@ class RasterSink:
             try:
                 self._ds = self._create()
             except BaseException:
+                # Also for Ctrl-C in the middle of creating the file.
+                self._remove_tmp()
                 self.journal.close(remove=True)
                 raise
         self._written = set(self.journal.done)

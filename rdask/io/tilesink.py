@@ -38,21 +38,28 @@ class TileSink(RasterSink):
         self.encoder = encoder
         extra = dict(kwargs.pop("creation_options", None) or {})
         extra["SPARSE_OK"] = "TRUE"
+        self._fd = None
         super().__init__(*args, creation_options=extra, **kwargs)
-        # GDAL has written the structure; from here on the file is ours.
-        with rasterio_env():
-            self._ds.close()
-        self._index = _IndexLocation.read(self.tmp, self.encoder)
-        n = self._index.count
-        self._offsets = np.zeros(n, dtype=np.uint64)
-        self._counts = np.zeros(n, dtype=np.uint64)
-        for i, (off, size) in self.journal.tiles.items():
-            self._offsets[i], self._counts[i] = off, size
         try:
-            self._fd = os.open(self.tmp, os.O_RDWR)
-        except OSError as exc:
-            raise OutputError(f"cannot write {self.target}: {exc.strerror}") from None
-        self._end = os.fstat(self._fd).st_size
+            # GDAL has written the structure; from here on the file is ours.
+            with rasterio_env():
+                self._ds.close()
+            self._index = _IndexLocation.read(self.tmp, self.encoder)
+            n = self._index.count
+            self._offsets = np.zeros(n, dtype=np.uint64)
+            self._counts = np.zeros(n, dtype=np.uint64)
+            for i, (off, size) in self.journal.tiles.items():
+                self._offsets[i], self._counts[i] = off, size
+            try:
+                self._fd = os.open(self.tmp, os.O_RDWR)
+            except OSError as exc:
+                raise OutputError(f"cannot write {self.target}: {exc.strerror}") from None
+            self._end = os.fstat(self._fd).st_size
+        except BaseException:
+            # Nothing was written yet: leave nothing behind (a resumed job's
+            # partial file is kept for the next attempt).
+            self.abort(keep_partial=bool(self.journal.done))
+            raise
 
     def __setitem__(self, key: tuple[slice, slice, slice], tiles: list[tuple[int, bytes]]) -> None:
         _, ysl, xsl = key
