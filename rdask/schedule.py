@@ -136,8 +136,15 @@ class Runner:
             dask.compute(writes, scheduler=sched, num_workers=self.spec.workers)
 
     def _store_distributed(self, todo: list, sink: Any) -> None:
+        from dask.delayed import Delayed
+        from dask.optimization import cull
         from distributed import as_completed
 
+        # Every block of to_delayed() carries the whole graph; submitting it
+        # per chunk would ship (and make the scheduler digest) all chunks'
+        # tasks once per chunk. Cull each to its own tasks first.
+        graph = dict(todo[0][0].__dask_graph__()) if todo else {}
+        todo = [(Delayed(block.key, cull(graph, [block.key])[0]), region) for block, region in todo]
         pending = iter(todo)
         limit = max(2, INFLIGHT_PER_THREAD * self.threads)
         where: dict[str, tuple] = {}
@@ -211,6 +218,7 @@ def open_runner(scheduler: Any = "threads", workers: int | None = None) -> Itera
         yield Runner(spec)
         return
     import dask
+    import distributed  # noqa: F401 - loads its config defaults before we override one
 
     # Workers are spawned, never forked after GDAL is loaded in this process.
     with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
