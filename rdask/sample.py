@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def make_sample(path: str, *, height: int = 768, width: int = 768, bands: int = 3) -> str:
+def make_sample(path: str, *, height: int = 1024, width: int = 1024, bands: int = 3) -> str:
     """Write a tiled, DEFLATE-compressed uint8 GeoTIFF of smooth bands plus noise.
 
-    About the size of rasterio's ``RGB.byte.tif`` (the docs' example input).
+    A little larger than rasterio's ``RGB.byte.tif`` (the docs' example input),
+    so that it splits into four equal 512 x 512 chunks.
 
     Returns
     -------

@@ -5,12 +5,14 @@ Write path, in order:
 1. The sink creates a partial tiled GeoTIFF beside the target (same
    directory, so the final rename is atomic and never crosses devices), and
    a journal (:mod:`rdask.io.journal`) that also locks the target.
-2. Chunks arrive through ``sink[region] = block`` (``dask.array.store``) in
-   any order, from any thread. Chunks are aligned to output tiles, so each
-   call covers whole tiles and every tile is written exactly once. The write
-   lock is held only while GDAL copies the block in; compression runs on
-   GDAL's own ``NUM_THREADS`` pool, outside our lock, and the dataset is
-   opened once (never reopened in ``r+`` per chunk).
+2. Chunks arrive through ``sink[region] = block`` in any order, from any
+   thread. Chunks are aligned to output tiles, so each call covers whole
+   tiles and every tile is written exactly once. The lock is held while GDAL
+   copies (and, in this sink, compresses) the block; the dataset is opened
+   once, never reopened in ``r+`` per chunk. :class:`rdask.io.tilesink.TileSink`,
+   the default, takes tiles already encoded by the compute tasks instead and
+   keeps this class's file, journal and rename logic; this class remains for
+   what only GDAL can encode (masks, JPEG/WEBP/LERC/LZW, band interleave).
 3. Every ``checkpoint_seconds`` the sink closes and reopens the dataset
    (``r+``), which puts the tile index on disk, and only then journals the
    chunks written since the last checkpoint. After a SIGKILL the partial
@@ -137,7 +139,7 @@ class RasterSink:
     creation_options
         Extra GTiff creation options (``PREDICTOR``, ``ZLEVEL``, ...).
     threads
-        GDAL compression threads.
+        Threads computing chunks (GDAL's ``NUM_THREADS`` creation option).
     overwrite
         Replace an existing target on commit.
     on_write
