@@ -4,6 +4,19 @@ so ``except OSError`` and ``except ValueError`` keep working for callers."""
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The most specific one-line message in ``exc``'s chain (GDAL's errors
+    often say only "see previous exception" at the top)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen).strip().splitlines()
+        if text and "previous exception" not in text[0]:
+            return text[0]
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 class RdaskError(Exception):
     """Root of every error rdask raises on purpose."""
 

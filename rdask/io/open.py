@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rdask.errors import RasterMismatchError, RasterOpenError
+from rdask.errors import RasterMismatchError, RasterOpenError, first_line
 from rdask.io.source import (
     DEFAULT_GDAL_OPTIONS,
     FileBands,
@@ -169,6 +169,20 @@ def open_raster(
         "block": (by, bx),
     }
     return build_dataarray(source, plan, meta)
+
+
+def replan(data: xr.DataArray, *, chunk_mb: float, tile: int | None = 512) -> xr.DataArray:
+    """``data`` (straight from :func:`open_raster`) with another chunk size,
+    planned from the metadata it already holds: no file is opened again."""
+    recipe = recipe_of(data)
+    if recipe is None or recipe.steps:
+        raise ValueError("replan needs an array straight from open_raster")
+    source = recipe.source
+    plan = plan_chunks(
+        (source.height, source.width), source.count, source.dtype, recipe.meta["block"],
+        chunk_mb=chunk_mb, tile=tile,
+    )
+    return build_dataarray(source, plan, recipe.meta)
 
 
 def build_dataarray(source: RasterSource, plan: ChunkPlan, meta: Mapping[str, Any]) -> xr.DataArray:
@@ -331,7 +345,7 @@ def _inspect(path: str, options: tuple[tuple[str, str], ...]) -> dict[str, Any]:
             reason = diagnose(path, dict(options))
             if reason:
                 raise RasterOpenError(f"cannot open {shown}: {reason}") from None
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc)
         if "not recognized as" in text or "not a supported file format" in text:
             raise RasterOpenError(f"not a raster GDAL can read: {shown}") from None
         raise RasterOpenError(f"cannot open {shown}: {redact(text.replace(path, shown))}") from None

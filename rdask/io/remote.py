@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from rdask.errors import OutputError, RasterOpenError
+from rdask.errors import OutputError, RasterOpenError, first_line
 
 #: GDAL options for network reads, under the user's own (``gdal_options``,
 #: and GDAL settings in the environment: see :func:`network_defaults`).
@@ -166,7 +166,7 @@ class S3Upload:
         except ClientError as exc:
             raise OutputError(f"cannot write {self.url}: {_s3_reason(exc)}") from None
         except BotoCoreError as exc:
-            raise OutputError(f"cannot reach S3 for {self.url}: {_first_line(exc)}") from None
+            raise OutputError(f"cannot reach S3 for {self.url}: {first_line(exc)}") from None
         if not overwrite:
             try:
                 self.client.head_object(Bucket=self.bucket, Key=self.key)
@@ -193,7 +193,7 @@ class S3Upload:
         try:
             up = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)
         except (ClientError, BotoCoreError) as exc:
-            raise OutputError(f"cannot write {self.url}: {_first_line(exc)}") from None
+            raise OutputError(f"cannot write {self.url}: {first_line(exc)}") from None
         upload_id = up["UploadId"]
         try:
             parts = []
@@ -219,7 +219,7 @@ class S3Upload:
             except Exception:  # noqa: BLE001 - the original error matters more
                 pass
             if isinstance(exc, (ClientError, BotoCoreError)):
-                raise OutputError(f"cannot upload {self.url}: {_first_line(exc)}") from None
+                raise OutputError(f"cannot upload {self.url}: {first_line(exc)}") from None
             raise
 
 
@@ -300,7 +300,7 @@ def _diagnose_s3(url: str, options: Mapping[str, Any] | None) -> str | None:
     except EndpointConnectionError:
         return "connection refused"
     except BotoCoreError as exc:
-        return _first_line(exc)
+        return first_line(exc)
     return None
 
 
@@ -318,8 +318,3 @@ def _s3_reason(exc: Any) -> str:
     if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
         return "access denied (HTTP 403)"
     return f"S3 error {code or status}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from rdask.errors import OutputError
+from rdask.errors import OutputError, first_line
 from rdask.io.journal import JobId, Journal, partial_paths
 from rdask.io.meta import RasterMeta
 
@@ -228,7 +228,7 @@ class RasterSink:
             self.journal.close(remove=False)
             raise OutputError(
                 f"cannot resume {self.target}: partial file {self.tmp} is unreadable "
-                f"({_first_line(exc)}); rerun without --resume"
+                f"({first_line(exc)}); rerun without --resume"
             ) from None
 
     def _create(self):
@@ -259,7 +259,7 @@ class RasterSink:
                 )
         except Exception as exc:  # noqa: BLE001 - GDAL errors vary; report one line
             self._remove_tmp()
-            raise OutputError(f"cannot create {self.target}: {_first_line(exc)}") from None
+            raise OutputError(f"cannot create {self.target}: {first_line(exc)}") from None
         try:
             if m.tags:
                 ds.update_tags(**m.tags)
@@ -309,7 +309,7 @@ class RasterSink:
                 raise
             except Exception as exc:  # noqa: BLE001 - e.g. disk full, as one line
                 raise OutputError(
-                    f"cannot write {self.target}: {_first_line(exc)}{_space_note(self.tmp)}"
+                    f"cannot write {self.target}: {first_line(exc)}{_space_note(self.tmp)}"
                 ) from None
         if self.on_write is not None:
             self.on_write(block.shape[1] * block.shape[2])
@@ -341,7 +341,7 @@ class RasterSink:
                 self._close_dataset()
                 problem = self._verify()
             except Exception as exc:  # noqa: BLE001 - GDAL errors vary; report one line
-                problem = _first_line(exc)
+                problem = first_line(exc)
             if problem:
                 note = _space_note(self.tmp)
                 self._remove_tmp()
@@ -478,16 +478,3 @@ def _space_note(path: str) -> str:
     if free >= 1 << 20:
         return ""
     return f" (No space left on device: {free} bytes free in {directory})"
-
-
-def _first_line(exc: BaseException) -> str:
-    """The most specific one-line message in ``exc``'s chain (rasterio's
-    write error says only "see previous exception" at the top)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        text = str(seen).strip().splitlines()
-        if text and "previous exception" not in text[0]:
-            return text[0]
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rdask.errors import ForkSafetyError, RasterOpenError
+from rdask.errors import ForkSafetyError, RasterOpenError, first_line
 
 #: GDAL options entered around every read. The block cache is per process;
 #: reads decode whole blocks straight into the caller's buffer, so a small
@@ -140,7 +140,7 @@ class RasterSource:
                     except Exception as exc:  # noqa: BLE001 - name file and window
                         raise RasterOpenError(
                             f"cannot read {redact(f.path)} at rows {y0}:{y1}, "
-                            f"cols {x0}:{x1}: {_first_line(exc)}"
+                            f"cols {x0}:{x1}: {first_line(exc)}"
                         ) from None
                 pos += len(f.bands)
         return out
@@ -177,7 +177,7 @@ class RasterSource:
             try:
                 ds = rasterio.open(f.path)
             except Exception as exc:  # noqa: BLE001 - GDAL errors vary; report one line
-                raise RasterOpenError(f"cannot open {redact(f.path)}: {_first_line(exc)}") from None
+                raise RasterOpenError(f"cannot open {redact(f.path)}: {first_line(exc)}") from None
             cache[key] = ds
             while len(cache) > HANDLES_PER_THREAD:
                 cache.popitem(last=False)[1].close()
@@ -200,19 +200,6 @@ def redact(path: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def _first_line(exc: BaseException) -> str:
-    """The most specific one-line message in ``exc``'s chain (GDAL often
-    says only "see previous exception" at the top)."""
-    seen = exc
-    while seen is not None:
-        text = str(seen).strip().splitlines()
-        if text and "previous exception" not in text[0]:
-            return text[0]
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def close_thread_handles() -> None:
