@@ -117,7 +117,7 @@ def to_raster(
     from rdask.io.meta import raster_meta
     from rdask.io.open import recipe_of
     from rdask.io.sink import CHECKPOINT_SECONDS, check_target
-    from rdask.schedule import open_runner
+    from rdask.schedule import chunk_regions, open_runner
 
     _check_driver(driver, blocksize, overview_levels, overview_resampling)
 
@@ -184,7 +184,11 @@ def to_raster(
                 resume=resume,
                 checkpoint_seconds=CHECKPOINT_SECONDS if checkpoint_seconds is None else checkpoint_seconds,
             )
-            done[0] = sum(_area(arr.chunks, w) for w in sink.done)
+            done[0] = sum(
+                (ys.stop - ys.start) * (xs.stop - xs.start)
+                for _, ys, xs in chunk_regions(arr.chunks)
+                if (ys.start, xs.start) in sink.done
+            )
             runner.store(arr, sink, skip=sink.done, progress=progress is True and runner.client is None)
             if done[0] != total:
                 raise OutputError(f"{target}: only {done[0]} of {total} pixels were written")
@@ -252,7 +256,7 @@ def process(
     Result
     """
     from rdask.apply_kernels import apply
-    from rdask.io.open import open_raster
+    from rdask.io.open import open_raster, replan
     from rdask.io.sink import check_target
     from rdask.plan import DEFAULT_CHUNK_MB
     from rdask.schedule import parse_scheduler
@@ -266,7 +270,7 @@ def process(
         threads = parse_scheduler(scheduler, workers).workers
         per_thread = data.nbytes / 1e6 / (4 * threads)
         if per_thread < DEFAULT_CHUNK_MB:
-            data = open_raster(src, chunk_mb=max(per_thread, 0.05), tile=blocksize, gdal_options=gdal_options)
+            data = replan(data, chunk_mb=max(per_thread, 0.05), tile=blocksize)
     if isinstance(kernel, (str,)) or hasattr(kernel, "func"):
         chain = [(kernel, dict(kernel_args or {}))]
     else:
@@ -373,16 +377,6 @@ def _job_id(arr, recipe, meta, blocksize, compress, creation_options):
     opts = tokenize(arr.shape, str(arr.dtype), arr.chunks, blocksize, compress,
                     sorted((creation_options or {}).items()), crs, tuple(meta.transform), meta.nodata)
     return JobId(inp, kern, opts)
-
-
-def _area(chunks, window: tuple[int, int]) -> int:
-    """Pixels in the chunk at offset ``window`` of a ``(bands, ys, xs)`` grid."""
-    import itertools
-
-    r, c = window
-    ys = dict(zip(itertools.accumulate((0,) + chunks[1][:-1]), chunks[1], strict=True))
-    xs = dict(zip(itertools.accumulate((0,) + chunks[2][:-1]), chunks[2], strict=True))
-    return ys[r] * xs[c]
 
 
 def _as_dask(data: xr.DataArray):

@@ -109,7 +109,7 @@ class Runner:
         """
         todo = [
             (block, region)
-            for block, region in zip(arr.to_delayed(optimize_graph=True).ravel(), _regions(arr.chunks), strict=True)
+            for block, region in zip(arr.to_delayed(optimize_graph=True).ravel(), chunk_regions(arr.chunks), strict=True)
             if (region[1].start, region[2].start) not in skip
         ]
         if self.client is None:
@@ -186,7 +186,8 @@ def _write(sink: Any, encoder: Any, region: tuple[slice, ...], block: Any) -> No
     sink[region] = block if encoder is None else encoder(block, region)
 
 
-def _regions(chunks: tuple[tuple[int, ...], ...]) -> Iterator[tuple[slice, ...]]:
+def chunk_regions(chunks: tuple[tuple[int, ...], ...]) -> Iterator[tuple[slice, ...]]:
+    """The slices of every chunk of a dask ``chunks`` spec, row-major."""
     import itertools
 
     edges = []
