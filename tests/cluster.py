@@ -13,11 +13,13 @@ BIN = os.path.dirname(sys.executable)
 
 
 @contextmanager
-def dask_cluster(tmp_path, n_workers: int = 2, nthreads: int = 1):
+def dask_cluster(tmp_path, n_workers: int = 2, nthreads: int = 1, *, nanny: bool = False):
     """Start ``dask scheduler`` and ``n_workers`` ``dask worker`` processes.
 
-    Yields ``(address, procs)`` where ``procs["workers"]`` are the worker
-    processes (tests may kill them).
+    With ``nanny=False`` (``--no-nanny``) a killed worker stays dead; with
+    ``nanny=True`` a nanny restarts it. Yields ``(address, procs)`` where
+    ``procs["workers"]`` are the worker (or nanny) processes, which tests
+    may kill.
     """
     sched_file = str(tmp_path / "scheduler.json")
     env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
@@ -30,7 +32,7 @@ def dask_cluster(tmp_path, n_workers: int = 2, nthreads: int = 1):
     procs = {"scheduler": sched, "workers": []}
     try:
         deadline = time.time() + 60
-        while not os.path.exists(sched_file):
+        while not (os.path.exists(sched_file) and os.path.getsize(sched_file) > 0):
             if time.time() > deadline or sched.poll() is not None:
                 raise RuntimeError("dask scheduler did not start: " + (tmp_path / "cluster.log").read_text())
             time.sleep(0.1)
@@ -39,7 +41,7 @@ def dask_cluster(tmp_path, n_workers: int = 2, nthreads: int = 1):
         for _ in range(n_workers):
             procs["workers"].append(subprocess.Popen(
                 [os.path.join(BIN, "dask"), "worker", address, "--nthreads", str(nthreads),
-                 "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
+                 "--nanny" if nanny else "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             ))
         from distributed import Client
@@ -53,7 +55,8 @@ def dask_cluster(tmp_path, n_workers: int = 2, nthreads: int = 1):
                 p.terminate()
         for p in procs["workers"] + [sched]:
             try:
-                p.wait(10)
+                p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
         log.close()

@@ -161,54 +161,12 @@ def chunk_windows(chunks: tuple[tuple[int, ...], ...]) -> dict[tuple[int, int], 
 
 @contextlib.contextmanager
 def dask_cluster(tmp_path: Path, n_workers: int = 2, *, nanny: bool = False) -> Iterator[tuple[str, dict]]:
-    """A ``dask scheduler`` and ``n_workers`` ``dask worker`` processes.
+    """A ``dask scheduler`` and ``n_workers`` one-thread ``dask worker``
+    processes: :func:`cluster.dask_cluster`, with or without a nanny."""
+    from cluster import dask_cluster as start
 
-    ``nanny=False`` is :func:`cluster.dask_cluster` (``--no-nanny``: a killed
-    worker stays dead). ``nanny=True`` starts workers under a nanny, which
-    restarts a worker that dies. Yields ``(address, procs)``.
-    """
-    if not nanny:
-        from cluster import dask_cluster as plain
-
-        with plain(tmp_path, n_workers=n_workers) as cluster:
-            yield cluster
-        return
-    sched_file = str(tmp_path / "scheduler.json")
-    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
-    log = open(tmp_path / "cluster.log", "w")
-    sched = subprocess.Popen(
-        [os.path.join(BIN, "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-         "--no-dashboard", "--scheduler-file", sched_file],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    procs: dict = {"scheduler": sched, "workers": []}
-    try:
-        wait_until(lambda: os.path.exists(sched_file) and os.path.getsize(sched_file) > 0,
-                   "the dask scheduler", proc=sched, timeout=60)
-        time.sleep(0.2)
-        address = json.load(open(sched_file))["address"]
-        for _ in range(n_workers):
-            procs["workers"].append(subprocess.Popen(
-                [os.path.join(BIN, "dask"), "worker", address, "--nthreads", "1", "--nanny",
-                 "--no-dashboard", "--host", "127.0.0.1"],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
-            ))
-        from distributed import Client
-
-        with Client(address, timeout="30s") as c:
-            c.wait_for_workers(n_workers, timeout=90)
-        yield address, procs
-    finally:
-        for p in procs["workers"] + [sched]:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs["workers"] + [sched]:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        log.close()
+    with start(tmp_path, n_workers=n_workers, nanny=nanny) as cluster:
+        yield cluster
 
 
 # -- a full disk ----------------------------------------------------------
