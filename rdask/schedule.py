@@ -8,10 +8,15 @@ Thread and lock model:
   the hand-over to GDAL.
 * distributed (a ``Client``, ``"local[:N]"`` for a ``LocalCluster`` of N
   spawned worker processes, or a ``tcp://`` scheduler address): workers read
-  and compute; finished chunks stream back to this process, which is the
-  single writer. No lock crosses processes, a killed worker never holds the
-  file, and the output is never reopened per chunk. At most a few chunks per
-  worker thread are in flight, which bounds memory on both sides.
+  and compute, and encode the output tiles. Workers on this machine append
+  the encoded tiles to the partial file themselves (one ``O_APPEND`` write
+  per chunk, placed atomically by the kernel) and send back only their
+  offsets; remote workers send the encoded tiles, which this process writes.
+  Either way this process alone records where tiles are and commits the
+  file: no lock crosses processes, a killed worker never holds the file
+  (at worst it leaves unreferenced bytes), and the output is never
+  reopened per chunk. At most a few chunks per worker thread are in
+  flight, which bounds memory on both sides.
 """
 
 from __future__ import annotations
@@ -26,6 +31,16 @@ from typing import Any
 from rdask.errors import SchedulerError
 
 log = logging.getLogger("rdask")
+
+#: glibc settings for the worker processes of a ``local`` cluster. Every chunk
+#: allocates a few MB of pixels and tiles; with distributed's default
+#: (trim the heap above 64 KB) and glibc's mmap threshold, each such buffer is
+#: a fresh mapping, faulted in page by page and unmapped again: about a third
+#: of a worker's CPU on W4. Freed chunk buffers are reused instead.
+WORKER_MALLOC = {
+    "MALLOC_MMAP_THRESHOLD_": str(256 * 1024 * 1024),
+    "MALLOC_TRIM_THRESHOLD_": str(512 * 1024 * 1024),
+}
 
 #: Chunks in flight per worker thread on a cluster.
 INFLIGHT_PER_THREAD = 2
@@ -107,15 +122,51 @@ class Runner:
         Chunks whose ``(row, col)`` offset is in ``skip`` (already written by
         an interrupted job) are neither computed nor written.
         """
+        regions = list(chunk_regions(arr.chunks))
+        finish = None
+        if self.client is not None:
+            arr, finish = self._finish_on_workers(arr, sink)
         todo = [
             (block, region)
-            for block, region in zip(arr.to_delayed(optimize_graph=True).ravel(), chunk_regions(arr.chunks), strict=True)
+            for block, region in zip(arr.to_delayed(optimize_graph=True).ravel(), regions, strict=True)
             if (region[1].start, region[2].start) not in skip
         ]
         if self.client is None:
             self._store_local(todo, sink, progress)
         else:
-            self._store_distributed(todo, sink)
+            self._store_distributed(todo, finish)
+
+    def _finish_on_workers(self, arr: Any, sink: Any) -> tuple[Any, Any]:
+        """Extend ``arr`` with the steps workers run after the kernel; return the hand-over.
+
+        With a tile sink, workers also encode each chunk's tiles and, if they
+        run on this machine, append them to the partial file themselves
+        (:func:`~rdask.io.tilesink.append_tiles`), returning only the offsets.
+        These steps go into the array's graph as one more blockwise layer so
+        that dask fuses them with the read and the kernel: one task per chunk
+        for the scheduler, not three.
+        """
+        encoder = getattr(sink, "encoder", None)
+        if encoder is None:
+            return arr, sink.__setitem__
+        import numpy as np
+
+        direct = self._workers_share(sink.tmp)
+        one = tuple((1,) * len(c) for c in arr.chunks)
+        done = arr.map_blocks(
+            _finish_chunk,
+            encoder,
+            sink.tmp if direct else None,
+            dtype=object,
+            chunks=one,
+            meta=np.empty((0,) * arr.ndim, dtype=object),
+            name=f"rdask-finish-{arr.name}",
+        )
+
+        def hand_over(region: tuple[slice, ...], result: Any) -> None:
+            (sink.place if direct else sink.__setitem__)(region, result.item())
+
+        return done, hand_over
 
     def _store_local(self, todo: list, sink: Any, progress: bool) -> None:
         import dask
@@ -131,11 +182,16 @@ class Runner:
             )
             for block, region in todo
         ]
-        sched = "sync" if self.spec.kind == "sync" else "threads"
+        # A callable scheduler: a name would make dask import distributed
+        # (~0.1 s, ~20 MB) just to look for a default Client.
+        if self.spec.kind == "sync":
+            from dask.local import get_sync as sched
+        else:
+            from dask.threaded import get as sched
         with _progressbar(progress):
             dask.compute(writes, scheduler=sched, num_workers=self.spec.workers)
 
-    def _store_distributed(self, todo: list, sink: Any) -> None:
+    def _store_distributed(self, todo: list, finish: Any) -> None:
         from dask.delayed import Delayed
         from dask.optimization import cull
         from distributed import as_completed
@@ -156,12 +212,6 @@ class Runner:
                 block, region = next(pending)
             except StopIteration:
                 return False
-            encoder = getattr(sink, "encoder", None)
-            if encoder is not None:
-                # Workers encode; only compressed tiles travel to the writer.
-                import dask
-
-                block = dask.delayed(encoder)(block, region)
             fut = self.client.compute(block)
             where[fut.key] = region
             futures.append(fut)
@@ -174,12 +224,49 @@ class Runner:
         try:
             for fut in ac:
                 region = where.pop(fut.key)
-                sink[region] = fut.result()
+                finish(region, fut.result())
                 fut.release()
                 submit()
         finally:
             for fut in futures:
                 fut.cancel()
+
+    def _workers_share(self, path: str) -> bool:
+        """True when every worker runs on this machine and sees ``path`` as this file."""
+        if self.spec.kind == "local":
+            return True
+        try:
+            seen = self.client.run(file_identity, path)
+        except Exception:  # noqa: BLE001 - any doubt means the safe path
+            return False
+        here = file_identity(path)
+        return here is not None and bool(seen) and all(v == here for v in seen.values())
+
+
+def file_identity(path: str) -> tuple[str, int, int] | None:
+    """``(host, device, inode)`` of ``path`` as this process sees it, or None."""
+    import socket
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return socket.gethostname(), st.st_dev, st.st_ino
+
+
+def _finish_chunk(block: Any, encoder: Any, path: str | None, block_info: Any = None) -> Any:
+    """Worker side of a chunk: encode its tiles, append them if ``path``; a 1x1x1 object array."""
+    import numpy as np
+
+    region = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
+    tiles = encoder(block, region)
+    if path is not None:
+        from rdask.io.tilesink import append_tiles
+
+        tiles = append_tiles(path, tiles)
+    out = np.empty((1,) * block.ndim, dtype=object)
+    out.reshape(-1)[0] = tiles
+    return out
 
 
 def _write(sink: Any, encoder: Any, region: tuple[slice, ...], block: Any) -> None:
@@ -215,33 +302,45 @@ def _progressbar(enabled: bool) -> Iterator[None]:
 def open_runner(scheduler: Any = "threads", workers: int | None = None) -> Iterator[Runner]:
     """Yield a :class:`Runner`, starting and stopping a cluster if asked to."""
     spec = parse_scheduler(scheduler, workers)
+    if spec.kind == "client":
+        yield Runner(spec, spec.target)
+        return
     if not spec.distributed:
         yield Runner(spec)
         return
+    from distributed import Client
+
+    if spec.kind == "local":
+        with start_local_cluster(spec.workers) as cluster, Client(cluster) as client:
+            yield Runner(spec, client)
+        return
+    try:
+        client = Client(spec.target, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise SchedulerError(f"cannot reach dask scheduler {spec.target}: {exc}") from None
+    with client:
+        yield Runner(spec, client)
+
+
+def start_local_cluster(workers: int) -> Any:
+    """Start a ``LocalCluster`` of ``workers`` spawned single-threaded worker processes."""
     import dask
     import distributed  # noqa: F401 - loads its config defaults before we override one
+    from distributed import LocalCluster
 
-    # Workers are spawned, never forked after GDAL is loaded in this process.
-    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
-        if spec.kind == "client":
-            yield Runner(spec, spec.target)
-            return
-        from distributed import Client, LocalCluster
-
-        if spec.kind == "local":
-            cluster = LocalCluster(
-                n_workers=spec.workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",
-                silence_logs=logging.ERROR,
-            )
-            with cluster, Client(cluster) as client:
-                yield Runner(spec, client)
-            return
-        try:
-            client = Client(spec.target, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise SchedulerError(f"cannot reach dask scheduler {spec.target}: {exc}") from None
-        with client:
-            yield Runner(spec, client)
+    # Workers are spawned, never forked after GDAL is loaded in this process,
+    # and get the allocator settings the CLI gives itself (WORKER_MALLOC)
+    # instead of distributed's aggressive trimming.
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC}
+    settings = {
+        "distributed.worker.multiprocessing-method": "spawn",
+        "distributed.nanny.pre-spawn-environ": environ,
+    }
+    with dask.config.set(settings):
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        )

@@ -62,16 +62,9 @@ class TileSink(RasterSink):
             raise
 
     def __setitem__(self, key: tuple[slice, slice, slice], tiles: list[tuple[int, bytes]]) -> None:
-        _, ysl, xsl = key
-        y0, y1, _ = ysl.indices(self.shape[1])
-        x0, x1, _ = xsl.indices(self.shape[2])
         total = sum(len(b) for _, b in tiles)
         with self._lock:
-            if self._closed:
-                raise OutputError(f"{self.target}: write after the job was stopped")
-            if (y0, x0) in self._written:
-                raise RuntimeError(f"rdask bug: window rows {y0}:{y1} cols {x0}:{x1} written twice")
-            self._written.add((y0, x0))
+            self._claim(key)
             start = self._end
             self._end += total
         placed = []
@@ -85,6 +78,27 @@ class TileSink(RasterSink):
                 at += len(data)
         except OSError as exc:
             raise OutputError(f"cannot write {self.target}: {exc.strerror}") from None
+        self._record(key, placed)
+
+    def place(self, key: tuple[slice, slice, slice], placed: list[tuple[int, int, int]]) -> None:
+        """Record tiles another process appended with :func:`append_tiles`."""
+        with self._lock:
+            self._claim(key)
+        self._record(key, placed)
+
+    def _claim(self, key: tuple[slice, slice, slice]) -> None:
+        # Called with the lock held.
+        if self._closed:
+            raise OutputError(f"{self.target}: write after the job was stopped")
+        y0, x0 = key[1].indices(self.shape[1])[0], key[2].indices(self.shape[2])[0]
+        if (y0, x0) in self._written:
+            raise RuntimeError(f"rdask bug: window at row {y0} col {x0} written twice")
+        self._written.add((y0, x0))
+
+    def _record(self, key: tuple[slice, slice, slice], placed: list[tuple[int, int, int]]) -> None:
+        _, ysl, xsl = key
+        y0, y1, _ = ysl.indices(self.shape[1])
+        x0, x1, _ = xsl.indices(self.shape[2])
         with self._lock:
             if self._closed:
                 raise OutputError(f"{self.target}: write after the job was stopped")
@@ -117,6 +131,34 @@ class TileSink(RasterSink):
         if keep_partial:
             self.journal.sync()
         return keep_partial
+
+
+def append_tiles(path: str, tiles: list[tuple[int, bytes]]) -> list[tuple[int, int, int]]:
+    """Append a chunk's encoded tiles to ``path``; return ``(index, offset, size)``.
+
+    For worker processes on the writer's machine: one ``O_APPEND`` write is
+    placed atomically at the end of the file by the kernel, so processes
+    need no lock between them and the tiles never travel to the writer;
+    only their offsets do (recorded with :meth:`TileSink.place`).
+    """
+    data = b"".join(b for _, b in tiles)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            written = os.write(fd, data) if data else 0
+            end = os.lseek(fd, 0, os.SEEK_CUR)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    if written != len(data):
+        # A short append cannot be continued atomically: the space ran out.
+        raise OutputError(f"cannot write {path}: only {written} of {len(data)} bytes fit")
+    placed, at = [], end - len(data)
+    for index, blob in tiles:
+        placed.append((index, at, len(blob)))
+        at += len(blob)
+    return placed
 
 
 class _IndexLocation:

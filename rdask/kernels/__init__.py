@@ -120,6 +120,7 @@ def _load_module(ref: str, where: str) -> ModuleType:
     if spec is None or spec.loader is None:
         raise KernelError(f"kernel {ref!r}: cannot load {where} as a Python module")
     module = importlib.util.module_from_spec(spec)
+    module.__rdask_file__ = True  # not importable by name in other processes
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)

@@ -16,11 +16,13 @@ argument.  This module imports nothing from xarray, dask or rasterio.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
+import sys
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -53,6 +55,18 @@ class Kernel:
     keeps_bands: bool
     doc: str = field(default="", repr=False, compare=False)
     token: str = ""
+
+    def __reduce_ex__(self, protocol: int) -> Any:
+        # numba pickles a dispatcher as its Python function and rebuilds a
+        # new dispatcher without the on-disk cache, so every worker process
+        # would compile the kernel from scratch (~4 s for reverse-bands).
+        # A kernel from an importable module travels as a reference instead:
+        # the worker imports the module and gets its cached dispatcher.
+        where = _module_ref(self.func)
+        if where is None:
+            return super().__reduce_ex__(protocol)
+        state = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "func"}
+        return (_rebuild_kernel, (*where, state))
 
     def __dask_tokenize__(self) -> tuple:
         # Equal kernels must give equal graph keys; the function object itself
@@ -157,6 +171,28 @@ class Kernel:
             raise KernelOutputError(
                 f"kernel {self.name!r} returned dtype {out.dtype}{at}, expected {want_dtype}"
             )
+
+
+def _module_ref(func: Callable) -> tuple[str, str] | None:
+    """``(module, attribute)`` under which another process finds ``func``, or None."""
+    module_name = getattr(func, "__module__", None)
+    attr = getattr(func, "__name__", None)
+    module = sys.modules.get(module_name or "")
+    # __main__ and rdask's modules made from .py files cannot be imported by
+    # name elsewhere; they keep numba's own pickling (by value).
+    if module is None or attr is None or module_name == "__main__" or getattr(
+        module, "__rdask_file__", False
+    ):
+        return None
+    obj = getattr(module, attr, None)
+    if obj is func or (isinstance(obj, Kernel) and obj.func is func):
+        return module_name, attr
+    return None
+
+
+def _rebuild_kernel(module_name: str, attr: str, state: dict[str, Any]) -> Kernel:
+    obj = getattr(importlib.import_module(module_name), attr)
+    return Kernel(func=obj.func if isinstance(obj, Kernel) else obj, **state)
 
 
 def kernel(

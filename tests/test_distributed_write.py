@@ -1,0 +1,163 @@
+"""How chunks reach the output on a cluster: tiles encoded on workers, appended
+by workers on this machine or sent to this process, and kernels that travel
+by reference so workers use numba's on-disk cache."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import rasterio
+import tifffile
+from rasters import read, synthetic, write
+
+import rdask
+from rdask.io.tilesink import append_tiles
+from rdask.schedule import Runner, WORKER_MALLOC, open_runner
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dwrite")
+    data = synthetic((3, 900, 700), "uint16", nodata=0, seed=3)
+    src = write(tmp / "in.tif", data, block=(128, 128), nodata=0)
+    return tmp, src, data
+
+
+def tile_extents(path: str) -> list[tuple[int, int]]:
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        return sorted(zip(page.dataoffsets, page.databytecounts, strict=True))
+
+
+def check_layout(path: str) -> None:
+    """Every tile is present, and no two tiles share a byte."""
+    extents = tile_extents(path)
+    assert all(size > 0 for _, size in extents)
+    for (a, an), (b, _) in zip(extents, extents[1:], strict=False):
+        assert a + an <= b, f"tiles at {a} (+{an}) and {b} overlap"
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["workers-append", "client-writes"])
+def test_local_cluster_tile_paths(job, monkeypatch, direct):
+    """Both hand-overs give the threaded scheduler's pixels and a sound layout."""
+    tmp, src, data = job
+    reference = str(tmp / f"threads-{direct}.tif")
+    rdask.process(src, reference, "reverse-bands", scheduler="threads", workers=2, chunk_mb=0.3,
+                  blocksize=128)
+    calls = []
+    real = Runner._workers_share
+
+    def spy(self, path):
+        calls.append(real(self, path))
+        return direct
+
+    monkeypatch.setattr(Runner, "_workers_share", spy)
+    dst = str(tmp / f"local-{direct}.tif")
+    rdask.process(src, dst, "reverse-bands", scheduler="local:2", chunk_mb=0.3, blocksize=128)
+    assert calls == [True]  # a local cluster's workers do share this machine's files
+    assert np.array_equal(read(dst), data[::-1])
+    assert np.array_equal(read(dst), read(reference))
+    with rasterio.open(dst) as ds, rasterio.open(reference) as ref:
+        assert ds.profile == ref.profile
+    check_layout(dst)
+
+
+def test_separate_process_workers_on_this_machine_append(job, tmp_path):
+    """A scheduler address whose workers see the same file: they append directly."""
+    from cluster import dask_cluster
+
+    tmp, src, data = job
+    with dask_cluster(tmp_path, n_workers=2) as (address, _):
+        with open_runner(address) as runner:
+            probe = tmp_path / "probe"
+            probe.write_bytes(b"x")
+            assert runner._workers_share(str(probe))
+            assert not runner._workers_share(str(tmp_path / "absent"))
+        dst = str(tmp / "address.tif")
+        rdask.process(src, dst, "reverse-bands", scheduler=address, chunk_mb=0.3, blocksize=128)
+    assert np.array_equal(read(dst), data[::-1])
+    check_layout(dst)
+
+
+def test_local_cluster_workers_keep_freed_chunk_memory(job):
+    with open_runner("local:2") as runner:
+        seen = runner.client.run(lambda: {k: os.environ.get(k) for k in WORKER_MALLOC})
+    assert list(seen.values()) == [WORKER_MALLOC] * 2
+
+
+def _append_many(path: str, seed: int, count: int, queue) -> None:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        tiles = [(seed * 10_000 + i * 10 + k, rng.bytes(int(rng.integers(1, 5000))))
+                 for k in range(int(rng.integers(1, 4)))]
+        for (index, offset, size), (_, data) in zip(append_tiles(path, tiles), tiles, strict=True):
+            out.append((index, offset, size, data))
+    queue.put(out)
+
+
+def test_concurrent_appends_from_processes_never_interleave(tmp_path):
+    """Four processes append at once; every tile reads back exactly where reported."""
+    path = tmp_path / "tiles.bin"
+    path.write_bytes(b"header")
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_append_many, args=(str(path), s, 150, queue)) for s in range(4)]
+    for p in procs:
+        p.start()
+    placed = [t for _ in procs for t in queue.get(timeout=120)]
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    blob = path.read_bytes()
+    assert blob[:6] == b"header"
+    extents = sorted((off, size) for _, off, size, _ in placed)
+    assert extents[0][0] == 6
+    for (a, an), (b, _) in zip(extents, extents[1:], strict=False):
+        assert a + an == b  # back to back: no overlap, no gap
+    assert extents[-1][0] + extents[-1][1] == len(blob)
+    for _, off, size, data in placed:
+        assert blob[off : off + size] == data
+
+
+def test_append_to_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(rdask.OutputError, match="cannot write .*gone.tif"):
+        append_tiles(str(tmp_path / "gone.tif"), [(0, b"abc")])
+
+
+def test_builtin_kernel_unpickles_as_the_cached_module_kernel():
+    """Another process gets the module's own dispatcher, with numba's disk cache."""
+    k = rdask.get_kernel("reverse-bands")
+    blob = pickle.dumps(k)
+    code = textwrap.dedent("""
+        import pickle, sys
+        k = pickle.loads(sys.stdin.buffer.read())
+        from rdask.kernels import bands
+        print(k.func is bands.reverse_bands.func, type(k.func._cache).__name__, k.name)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, check=True)
+    assert out.stdout.decode().split() == ["True", "FunctionCache", "reverse-bands"]
+    assert pickle.loads(blob) == k
+
+
+def test_file_kernel_runs_on_a_local_cluster(job, tmp_path):
+    """Kernels from .py files are not importable by name: they travel by value."""
+    tmp, src, data = job
+    kfile = tmp_path / "mykernel.py"
+    kfile.write_text(textwrap.dedent("""
+        import numba, numpy as np
+
+        @numba.njit(nogil=True)
+        def double(block):
+            return block * np.uint16(2)
+    """))
+    dst = str(tmp_path / "double.tif")
+    rdask.process(src, dst, f"{kfile}:double", scheduler="local:2", chunk_mb=0.3, blocksize=128)
+    assert np.array_equal(read(dst), data * np.uint16(2))
