@@ -19,7 +19,7 @@ from rasters import read, synthetic, write
 
 import rdask
 from rdask.io.tilesink import append_tiles
-from rdask.schedule import Runner, WORKER_MALLOC, open_runner
+from rdask.schedule import WORKER_MALLOC, Runner, open_runner
 
 
 @pytest.fixture(scope="module")
