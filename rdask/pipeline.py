@@ -7,6 +7,7 @@ the notebooks use.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -184,6 +185,8 @@ def to_raster(
                 resume=resume,
                 checkpoint_seconds=CHECKPOINT_SECONDS if checkpoint_seconds is None else checkpoint_seconds,
             )
+            if finalize is not None:
+                finalize.tap(sink, arr)
             done[0] = sum(
                 (ys.stop - ys.start) * (xs.stop - xs.start)
                 for _, ys, xs in chunk_regions(arr.chunks)
@@ -196,6 +199,8 @@ def to_raster(
             if report is not progress:
                 report.close()
         except BaseException as exc:
+            if finalize is not None:
+                finalize.discard()
             if sink is not None and sink.abort(keep_partial=resume):
                 exc.add_note(f"partial output kept for --resume: {sink.tmp}")
             raise
@@ -338,29 +343,66 @@ def _cog_finalizer(driver, blocksize, levels, resampling, runner, *, compress, c
     and re-lays the finished partial file out as a COG."""
     if driver.upper() == "GTIFF":
         return None
-    from rdask.io.cog import assemble_cog, build_overviews, overview_factors
-    from rdask.io.overviews import nearest_levels
+    return _CogFinish(blocksize, levels, resampling, runner, compress, dict(creation_options or {}),
+                      has_mask, chunk_mb)
 
-    def finalize(partial: str, out: str) -> None:
+
+class _CogFinish:
+    """Overviews and COG layout for a finished partial GeoTIFF."""
+
+    def __init__(self, blocksize, levels, resampling, runner, compress, creation_options, has_mask,
+                 chunk_mb):
+        self.blocksize, self.levels, self.resampling, self.runner = blocksize, levels, resampling, runner
+        self.compress, self.creation_options = compress, creation_options
+        self.has_mask, self.chunk_mb = has_mask, chunk_mb
+        self.scratch = None  # LevelPieces of an in-pass level 1
+
+    def tap(self, sink, arr) -> None:
+        """Let the main pass make level 1 (nearest, tile sink, fresh job, shared files)."""
+        from rdask.io.cog import overview_factors
+        from rdask.io.overviews import LevelPieces, LevelTap
+
+        encoder = getattr(sink, "encoder", None)
+        if (
+            self.resampling != "nearest" or self.has_mask or encoder is None or sink.done
+            or not overview_factors(arr.shape[1], arr.shape[2], self.blocksize, self.levels)
+            or not self.runner.shares_files(sink.tmp)
+        ):
+            return
+        self.scratch = LevelPieces.create(sink.tmp, arr.shape, arr.chunks, sink.dtype)
+        sink.encoder = LevelTap(encoder, self.scratch, arr.shape[1:])
+
+    def discard(self) -> None:
+        if self.scratch is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.scratch.path)
+            self.scratch = None
+
+    def __call__(self, partial: str, out: str) -> None:
         import rasterio
 
-        with rasterio.open(partial) as ds:
-            factors = overview_factors(ds.height, ds.width, blocksize, levels)
-        if resampling == "nearest" and not has_mask:
-            # rdask's own level pass: each tile decoded once, in parallel.
-            files = nearest_levels(partial, factors, blocksize=blocksize, compress=compress,
-                                   creation_options=dict(creation_options or {}), runner=runner,
-                                   chunk_mb=chunk_mb)
-            try:
-                assemble_cog(partial, out, files)
-            finally:
-                for f in files:
-                    os.unlink(f)
-        else:
-            build_overviews(partial, factors, resampling, blocksize, runner.threads)
-            assemble_cog(partial, out)
+        from rdask.io.cog import assemble_cog, build_overviews, overview_factors
+        from rdask.io.overviews import nearest_levels
 
-    return finalize
+        try:
+            with rasterio.open(partial) as ds:
+                factors = overview_factors(ds.height, ds.width, self.blocksize, self.levels)
+            if self.resampling == "nearest" and not self.has_mask:
+                # rdask's own level pass: each tile decoded once, in parallel.
+                files = nearest_levels(partial, factors, blocksize=self.blocksize, compress=self.compress,
+                                       creation_options=self.creation_options, runner=self.runner,
+                                       chunk_mb=self.chunk_mb, level1=self.scratch)
+                self.discard()
+                try:
+                    assemble_cog(partial, out, files)
+                finally:
+                    for f in files:
+                        os.unlink(f)
+            else:
+                build_overviews(partial, factors, self.resampling, self.blocksize, self.runner.threads)
+                assemble_cog(partial, out)
+        finally:
+            self.discard()
 
 
 def _job_id(arr, recipe, meta, blocksize, compress, creation_options):

@@ -231,6 +231,10 @@ class Runner:
             for fut in futures:
                 fut.cancel()
 
+    def shares_files(self, path: str) -> bool:
+        """True when every task of this runner sees ``path`` as this process does."""
+        return self.client is None or self._workers_share(path)
+
     def _workers_share(self, path: str) -> bool:
         """True when every worker runs on this machine and sees ``path`` as this file."""
         if self.spec.kind == "local":

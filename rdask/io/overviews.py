@@ -5,9 +5,16 @@ through its block cache and, for pixel-interleaved files, ends up decoding
 tiles several times; on a 2-core machine it costs about as much CPU as the
 kernel pass. For ``nearest`` rdask builds each level with its own pipeline
 instead: chunks of the level are read (each source tile decoded once, in
-parallel), picked, and written through the same sink (GDAL compression
-threads), one single-image GeoTIFF per level, which ``cog.assemble_cog``
-then copies into place.
+parallel), picked, encoded in the same tasks and written through the same
+sink as the main pass, one single-image GeoTIFF per level, which
+``cog.assemble_cog`` then copies into place.
+
+When the main pass can write beside the output (threads, or workers on this
+machine) and is not a resumed job, level 1 does not even need the
+full-resolution file read back: each chunk's compute task drops its level-1
+picks into an uncompressed scratch file (:class:`LevelTap`), and level 1 is
+encoded from there. A nearest pick needs no neighbours, so every level-1
+pixel comes from exactly one chunk, wherever the seams fall.
 
 The pick is GDAL's, so the pixels are identical: level ``k`` is made from
 level ``k - 1`` (size ``n_prev``) at size ``n = ceil(n_prev / 2)`` and its
@@ -20,6 +27,8 @@ picks span, wherever the seams fall.
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +44,81 @@ def picks(n_prev: int, n: int, start: int, stop: int) -> np.ndarray:
     return np.minimum(idx, n_prev - 1)
 
 
+@dataclass(frozen=True)
+class LevelPieces:
+    """Where each main-pass chunk's level-1 picks go in the scratch file.
+
+    Chunk ``(a, b)`` of the main pass holds the level-1 rows ``rows[a]:rows[a+1]``
+    and columns ``cols[b]:cols[b+1]`` (a nearest pick needs no neighbours);
+    its piece is stored contiguously, band-sequential, at ``offset(a, b)``,
+    so a chunk writes it with one ``pwrite`` and level 1 reads it with one
+    ``pread``.
+    """
+
+    path: str
+    y_edges: tuple[int, ...]  # main-pass chunk row edges, full resolution
+    x_edges: tuple[int, ...]
+    rows: tuple[int, ...]  # the same edges in level-1 rows
+    cols: tuple[int, ...]
+    bands: int
+    dtype: str
+
+    @classmethod
+    def create(cls, partial: str, shape: tuple[int, int, int], chunks: tuple, dtype: Any) -> LevelPieces:
+        """Plan the pieces for a main pass of ``shape`` and ``chunks``; create the file."""
+        bands, h, w = shape
+        y_edges = tuple(int(v) for v in np.cumsum((0, *chunks[1])))
+        x_edges = tuple(int(v) for v in np.cumsum((0, *chunks[2])))
+        rows = np.searchsorted(picks(h, math.ceil(h / 2), 0, math.ceil(h / 2)), y_edges)
+        cols = np.searchsorted(picks(w, math.ceil(w / 2), 0, math.ceil(w / 2)), x_edges)
+        pieces = cls(f"{partial}.ovr1.raw", y_edges, x_edges, tuple(int(v) for v in rows),
+                     tuple(int(v) for v in cols), bands, str(np.dtype(dtype)))
+        with open(pieces.path, "wb") as fh:
+            fh.truncate(pieces.offset(len(y_edges) - 1, 0))
+        return pieces
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows[-1], self.cols[-1]
+
+    def offset(self, a: int, b: int) -> int:
+        """Byte offset of piece ``(a, b)`` (``a`` may be one past the last row: the file size)."""
+        width, item = self.cols[-1], np.dtype(self.dtype).itemsize
+        above = self.rows[a] * width * self.bands * item
+        return above + (self.rows[a + 1] - self.rows[a]) * self.cols[b] * self.bands * item if b else above
+
+    def piece_shape(self, a: int, b: int) -> tuple[int, int, int]:
+        return self.bands, self.rows[a + 1] - self.rows[a], self.cols[b + 1] - self.cols[b]
+
+
+@dataclass(frozen=True)
+class LevelTap:
+    """A tile encoder that also stores each chunk's level-1 nearest picks."""
+
+    encoder: Any
+    pieces: LevelPieces
+    full: tuple[int, int]
+
+    def __call__(self, block: np.ndarray, region: tuple[slice, slice, slice]) -> list:
+        p = self.pieces
+        _, ysl, xsl = region
+        a, b = p.y_edges.index(ysl.start), p.x_edges.index(xsl.start)
+        _, nr, nc = p.piece_shape(a, b)
+        if nr and nc:
+            rows = picks(self.full[0], p.shape[0], p.rows[a], p.rows[a + 1]) - ysl.start
+            cols = picks(self.full[1], p.shape[1], p.cols[b], p.cols[b + 1]) - xsl.start
+            piece = np.ascontiguousarray(block[:, _index(rows)][:, :, _index(cols)], dtype=p.dtype)
+            fd = os.open(p.path, os.O_WRONLY)
+            try:
+                data, at = memoryview(piece).cast("B"), p.offset(a, b)
+                while data:
+                    n = os.pwrite(fd, data, at)
+                    data, at = data[n:], at + n
+            finally:
+                os.close(fd)
+        return self.encoder(block, region)
+
+
 def nearest_levels(
     partial: str,
     factors: list[int],
@@ -44,11 +128,21 @@ def nearest_levels(
     creation_options: dict[str, Any] | None,
     runner: Any,
     chunk_mb: float = 4.0,
+    level1: LevelPieces | None = None,
 ) -> list[str]:
-    """Write one GeoTIFF per overview level beside ``partial``; return their paths."""
+    """Write one GeoTIFF per overview level beside ``partial``; return their paths.
+
+    ``level1`` describes the scratch file a :class:`LevelTap` filled during
+    the main pass; without it level 1 is picked from ``partial``.
+    """
+    from functools import partial as partial_fn
+
     import rasterio
 
     from rdask.io.sink import RasterSink
+    from rdask.io.sink import creation_options as build
+    from rdask.io.tiles import encoder_for
+    from rdask.io.tilesink import TileSink
 
     paths: list[str] = []
     prev = partial
@@ -60,9 +154,14 @@ def nearest_levels(
         source = RasterSource(
             files=(_file(prev, count),), height=h_prev, width=w_prev, dtype=dtype
         )
-        arr = _level_array(source, (h, w), count, dtype, blocksize, chunk_mb)
+        if level == 1 and level1 is not None:
+            arr = _scratch_array(level1, blocksize, chunk_mb)
+        else:
+            arr = _level_array(source, (h, w), count, dtype, blocksize, chunk_mb)
         out = f"{partial}.ovr{level}.tif"
-        sink = RasterSink(
+        # Encoded in the picking tasks, like the main pass, when rdask can.
+        encoder = encoder_for(build(dtype, blocksize, compress, creation_options), dtype, count, w, blocksize)
+        sink = (RasterSink if encoder is None else partial_fn(TileSink, encoder=encoder))(
             out, (count, h, w), dtype, meta, blocksize=blocksize, compress=compress,
             creation_options=creation_options, threads=runner.threads, overwrite=True,
         )
@@ -104,12 +203,53 @@ def _level_array(source: RasterSource, shape: tuple[int, int], count: int, dtype
     )
 
 
+def _scratch_array(pieces: LevelPieces, blocksize: int, chunk_mb: float):
+    """Level 1 from the scratch file: one task per piece, rechunked to whole output tiles."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    from rdask.plan import plan_chunks
+
+    p = pieces
+    chunks = ((p.bands,), tuple(np.diff(p.rows).tolist()), tuple(np.diff(p.cols).tolist()))
+    arr = da.map_blocks(
+        _scratch_block,
+        pieces=p,
+        chunks=chunks,
+        dtype=np.dtype(p.dtype),
+        meta=np.empty((0, 0, 0), dtype=p.dtype),
+        name="rdask-level1-" + tokenize(p, os.stat(p.path).st_mtime_ns),
+    )
+    plan = plan_chunks(p.shape, p.bands, p.dtype, (blocksize, blocksize), chunk_mb=chunk_mb, tile=blocksize)
+    return arr.rechunk(plan.chunks)
+
+
+def _scratch_block(pieces: LevelPieces, block_info: Any = None) -> np.ndarray:
+    _, a, b = block_info[None]["chunk-location"]
+    shape = pieces.piece_shape(a, b)
+    size = int(np.prod(shape)) * np.dtype(pieces.dtype).itemsize
+    with open(pieces.path, "rb") as fh:
+        data = os.pread(fh.fileno(), size, pieces.offset(a, b))
+    if len(data) != size:
+        raise OSError(0, f"{pieces.path}: level-1 scratch file is short")
+    return np.frombuffer(data, dtype=pieces.dtype).reshape(shape)
+
+
 def _pick_block(source: RasterSource, shape: tuple[int, int], block_info: Any = None) -> np.ndarray:
     (_, _), (y0, y1), (x0, x1) = block_info[None]["array-location"]
     rows = picks(source.height, shape[0], y0, y1)
     cols = picks(source.width, shape[1], x0, x1)
     window = source.read(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
-    return np.ascontiguousarray(window[:, rows - rows[0]][:, :, cols - cols[0]])
+    return np.ascontiguousarray(window[:, _index(rows - rows[0])][:, :, _index(cols - cols[0])])
+
+
+def _index(idx: np.ndarray) -> slice | np.ndarray:
+    """``idx`` as a slice when it is a plain stride (every even-sized level):
+    a strided view costs nothing, a fancy-index gather about 25x more."""
+    step = int(idx[1] - idx[0]) if len(idx) > 1 else 1
+    if step > 0 and np.array_equal(idx, idx[0] + step * np.arange(len(idx))):
+        return slice(int(idx[0]), int(idx[-1]) + 1, step)
+    return idx
 
 
 def _unlink(path: str) -> None:
