@@ -164,6 +164,7 @@ def nearest_levels(
         sink = (RasterSink if encoder is None else partial_fn(TileSink, encoder=encoder))(
             out, (count, h, w), dtype, meta, blocksize=blocksize, compress=compress,
             creation_options=creation_options, threads=runner.threads, overwrite=True,
+            durable=False,  # copied into the COG, which is synced
         )
         try:
             runner.store(arr, sink)

@@ -150,6 +150,8 @@ class RasterSink:
         Continue the partial output of an interrupted identical job, if any.
     checkpoint_seconds
         Seconds between checkpoints.
+    durable
+        ``fsync`` the file before it is published (off for scratch files).
     """
 
     def __init__(
@@ -168,6 +170,7 @@ class RasterSink:
         job: JobId | None = None,
         resume: bool = False,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
+        durable: bool = True,
     ) -> None:
         if blocksize % 16:
             raise ValueError(f"blocksize must be a multiple of 16, got {blocksize}")
@@ -181,6 +184,7 @@ class RasterSink:
         self.on_write = on_write
         self.threads = max(1, int(threads))
         self.checkpoint_seconds = checkpoint_seconds
+        self.durable = durable
         self._lock = threading.Lock()
         self._written: set[tuple[int, int]] = set()
         self._pending: list[tuple[int, int]] = []
@@ -337,6 +341,9 @@ class RasterSink:
         """
         with self._lock:
             self._closed = True
+            # A partial file that a finalizer turns into another file need
+            # not reach the disk itself; the file it becomes is synced.
+            self.durable = self.durable and finalize is None
             try:
                 self._close_dataset()
                 problem = self._verify()

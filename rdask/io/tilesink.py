@@ -117,7 +117,8 @@ class TileSink(RasterSink):
             return
         try:
             self._index.write(self._fd, self._offsets, self._counts)
-            os.fsync(self._fd)
+            if self.durable:
+                os.fsync(self._fd)
         except OSError as exc:
             raise OutputError(f"cannot finish {self.target}: {exc.strerror}") from None
         finally:
