@@ -315,7 +315,7 @@ def open_runner(scheduler: Any = "threads", workers: int | None = None) -> Itera
     from distributed import Client
 
     if spec.kind == "local":
-        with start_local_cluster(spec.workers) as cluster, Client(cluster) as client:
+        with local_cluster(spec.workers) as cluster, Client(cluster) as client:
             yield Runner(spec, client)
         return
     try:
@@ -326,8 +326,9 @@ def open_runner(scheduler: Any = "threads", workers: int | None = None) -> Itera
         yield Runner(spec, client)
 
 
-def start_local_cluster(workers: int) -> Any:
-    """Start a ``LocalCluster`` of ``workers`` spawned single-threaded worker processes."""
+@contextlib.contextmanager
+def local_cluster(workers: int) -> Iterator[Any]:
+    """A ``LocalCluster`` of ``workers`` spawned single-threaded worker processes."""
     import dask
     import distributed  # noqa: F401 - loads its config defaults before we override one
     from distributed import LocalCluster
@@ -340,11 +341,13 @@ def start_local_cluster(workers: int) -> Any:
         "distributed.worker.multiprocessing-method": "spawn",
         "distributed.nanny.pre-spawn-environ": environ,
     }
-    with dask.config.set(settings):
-        return LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=logging.ERROR,
-        )
+    # Kept for the cluster's lifetime: a nanny restarting a dead worker
+    # reads the method again.
+    with dask.config.set(settings), LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        silence_logs=logging.ERROR,
+    ) as cluster:
+        yield cluster
