@@ -362,6 +362,9 @@ class _CogFinish:
         from rdask.io.cog import overview_factors
         from rdask.io.overviews import LevelPieces, LevelTap
 
+        # A scratch file left by a killed job is stale either way.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(LevelPieces.path_for(sink.tmp))
         encoder = getattr(sink, "encoder", None)
         if (
             self.resampling != "nearest" or self.has_mask or encoder is None or sink.done

@@ -167,3 +167,44 @@ def test_level1_made_in_the_main_pass_equals_level1_read_back(tmp_path, monkeypa
         assert first == c.read()
     assert cog_validate(tapped, quiet=True)[0]
     assert sorted(os.listdir(tmp_path)) == ["cluster.tif", "in.tif", "read-back.tif", "tapped.tif"]
+
+
+def test_cog_resume_completes_with_the_same_bytes(tmp_path):
+    """A COG job that fails part-way resumes (level 1 then read back from the
+    finished file) to the same bytes as an uninterrupted job (level 1 made in
+    the kernel pass), leaving no scratch or level files behind."""
+    data = synthetic((3, 1001, 999), "uint16", nodata=0, seed=7)
+    src = write(tmp_path / "in.tif", data, block=(64, 64), nodata=0)
+    flag = tmp_path / "fail-now"
+    kfile = tmp_path / "flaky.py"
+    kfile.write_text(
+        "import os\nimport rdask\ncalls = [0]\n\n"
+        "def _flaky(block):\n"
+        f"    if os.path.exists({str(flag)!r}):\n"
+        "        calls[0] += 1\n"
+        "        if calls[0] > 6:\n"
+        "            raise ValueError('injected failure')\n"
+        "    return block[::-1].copy()\n\n"
+        "flaky = rdask.kernel(_flaky, name='flaky', allow_gil=True)\n"
+    )
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    kw = dict(chunk_mb=0.1, blocksize=64, driver="COG", workers=2)
+    clean = str(outdir / "clean.tif")
+    with pytest.warns(RuntimeWarning, match="holds the GIL"):
+        rdask.process(src, clean, f"{kfile}:flaky", **kw)
+    flag.touch()
+    resumed = outdir / "resumed.tif"
+    with pytest.raises(rdask.KernelError, match="injected failure"):
+        rdask.process(src, resumed, f"{kfile}:flaky", resume=True, **kw)
+    assert not resumed.exists()
+    left = sorted(os.listdir(outdir))
+    assert left == [f".{resumed.name}.rdask-journal", f".{resumed.name}.rdask-partial", "clean.tif"]
+    flag.unlink()
+    written: list[int] = []
+    result = rdask.process(src, resumed, f"{kfile}:flaky", resume=True,
+                           progress=lambda done, _total: written.append(done), **kw)
+    assert 0 < len(written) < result.chunks  # only the missing chunks ran
+    assert resumed.read_bytes() == open(clean, "rb").read()
+    assert cog_validate(str(resumed), quiet=True)[0]
+    assert sorted(os.listdir(outdir)) == ["clean.tif", "resumed.tif"]

@@ -71,11 +71,15 @@ class LevelPieces:
         x_edges = tuple(int(v) for v in np.cumsum((0, *chunks[2])))
         rows = np.searchsorted(picks(h, math.ceil(h / 2), 0, math.ceil(h / 2)), y_edges)
         cols = np.searchsorted(picks(w, math.ceil(w / 2), 0, math.ceil(w / 2)), x_edges)
-        pieces = cls(f"{partial}.ovr1.raw", y_edges, x_edges, tuple(int(v) for v in rows),
+        pieces = cls(cls.path_for(partial), y_edges, x_edges, tuple(int(v) for v in rows),
                      tuple(int(v) for v in cols), bands, str(np.dtype(dtype)))
         with open(pieces.path, "wb") as fh:
             fh.truncate(pieces.offset(len(y_edges) - 1, 0))
         return pieces
+
+    @staticmethod
+    def path_for(partial: str) -> str:
+        return f"{partial}.ovr1.raw"
 
     @property
     def shape(self) -> tuple[int, int]:
