@@ -373,7 +373,7 @@ class _CogFinish:
         ):
             return
         self.scratch = LevelPieces.create(sink.tmp, arr.shape, arr.chunks, sink.dtype)
-        sink.encoder = LevelTap(encoder, self.scratch, arr.shape[1:])
+        sink.encoder = LevelTap(encoder, self.scratch)
 
     def discard(self) -> None:
         if self.scratch is not None:

@@ -94,6 +94,32 @@ class LevelPieces:
     def piece_shape(self, a: int, b: int) -> tuple[int, int, int]:
         return self.bands, self.rows[a + 1] - self.rows[a], self.cols[b + 1] - self.cols[b]
 
+    def write(self, a: int, b: int, block: np.ndarray) -> None:
+        """Pick piece ``(a, b)`` from main-pass chunk ``(a, b)`` and store it."""
+        _, nr, nc = self.piece_shape(a, b)
+        if not (nr and nc):
+            return
+        rows = picks(self.y_edges[-1], self.shape[0], self.rows[a], self.rows[a + 1]) - self.y_edges[a]
+        cols = picks(self.x_edges[-1], self.shape[1], self.cols[b], self.cols[b + 1]) - self.x_edges[b]
+        piece = np.ascontiguousarray(_take(block, rows, cols), dtype=self.dtype)
+        from rdask.io.tilesink import pwrite_all
+
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            pwrite_all(fd, memoryview(piece).cast("B"), self.offset(a, b))
+        finally:
+            os.close(fd)
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        """Piece ``(a, b)`` as stored by :meth:`write`."""
+        shape = self.piece_shape(a, b)
+        size = int(np.prod(shape)) * np.dtype(self.dtype).itemsize
+        with open(self.path, "rb") as fh:
+            data = os.pread(fh.fileno(), size, self.offset(a, b))
+        if len(data) != size:
+            raise OSError(0, f"{self.path}: level-1 scratch file is short")
+        return np.frombuffer(data, dtype=self.dtype).reshape(shape)
+
 
 @dataclass(frozen=True)
 class LevelTap:
@@ -101,25 +127,10 @@ class LevelTap:
 
     encoder: Any
     pieces: LevelPieces
-    full: tuple[int, int]
 
     def __call__(self, block: np.ndarray, region: tuple[slice, slice, slice]) -> list:
-        p = self.pieces
         _, ysl, xsl = region
-        a, b = p.y_edges.index(ysl.start), p.x_edges.index(xsl.start)
-        _, nr, nc = p.piece_shape(a, b)
-        if nr and nc:
-            rows = picks(self.full[0], p.shape[0], p.rows[a], p.rows[a + 1]) - ysl.start
-            cols = picks(self.full[1], p.shape[1], p.cols[b], p.cols[b + 1]) - xsl.start
-            piece = np.ascontiguousarray(block[:, _index(rows)][:, :, _index(cols)], dtype=p.dtype)
-            fd = os.open(p.path, os.O_WRONLY)
-            try:
-                data, at = memoryview(piece).cast("B"), p.offset(a, b)
-                while data:
-                    n = os.pwrite(fd, data, at)
-                    data, at = data[n:], at + n
-            finally:
-                os.close(fd)
+        self.pieces.write(self.pieces.y_edges.index(ysl.start), self.pieces.x_edges.index(xsl.start), block)
         return self.encoder(block, region)
 
 
@@ -231,13 +242,7 @@ def _scratch_array(pieces: LevelPieces, blocksize: int, chunk_mb: float):
 
 def _scratch_block(pieces: LevelPieces, block_info: Any = None) -> np.ndarray:
     _, a, b = block_info[None]["chunk-location"]
-    shape = pieces.piece_shape(a, b)
-    size = int(np.prod(shape)) * np.dtype(pieces.dtype).itemsize
-    with open(pieces.path, "rb") as fh:
-        data = os.pread(fh.fileno(), size, pieces.offset(a, b))
-    if len(data) != size:
-        raise OSError(0, f"{pieces.path}: level-1 scratch file is short")
-    return np.frombuffer(data, dtype=pieces.dtype).reshape(shape)
+    return pieces.read(a, b)
 
 
 def _pick_block(source: RasterSource, shape: tuple[int, int], block_info: Any = None) -> np.ndarray:
@@ -245,7 +250,12 @@ def _pick_block(source: RasterSource, shape: tuple[int, int], block_info: Any = 
     rows = picks(source.height, shape[0], y0, y1)
     cols = picks(source.width, shape[1], x0, x1)
     window = source.read(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
-    return np.ascontiguousarray(window[:, _index(rows - rows[0])][:, :, _index(cols - cols[0])])
+    return np.ascontiguousarray(_take(window, rows - rows[0], cols - cols[0]))
+
+
+def _take(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``block[:, rows][:, :, cols]``, as strided views where the picks allow."""
+    return block[:, _index(rows)][:, :, _index(cols)]
 
 
 def _index(idx: np.ndarray) -> slice | np.ndarray:

@@ -71,9 +71,7 @@ class TileSink(RasterSink):
         at = start
         try:
             for index, data in tiles:
-                done = 0
-                while done < len(data):
-                    done += os.pwrite(self._fd, memoryview(data)[done:], at + done)
+                pwrite_all(self._fd, memoryview(data), at)
                 placed.append((index, at, len(data)))
                 at += len(data)
         except OSError as exc:
@@ -132,6 +130,13 @@ class TileSink(RasterSink):
         if keep_partial:
             self.journal.sync()
         return keep_partial
+
+
+def pwrite_all(fd: int, data: memoryview, at: int) -> None:
+    """Write all of ``data`` at offset ``at`` (``pwrite`` may write less)."""
+    while data:
+        n = os.pwrite(fd, data, at)
+        data, at = data[n:], at + n
 
 
 def append_tiles(path: str, tiles: list[tuple[int, bytes]]) -> list[tuple[int, int, int]]:
