@@ -151,7 +151,7 @@ class Runner:
             return arr, sink.__setitem__
         import numpy as np
 
-        direct = self._workers_share(sink.tmp)
+        direct = self.shares_files(sink.tmp)
         one = tuple((1,) * len(c) for c in arr.chunks)
         done = arr.map_blocks(
             _finish_chunk,
@@ -232,12 +232,9 @@ class Runner:
                 fut.cancel()
 
     def shares_files(self, path: str) -> bool:
-        """True when every task of this runner sees ``path`` as this process does."""
-        return self.client is None or self._workers_share(path)
-
-    def _workers_share(self, path: str) -> bool:
-        """True when every worker runs on this machine and sees ``path`` as this file."""
-        if self.spec.kind == "local":
+        """True when every task of this runner sees ``path`` as this process does:
+        threads, a ``local`` cluster, or workers on this host seeing the same file."""
+        if self.client is None or self.spec.kind == "local":
             return True
         try:
             seen = self.client.run(file_identity, path)

@@ -52,13 +52,13 @@ def test_local_cluster_tile_paths(job, monkeypatch, direct):
     rdask.process(src, reference, "reverse-bands", scheduler="threads", workers=2, chunk_mb=0.3,
                   blocksize=128)
     calls = []
-    real = Runner._workers_share
+    real = Runner.shares_files
 
     def spy(self, path):
         calls.append(real(self, path))
         return direct
 
-    monkeypatch.setattr(Runner, "_workers_share", spy)
+    monkeypatch.setattr(Runner, "shares_files", spy)
     dst = str(tmp / f"local-{direct}.tif")
     rdask.process(src, dst, "reverse-bands", scheduler="local:2", chunk_mb=0.3, blocksize=128)
     assert calls == [True]  # a local cluster's workers do share this machine's files
@@ -78,8 +78,8 @@ def test_separate_process_workers_on_this_machine_append(job, tmp_path):
         with open_runner(address) as runner:
             probe = tmp_path / "probe"
             probe.write_bytes(b"x")
-            assert runner._workers_share(str(probe))
-            assert not runner._workers_share(str(tmp_path / "absent"))
+            assert runner.shares_files(str(probe))
+            assert not runner.shares_files(str(tmp_path / "absent"))
         dst = str(tmp / "address.tif")
         rdask.process(src, dst, "reverse-bands", scheduler=address, chunk_mb=0.3, blocksize=128)
     assert np.array_equal(read(dst), data[::-1])
