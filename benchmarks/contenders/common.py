@@ -141,7 +141,9 @@ def reverse_bands_loop(block: np.ndarray, iterations: int) -> np.ndarray:
     return out
 
 
-def build_parser(description: str, *, kernel: bool = True) -> argparse.ArgumentParser:
+def build_parser(
+    description: str, *, kernel: bool = True, jobs: bool | None = None, chunk: int | None = None
+) -> argparse.ArgumentParser:
     """Command line shared by the contenders.
 
     Parameters
@@ -149,8 +151,12 @@ def build_parser(description: str, *, kernel: bool = True) -> argparse.ArgumentP
     description
         Shown by ``--help``.
     kernel
-        Add the kernel options (``-j``, ``--iterations``, ``--kernel``);
-        a plain copy needs none of them.
+        Add the kernel options (``--iterations``, ``--kernel``); a plain
+        copy needs none of them.
+    jobs
+        Add ``-j`` (default: with the kernel options).
+    chunk
+        Add ``--chunk`` (dask chunk side) with this default.
 
     Returns
     -------
@@ -166,8 +172,11 @@ def build_parser(description: str, *, kernel: bool = True) -> argparse.ArgumentP
         help="output compression, e.g. deflate, or 'none' (default: the contender's own)",
     )
     parser.add_argument("--blocksize", type=int, default=512, help="output tile size")
-    if kernel:
+    if kernel if jobs is None else jobs:
         parser.add_argument("-j", "--jobs", type=int, default=2, help="worker threads")
+    if chunk is not None:
+        parser.add_argument("--chunk", type=int, default=chunk, help="dask chunk side (pixels)")
+    if kernel:
         parser.add_argument(
             "--iterations", type=int, default=DOCS_ITERATIONS, help="additions per value"
         )
@@ -207,6 +216,13 @@ def open_dask(infile: str, chunk: int) -> Any:
     import rioxarray
 
     return rioxarray.open_rasterio(infile, chunks={"band": -1, "y": chunk, "x": chunk}, lock=False)
+
+
+def reversed_bands(infile: str, chunk: int, iterations: int, backend: str) -> Any:
+    """:func:`open_dask` of ``infile`` with the shared kernel mapped over its blocks."""
+    data = open_dask(infile, chunk)
+    kernel = select_kernel(iterations, data.dtype, backend)
+    return data.copy(data=data.data.map_blocks(kernel, dtype=data.dtype))
 
 
 def write_threaded(

@@ -54,10 +54,8 @@ def process_file(
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    parser = build_parser(__doc__.splitlines()[0], kernel=False)
-    parser.add_argument("-j", "--jobs", type=int, default=2, help="worker threads")
+    parser = build_parser(__doc__.splitlines()[0], kernel=False, jobs=True, chunk=2048)
     parser.add_argument("--radius", type=int, default=5, help="window half-size (pixels)")
-    parser.add_argument("--chunk", type=int, default=2048, help="dask chunk side (pixels)")
     args = parser.parse_args(argv)
     process_file(
         args.infile,

@@ -22,7 +22,7 @@ Usage: ``odc_cog.py IN OUT -j N [--iterations K] [--blocksize 512]
 
 from __future__ import annotations
 
-from common import build_parser, compress_option, open_dask, require, select_kernel
+from common import build_parser, compress_option, require, reversed_bands
 
 
 def process_file(
@@ -57,9 +57,7 @@ def process_file(
 
     require("odc.geo.xr", "odc-geo")  # registers the .odc accessor
     cog = require("odc.geo.cog", "odc-geo")
-    data = open_dask(infile, chunk)
-    kernel = select_kernel(iterations, data.dtype, backend)
-    result = data.copy(data=data.data.map_blocks(kernel, dtype=data.dtype))
+    result = reversed_bands(infile, chunk, iterations, backend)
     options = {"compression": compress} if compress else {}
     with dask.config.set(scheduler="threads", num_workers=jobs):
         job = cog.save_cog_with_dask(
@@ -70,8 +68,7 @@ def process_file(
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    parser = build_parser(__doc__.splitlines()[0])
-    parser.add_argument("--chunk", type=int, default=512, help="dask chunk side (pixels)")
+    parser = build_parser(__doc__.splitlines()[0], chunk=512)
     args = parser.parse_args(argv)
     process_file(
         args.infile,

@@ -22,8 +22,7 @@ from rioxarray_plain import process_file
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    parser = build_parser(__doc__.splitlines()[0])
-    parser.add_argument("--chunk", type=int, default=2048, help="dask chunk side (pixels)")
+    parser = build_parser(__doc__.splitlines()[0], chunk=2048)
     add_tool_option(parser)
     args = parser.parse_args(argv)
     compress = compress_option(args.compress, "deflate")

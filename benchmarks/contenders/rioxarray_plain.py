@@ -11,7 +11,7 @@ Usage: ``rioxarray_plain.py IN OUT -j N [--iterations K] [--compress deflate]
 
 from __future__ import annotations
 
-from common import build_parser, compress_option, open_dask, select_kernel, write_threaded
+from common import build_parser, compress_option, reversed_bands, write_threaded
 
 
 def process_file(
@@ -43,16 +43,13 @@ def process_file(
     compress
         Output compression, or ``None`` for none.
     """
-    data = open_dask(infile, chunk)
-    kernel = select_kernel(iterations, data.dtype, backend)
-    result = data.copy(data=data.data.map_blocks(kernel, dtype=data.dtype))
+    result = reversed_bands(infile, chunk, iterations, backend)
     write_threaded(result, outfile, jobs=jobs, blocksize=blocksize, compress=compress)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    parser = build_parser(__doc__.splitlines()[0])
-    parser.add_argument("--chunk", type=int, default=2048, help="dask chunk side (pixels)")
+    parser = build_parser(__doc__.splitlines()[0], chunk=2048)
     args = parser.parse_args(argv)
     process_file(
         args.infile,

@@ -47,9 +47,7 @@ def process_file(
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    parser = build_parser(__doc__.splitlines()[0], kernel=False)
-    parser.add_argument("-j", "--jobs", type=int, default=2, help="worker threads")
-    parser.add_argument("--chunk", type=int, default=2048, help="dask chunk side (pixels)")
+    parser = build_parser(__doc__.splitlines()[0], kernel=False, jobs=True, chunk=2048)
     args = parser.parse_args(argv)
     process_file(
         args.infile,
