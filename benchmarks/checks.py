@@ -490,6 +490,7 @@ def loosely_matches_reference(
                 return problems
             both = over = extra = missing = 0
             worst = 0.0
+            dtype, nodata = dst.dtypes[0], dst.nodata
             for window in strips(src):
                 got, exp = dst.read(window=window), want.read(window=window)
                 got_ok = ~invalid(got, dst.nodata) & np.isfinite(got)
@@ -509,8 +510,6 @@ def loosely_matches_reference(
                 f"{over} of {both} px differ from {ref.name} by more than {tolerance:g} "
                 f"(max {worst:.3g}; allowed: {100 * (1 - share):g} % and max {limit:g})"
             )
-        with rasterio.open(out) as dst:
-            dtype, nodata = dst.dtypes[0], dst.nodata
         return problems + [
             Note(
                 f"{dtype} output (nodata tag {nodata}); vs {ref.name} where both valid: "
