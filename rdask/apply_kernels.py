@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -56,29 +57,26 @@ def apply(data: xr.DataArray, kernel: Kernel | str, **kernel_args: Any) -> xr.Da
         Lazy result with the output dtype, band count and nodata of the
         kernel, the same CRS and exact transform.
     """
-    if isinstance(kernel, str):
-        from rdask.kernels import get_kernel
-
-        kernel = get_kernel(kernel)
-    k = kernel
-    args = k.resolve_args(kernel_args)
-    halo = k.halo_for(args)
     recipe = recipe_of(data)
     meta = _meta_of(data, recipe)
-    step = Step(k, tuple(sorted(args.items())), tuple(sorted(_context(k, meta, data).items())))
-    in_bands = data.sizes["band"]
-    out_bands = k.out_bands(in_bands, args)
+    k, step, halo = _step(kernel, kernel_args, meta, lambda: exact_transform(data))
+    out_bands = k.out_bands(data.sizes["band"], dict(step.args))
     out_dtype = k.out_dtype(data.dtype)
+    out_meta = _out_meta(k, meta, data.sizes["band"], out_bands, data.dtype, out_dtype)
 
     if recipe is not None and recipe.halo + halo > 0:
         # File-backed: read grown windows straight from the source.
-        steps = recipe.steps + (step,)
+        grown = extend(recipe, k, **dict(step.args))
         log.info(
             "%s: halo path: direct reads from the file, halo %d (chain of %d)",
-            k.name, recipe.halo + halo, len(steps),
+            k.name, grown.halo, len(grown.steps),
         )
-        arr = _from_source(recipe.source, recipe.plan.chunks, steps, out_bands, out_dtype)
-    elif halo == 0:
+        arr = _from_source(grown)
+        out = wrap(arr, out_meta)
+        out.encoding[RECIPE_KEY] = grown
+        out.encoding["source"] = data.encoding.get("source")
+        return out
+    if halo == 0:
         arr = data.data.map_blocks(
             _run,
             step,
@@ -87,7 +85,6 @@ def apply(data: xr.DataArray, kernel: Kernel | str, **kernel_args: Any) -> xr.Da
             meta=np.empty((0, 0, 0), dtype=out_dtype),
             name=f"{k.name}-{_token(data.data.name, step)}",
         )
-        steps = recipe.steps + (step,) if recipe is not None else ()
     else:
         log.info("%s: halo path: map_overlap (the array is not straight from a file)", k.name)
         src = data.data.rechunk({0: -1})
@@ -101,22 +98,57 @@ def apply(data: xr.DataArray, kernel: Kernel | str, **kernel_args: Any) -> xr.Da
             chunks=((out_bands,), _grown(src.chunks[1], halo), _grown(src.chunks[2], halo)),
             meta=np.empty((0, 0, 0), dtype=out_dtype),
         )
-        steps = ()
-
-    out_meta = dict(meta)
-    out_meta["nodata"] = k.out_nodata(meta.get("nodata"))
-    if not k.keeps_bands or out_bands != in_bands:
-        out_meta["descriptions"] = ()
-        out_meta["band_tags"] = ()
-        out_meta["scales"] = out_meta["offsets"] = out_meta["units"] = ()
-        out_meta["colorinterp"] = ()
-    if out_dtype != data.dtype:
-        out_meta["scales"] = out_meta["offsets"] = ()
     out = wrap(arr, out_meta)
-    if recipe is not None and steps:
-        out.encoding[RECIPE_KEY] = replace(recipe, steps=steps, name=arr.name, meta=out_meta)
+    if recipe is not None and halo == 0:
+        out.encoding[RECIPE_KEY] = replace(recipe, steps=recipe.steps + (step,), name=arr.name, meta=out_meta)
         out.encoding["source"] = data.encoding.get("source")
     return out
+
+
+def extend(recipe: Recipe, kernel: Kernel | str, **kernel_args: Any) -> Recipe:
+    """``recipe`` with ``kernel`` applied: :func:`apply` for a bare recipe.
+
+    Chained kernels add their halos; every chunk is still one read of the
+    source (its window grown by the total halo) followed by the steps.
+    """
+    k, step, _ = _step(kernel, kernel_args, recipe.meta, None)
+    in_bands, in_dtype = recipe.shape[0], recipe.dtype
+    steps = recipe.steps + (step,)
+    out_meta = _out_meta(k, recipe.meta, in_bands, k.out_bands(in_bands, dict(step.args)),
+                         in_dtype, k.out_dtype(in_dtype))
+    name = "-".join(s.kernel.name for s in steps) + "-" + _token(recipe.source, steps, recipe.plan.chunks)
+    return replace(recipe, steps=steps, name=name, meta=out_meta)
+
+
+@dataclass(frozen=True)
+class ChunkReader:
+    """Computes one chunk of a recipe: read its window grown by the halo
+    (clipped at the raster edge) from the source, run the steps, trim.
+
+    Small and picklable: this is what a task carries to a worker.
+    """
+
+    source: RasterSource
+    steps: tuple[Step, ...]
+    halo: int
+
+    @classmethod
+    def of(cls, recipe: Recipe) -> ChunkReader:
+        return cls(recipe.source, recipe.steps, recipe.halo)
+
+    def __call__(self, region: tuple[slice, slice, slice]) -> np.ndarray:
+        _, ys, xs = region
+        y0, y1, x0, x1 = ys.start, ys.stop, xs.start, xs.stop
+        halo, source = self.halo, self.source
+        gy0, gy1 = max(0, y0 - halo), min(source.height, y1 + halo)
+        gx0, gx1 = max(0, x0 - halo), min(source.width, x1 + halo)
+        block = source.read(gy0, gy1, gx0, gx1)
+        where = f"window rows {y0}:{y1}, cols {x0}:{x1}"
+        for step in self.steps:
+            block = step(block, where=where)
+        if halo == 0:
+            return block
+        return block[:, y0 - gy0 : y0 - gy0 + (y1 - y0), x0 - gx0 : x0 - gx0 + (x1 - x0)]
 
 
 # -- task functions (run on workers; keep them small and picklable) ----------
@@ -126,42 +158,20 @@ def _run(block: np.ndarray, step: Step, block_info: Any = None) -> np.ndarray:
     return step(block, where=_where(block_info))
 
 
-def _read_and_run(
-    source: RasterSource,
-    steps: tuple[Step, ...],
-    halo: int,
-    block_info: Any = None,
-) -> np.ndarray:
-    (_, _), (y0, y1), (x0, x1) = block_info[None]["array-location"]
-    gy0, gy1 = max(0, y0 - halo), min(source.height, y1 + halo)
-    gx0, gx1 = max(0, x0 - halo), min(source.width, x1 + halo)
-    block = source.read(gy0, gy1, gx0, gx1)
-    where = f"window rows {y0}:{y1}, cols {x0}:{x1}"
-    for step in steps:
-        block = step(block, where=where)
-    return block[:, y0 - gy0 : y0 - gy0 + (y1 - y0), x0 - gx0 : x0 - gx0 + (x1 - x0)]
+def _read_chunk(reader: ChunkReader, block_info: Any = None) -> np.ndarray:
+    return reader(tuple(slice(a, b) for a, b in block_info[None]["array-location"]))
 
 
-def _from_source(
-    source: RasterSource,
-    chunks: tuple,
-    steps: tuple[Step, ...],
-    out_bands: int,
-    out_dtype: np.dtype,
-):
+def _from_source(recipe: Recipe):
     import dask.array as da
 
-    halo = sum(s.kernel.halo_for(dict(s.args)) for s in steps)
-    name = "-".join(s.kernel.name for s in steps) + "-" + _token(source, steps, chunks)
     return da.map_blocks(
-        _read_and_run,
-        source=source,
-        steps=steps,
-        halo=halo,
-        chunks=((out_bands,),) + tuple(chunks[1:]),
-        dtype=out_dtype,
-        meta=np.empty((0, 0, 0), dtype=out_dtype),
-        name=name,
+        _read_chunk,
+        reader=ChunkReader.of(recipe),
+        chunks=recipe.chunks,
+        dtype=recipe.dtype,
+        meta=np.empty((0, 0, 0), dtype=recipe.dtype),
+        name=recipe.name,
     )
 
 
@@ -186,16 +196,41 @@ def _meta_of(data: xr.DataArray, recipe: Recipe | None) -> dict[str, Any]:
     }
 
 
-def _context(k: Kernel, meta: dict[str, Any], data: xr.DataArray) -> dict[str, Any]:
-    transform = meta.get("transform") or exact_transform(data)
-    if ("xres" in k.context or "yres" in k.context) and (transform.b or transform.d):
+def _step(kernel: Kernel | str, kernel_args: dict[str, Any], meta: Mapping[str, Any],
+          transform_of: Callable[[], Any] | None) -> tuple[Kernel, Step, int]:
+    """The kernel, its :class:`Step` (resolved args, raster context) and halo."""
+    if isinstance(kernel, str):
+        from rdask.kernels import get_kernel
+
+        kernel = get_kernel(kernel)
+    args = kernel.resolve_args(kernel_args)
+    halo = kernel.halo_for(args)
+    transform = meta.get("transform") or (transform_of() if transform_of else None)
+    if ("xres" in kernel.context or "yres" in kernel.context) and (transform.b or transform.d):
         raise KernelError(
-            f"kernel {k.name!r} needs a north-up raster; this one has a rotated geotransform "
+            f"kernel {kernel.name!r} needs a north-up raster; this one has a rotated geotransform "
             "(warp it first, e.g. with gdalwarp)"
         )
     # Signed like GDAL's gt[1] and -gt[5]: positive for north-up rasters, so
     # that hillshade's light direction matches gdaldem on south-up ones too.
-    return {"nodata": meta.get("nodata"), "xres": transform.a, "yres": -transform.e}
+    context = {"nodata": meta.get("nodata"), "xres": transform.a, "yres": -transform.e}
+    return kernel, Step(kernel, tuple(sorted(args.items())), tuple(sorted(context.items()))), halo
+
+
+def _out_meta(k: Kernel, meta: Mapping[str, Any], in_bands: int, out_bands: int,
+              in_dtype: Any, out_dtype: Any) -> dict[str, Any]:
+    """The metadata a kernel's output keeps: nodata from the kernel, band
+    metadata only while bands (and, for scales, the dtype) are unchanged."""
+    out = dict(meta)
+    out["nodata"] = k.out_nodata(meta.get("nodata"))
+    if not k.keeps_bands or out_bands != in_bands:
+        out["descriptions"] = ()
+        out["band_tags"] = ()
+        out["scales"] = out["offsets"] = out["units"] = ()
+        out["colorinterp"] = ()
+    if np.dtype(out_dtype) != np.dtype(in_dtype):
+        out["scales"] = out["offsets"] = ()
+    return out
 
 
 def _grown(chunks: tuple[int, ...], halo: int) -> tuple[int, ...]:

@@ -117,6 +117,33 @@ def to_raster(
     """
     from rdask.io.meta import raster_meta
     from rdask.io.open import recipe_of
+
+    if data.ndim == 2:
+        data = data.expand_dims("band")
+    if data.dims != ("band", "y", "x"):
+        raise ValueError(f"expected dims ('band', 'y', 'x'), got {data.dims}")
+    recipe = recipe_of(data)
+    # Still exactly what rdask built: run its chunks directly. Metadata always
+    # comes from the DataArray (the user may have changed it since).
+    lazy = recipe if recipe is not None and _aligned_chunks(recipe.chunks, blocksize) else None
+    arr = lazy if lazy is not None else _aligned(_as_dask(data), blocksize)
+    mask = None
+    if recipe is not None and recipe.source.per_dataset_mask and recipe.source.count == arr.shape[0]:
+        mask = recipe.source
+    return _write(
+        arr, recipe, raster_meta(data, mask=mask), path,
+        compress=compress, blocksize=blocksize, overwrite=overwrite, scheduler=scheduler,
+        workers=workers, creation_options=creation_options, progress=progress, resume=resume,
+        checkpoint_seconds=checkpoint_seconds, gdal_options=gdal_options, driver=driver,
+        overview_levels=overview_levels, overview_resampling=overview_resampling,
+    )
+
+
+def _write(arr, recipe, meta, path, *, compress, blocksize, overwrite, scheduler, workers, creation_options,
+           progress, resume, checkpoint_seconds, gdal_options, driver, overview_levels,
+           overview_resampling) -> Result:
+    """Write ``arr`` (a Recipe or an aligned dask array) with ``meta``: the
+    body of :func:`to_raster` and :func:`process`."""
     from rdask.io.sink import CHECKPOINT_SECONDS, check_target
     from rdask.schedule import chunk_regions, open_runner
 
@@ -134,20 +161,9 @@ def to_raster(
             os.unlink(target)
     else:
         target = check_target(dest, overwrite=overwrite)
-    if data.ndim == 2:
-        data = data.expand_dims("band")
-    if data.dims != ("band", "y", "x"):
-        raise ValueError(f"expected dims ('band', 'y', 'x'), got {data.dims}")
-    arr = _aligned(_as_dask(data), blocksize)
-    recipe = recipe_of(data)
-    mask = None
-    if recipe is not None and recipe.source.per_dataset_mask and recipe.source.count == arr.shape[0]:
-        mask = recipe.source
-    meta = raster_meta(data, mask=mask)
     job = _job_id(arr, recipe, meta, blocksize, compress, creation_options)
     total = int(arr.shape[1] * arr.shape[2])
     done = [0]
-
     t0 = time.perf_counter()
     with open_runner(scheduler, workers) as runner:
         finalize = _cog_finalizer(
@@ -192,7 +208,7 @@ def to_raster(
                 for _, ys, xs in chunk_regions(arr.chunks)
                 if (ys.start, xs.start) in sink.done
             )
-            runner.store(arr, sink, skip=sink.done, progress=progress is True and runner.client is None)
+            runner.store(_tasks(arr), sink, skip=sink.done, progress=progress is True and runner.client is None)
             if done[0] != total:
                 raise OutputError(f"{target}: only {done[0]} of {total} pixels were written")
             sink.commit(finalize)
@@ -260,22 +276,25 @@ def process(
     -------
     Result
     """
-    from rdask.apply_kernels import apply
-    from rdask.io.open import open_raster, replan
+    from rdask.apply_kernels import extend
+    from rdask.io.meta import recipe_meta
+    from rdask.io.open import open_recipe, replan_recipe
     from rdask.io.sink import check_target
     from rdask.plan import DEFAULT_CHUNK_MB
     from rdask.schedule import parse_scheduler
 
-    # Fail on a local output before reading anything (S3 is checked by to_raster).
+    # Fail on a local output before reading anything (S3 is checked by _write).
     if not os.fspath(dst).startswith("s3://"):
         check_target(os.fspath(dst), overwrite=overwrite)
-    data = open_raster(src, chunk_mb=chunk_mb or DEFAULT_CHUNK_MB, tile=blocksize, gdal_options=gdal_options)
+    # A recipe all the way: no DataArray, no dask.array (faster start-up,
+    # less memory, and workers that import less).
+    recipe = open_recipe(src, chunk_mb=chunk_mb or DEFAULT_CHUNK_MB, tile=blocksize, gdal_options=gdal_options)
     if chunk_mb is None:
         # Small rasters: aim for >= 4 chunks per thread so all cores work.
         threads = parse_scheduler(scheduler, workers).workers
-        per_thread = data.nbytes / 1e6 / (4 * threads)
+        per_thread = recipe.nbytes / 1e6 / (4 * threads)
         if per_thread < DEFAULT_CHUNK_MB:
-            data = replan(data, chunk_mb=max(per_thread, 0.05), tile=blocksize)
+            recipe = replan_recipe(recipe, chunk_mb=max(per_thread, 0.05), tile=blocksize)
     if isinstance(kernel, (str,)) or hasattr(kernel, "func"):
         chain = [(kernel, dict(kernel_args or {}))]
     else:
@@ -283,23 +302,14 @@ def process(
             raise ValueError("kernel_args applies to a single kernel; give each step its own args")
         chain = [(k, dict(a)) for k, a in kernel]
     for k, args in chain:
-        data = apply(data, k, **args)
-    return to_raster(
-        data,
-        dst,
-        compress=compress,
-        blocksize=blocksize,
-        overwrite=overwrite,
-        scheduler=scheduler,
-        workers=workers,
-        creation_options=creation_options,
-        progress=progress,
-        resume=resume,
-        checkpoint_seconds=checkpoint_seconds,
-        gdal_options=gdal_options,
-        driver=driver,
-        overview_levels=overview_levels,
-        overview_resampling=overview_resampling,
+        recipe = extend(recipe, k, **args)
+    mask = recipe.source if recipe.source.per_dataset_mask and recipe.source.count == recipe.shape[0] else None
+    return _write(
+        recipe, recipe, recipe_meta(recipe.meta, recipe.shape[0], mask=mask), dst,
+        compress=compress, blocksize=blocksize, overwrite=overwrite, scheduler=scheduler,
+        workers=workers, creation_options=creation_options, progress=progress, resume=resume,
+        checkpoint_seconds=checkpoint_seconds, gdal_options=gdal_options, driver=driver,
+        overview_levels=overview_levels, overview_resampling=overview_resampling,
     )
 
 
@@ -436,15 +446,31 @@ def _as_dask(data: xr.DataArray):
 
 def _aligned(arr, blocksize: int):
     """Rechunk so every chunk edge (but the last) falls on an output tile edge."""
-
-    def ok(chunks: tuple[int, ...]) -> bool:
-        return all(c % blocksize == 0 for c in chunks[:-1])
-
-    if len(arr.chunks[0]) == 1 and ok(arr.chunks[1]) and ok(arr.chunks[2]):
+    if _aligned_chunks(arr.chunks, blocksize):
         return arr
     side = max(blocksize, (2048 // blocksize) * blocksize)
     log.debug("rechunking to %d px to align chunks with %d px output tiles", side, blocksize)
     return arr.rechunk({0: -1, 1: side, 2: side})
+
+
+def _aligned_chunks(chunks: tuple[tuple[int, ...], ...], blocksize: int) -> bool:
+    """One band chunk, and every y/x chunk edge but the last on a tile edge."""
+    return len(chunks[0]) == 1 and all(c % blocksize == 0 for axis in chunks[1:] for c in axis[:-1])
+
+
+def _tasks(arr):
+    """What the runner stores: a recipe's chunks as :class:`ChunkTasks`, a dask array as is."""
+    from rdask.io.open import Recipe
+
+    if not isinstance(arr, Recipe):
+        return arr
+    import uuid
+
+    from rdask.apply_kernels import ChunkReader
+    from rdask.schedule import ChunkTasks
+
+    # Unique per job: two jobs of one recipe on one cluster are not one.
+    return ChunkTasks(ChunkReader.of(arr), arr.chunks, f"{arr.name}-{uuid.uuid4().hex[:8]}")
 
 
 def _human(n: int) -> str:

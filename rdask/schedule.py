@@ -22,9 +22,10 @@ Thread and lock model:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,69 +120,66 @@ class Runner:
     ) -> None:
         """Compute every chunk of ``arr`` and write it with ``sink[region] = chunk``.
 
-        Chunks whose ``(row, col)`` offset is in ``skip`` (already written by
-        an interrupted job) are neither computed nor written.
+        ``arr`` is a dask array or :class:`ChunkTasks`. Chunks whose
+        ``(row, col)`` offset is in ``skip`` (already written by an
+        interrupted job) are neither computed nor written.
         """
         regions = list(chunk_regions(arr.chunks))
-        finish = None
-        if self.client is not None:
-            arr, finish = self._finish_on_workers(arr, sink)
-        todo = [
-            (block, region)
-            for block, region in zip(arr.to_delayed(optimize_graph=True).ravel(), regions, strict=True)
-            if (region[1].start, region[2].start) not in skip
-        ]
-        if self.client is None:
-            self._store_local(todo, sink, progress)
-        else:
-            self._store_distributed(todo, finish)
-
-    def _finish_on_workers(self, arr: Any, sink: Any) -> tuple[Any, Any]:
-        """Extend ``arr`` with the steps workers run after the kernel; return the hand-over.
-
-        With a tile sink, workers also encode each chunk's tiles and, if they
-        run on this machine, append them to the partial file themselves
-        (:func:`~rdask.io.tilesink.append_tiles`), returning only the offsets.
-        These steps go into the array's graph as one more blockwise layer so
-        that dask fuses them with the read and the kernel: one task per chunk
-        for the scheduler, not three.
-        """
+        keep = [(region[1].start, region[2].start) not in skip for region in regions]
         encoder = getattr(sink, "encoder", None)
-        if encoder is None:
-            return arr, sink.__setitem__
-        import numpy as np
+        direct = encoder is not None and self.client is not None and self.shares_files(sink.tmp)
+        path = sink.tmp if direct else None
+        if isinstance(arr, ChunkTasks):
+            tasks = [(region, arr.key(region)) for region, k in zip(regions, keep, strict=True) if k]
+            if self.client is None:
+                import dask
 
-        direct = self.shares_files(sink.tmp)
-        one = tuple((1,) * len(c) for c in arr.chunks)
-        done = arr.map_blocks(
-            _finish_chunk,
-            encoder,
-            sink.tmp if direct else None,
-            dtype=object,
-            chunks=one,
-            meta=np.empty((0,) * arr.ndim, dtype=object),
-            name=f"rdask-finish-{arr.name}",
-        )
+                writes = [dask.delayed(_compute_write)(sink, encoder, arr.compute, region, dask_key_name=key)
+                          for region, key in tasks]
+                self._store_local(writes, progress)
+            else:
+                todo = [
+                    (functools.partial(self.client.submit, _on_worker, arr.compute, region, encoder, path,
+                                       key=key, pure=False), region)
+                    for region, key in tasks
+                ]
+                self._store_distributed(todo, _hand_over(sink, encoder, direct, boxed=False))
+            return
+        if self.client is None:
+            import dask
 
-        def hand_over(region: tuple[slice, ...], result: Any) -> None:
-            (sink.place if direct else sink.__setitem__)(region, result.item())
+            # One write task per chunk, fed by that chunk's fused read+kernel
+            # task; it encodes the chunk's tiles (if the sink takes encoded
+            # tiles) and hands them over; the sink locks for itself.
+            blocks = arr.to_delayed(optimize_graph=True).ravel()
+            writes = [
+                dask.delayed(_write)(
+                    sink, encoder, region, block,
+                    dask_key_name=f"rdask-write-{block.key[0]}-{region[1].start}-{region[2].start}",
+                )
+                for block, region, k in zip(blocks, regions, keep, strict=True) if k
+            ]
+            self._store_local(writes, progress)
+            return
+        from dask.delayed import Delayed
+        from dask.optimization import cull
 
-        return done, hand_over
+        if encoder is not None:
+            arr = _finish_on_workers(arr, encoder, path)
+        blocks = arr.to_delayed(optimize_graph=True).ravel()
+        # Every block of to_delayed() carries the whole graph; submitting it
+        # per chunk would ship (and make the scheduler digest) all chunks'
+        # tasks once per chunk. Cull each to its own tasks first.
+        graph = dict(blocks[0].__dask_graph__()) if len(blocks) else {}
+        todo = [
+            (functools.partial(self.client.compute, Delayed(block.key, cull(graph, [block.key])[0])), region)
+            for block, region, k in zip(blocks, regions, keep, strict=True) if k
+        ]
+        self._store_distributed(todo, _hand_over(sink, encoder, direct, boxed=True))
 
-    def _store_local(self, todo: list, sink: Any, progress: bool) -> None:
+    def _store_local(self, writes: list, progress: bool) -> None:
         import dask
 
-        # One write task per chunk, fed by that chunk's fused read+kernel
-        # task; it encodes the chunk's tiles (if the sink takes encoded
-        # tiles) and hands them over; the sink locks for itself.
-        encoder = getattr(sink, "encoder", None)
-        writes = [
-            dask.delayed(_write)(
-                sink, encoder, region, block,
-                dask_key_name=f"rdask-write-{block.key[0]}-{region[1].start}-{region[2].start}",
-            )
-            for block, region in todo
-        ]
         # A callable scheduler: a name would make dask import distributed
         # (~0.1 s, ~20 MB) just to look for a default Client.
         if self.spec.kind == "sync":
@@ -191,16 +189,11 @@ class Runner:
         with _progressbar(progress):
             dask.compute(writes, scheduler=sched, num_workers=self.spec.workers)
 
-    def _store_distributed(self, todo: list, finish: Any) -> None:
-        from dask.delayed import Delayed
-        from dask.optimization import cull
+    def _store_distributed(self, todo: list, finish: Callable[[tuple, Any], None]) -> None:
+        """Submit ``(submit, region)`` pairs, a few per worker thread at a
+        time, and ``finish(region, result)`` each as it completes."""
         from distributed import as_completed
 
-        # Every block of to_delayed() carries the whole graph; submitting it
-        # per chunk would ship (and make the scheduler digest) all chunks'
-        # tasks once per chunk. Cull each to its own tasks first.
-        graph = dict(todo[0][0].__dask_graph__()) if todo else {}
-        todo = [(Delayed(block.key, cull(graph, [block.key])[0]), region) for block, region in todo]
         pending = iter(todo)
         limit = max(2, INFLIGHT_PER_THREAD * self.threads)
         where: dict[str, tuple] = {}
@@ -209,10 +202,10 @@ class Runner:
 
         def submit() -> bool:
             try:
-                block, region = next(pending)
+                start, region = next(pending)
             except StopIteration:
                 return False
-            fut = self.client.compute(block)
+            fut = start()
             where[fut.key] = region
             futures.append(fut)
             ac.add(fut)
@@ -255,23 +248,93 @@ def file_identity(path: str) -> tuple[str, int, int] | None:
     return socket.gethostname(), st.st_dev, st.st_ino
 
 
+@dataclass(frozen=True)
+class ChunkTasks:
+    """Chunks made by one picklable function of the chunk's region.
+
+    What the pipeline runs for a :class:`~rdask.io.open.Recipe`: one task per
+    chunk, no dask array and no graph to optimise, so neither this process
+    nor a worker imports ``dask.array``.
+    """
+
+    compute: Callable[[tuple[slice, ...]], Any]
+    chunks: tuple[tuple[int, ...], ...]
+    name: str
+
+    def key(self, region: tuple[slice, ...]) -> str:
+        return f"rdask-chunk-{self.name}-{region[1].start}-{region[2].start}"
+
+
+def _finish_on_workers(arr: Any, encoder: Any, path: str | None) -> Any:
+    """``arr`` extended with the steps workers run after the kernel.
+
+    Workers encode each chunk's tiles and, if ``path`` (they run on this
+    machine), append them to the partial file themselves
+    (:func:`~rdask.io.tilesink.append_tiles`), returning only the offsets.
+    These steps go into the array's graph as one more blockwise layer so that
+    dask fuses them with the read and the kernel: one task per chunk for the
+    scheduler, not three.
+    """
+    import uuid
+
+    import numpy as np
+
+    one = tuple((1,) * len(c) for c in arr.chunks)
+    return arr.map_blocks(
+        _finish_chunk,
+        encoder,
+        path,
+        dtype=object,
+        chunks=one,
+        meta=np.empty((0,) * arr.ndim, dtype=object),
+        # Unique per store: the same array written twice is two jobs.
+        name=f"rdask-finish-{arr.name}-{uuid.uuid4().hex[:8]}",
+    )
+
+
+def _hand_over(sink: Any, encoder: Any, direct: bool, *, boxed: bool) -> Callable[[tuple, Any], None]:
+    """How this process takes a worker's result for ``region``: pixels, encoded
+    tiles or (``direct``) the offsets of tiles the worker appended itself."""
+    if encoder is None:
+        return sink.__setitem__
+    put = sink.place if direct else sink.__setitem__
+    if not boxed:
+        return put
+    return lambda region, result: put(region, result.item())
+
+
+def _deliver(block: Any, region: tuple[slice, ...], encoder: Any, path: str | None) -> Any:
+    """Encode a chunk's tiles; with ``path``, append them and return their offsets."""
+    tiles = encoder(block, region)
+    if path is None:
+        return tiles
+    from rdask.io.tilesink import append_tiles
+
+    return append_tiles(path, tiles)
+
+
+def _on_worker(compute: Callable, region: tuple[slice, ...], encoder: Any, path: str | None) -> Any:
+    """A :class:`ChunkTasks` chunk on a worker: its pixels, or what :func:`_deliver` makes of them."""
+    block = compute(region)
+    return block if encoder is None else _deliver(block, region, encoder, path)
+
+
 def _finish_chunk(block: Any, encoder: Any, path: str | None, block_info: Any = None) -> Any:
-    """Worker side of a chunk: encode its tiles, append them if ``path``; a 1x1x1 object array."""
+    """:func:`_deliver` as a blockwise step: a 1x1x1 object array."""
     import numpy as np
 
     region = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
-    tiles = encoder(block, region)
-    if path is not None:
-        from rdask.io.tilesink import append_tiles
-
-        tiles = append_tiles(path, tiles)
     out = np.empty((1,) * block.ndim, dtype=object)
-    out.reshape(-1)[0] = tiles
+    out.reshape(-1)[0] = _deliver(block, region, encoder, path)
     return out
 
 
 def _write(sink: Any, encoder: Any, region: tuple[slice, ...], block: Any) -> None:
     sink[region] = block if encoder is None else encoder(block, region)
+
+
+def _compute_write(sink: Any, encoder: Any, compute: Callable, region: tuple[slice, ...]) -> None:
+    _write(sink, encoder, region, compute(region))
 
 
 def chunk_regions(chunks: tuple[tuple[int, ...], ...]) -> Iterator[tuple[slice, ...]]:

@@ -15,27 +15,26 @@ from rdask.cli.options import chunk_mb_option, verbosity_options
               help="Output tile size the chunks align to.")
 def info(inputs, chunk_mb, blocksize):
     """Describe INPUT and the chunk plan rdask would use."""
-    from rdask.io.open import open_raster, recipe_of
+    from rdask.io.open import open_recipe
     from rdask.io.source import redact
     from rdask.plan import DEFAULT_CHUNK_MB
 
-    data = open_raster(list(inputs) if len(inputs) > 1 else inputs[0],
-                       chunk_mb=chunk_mb or DEFAULT_CHUNK_MB, tile=blocksize)
-    recipe = recipe_of(data)
+    recipe = open_recipe(list(inputs) if len(inputs) > 1 else inputs[0],
+                         chunk_mb=chunk_mb or DEFAULT_CHUNK_MB, tile=blocksize)
     meta = recipe.meta
     t = meta["transform"]
-    nb, h, w = data.shape
+    nb, h, w = recipe.shape
     rows = [
         ("path", ", ".join(redact(p) for p in inputs)),
         ("size", f"{w} x {h} px, {nb} band{'s' if nb != 1 else ''}"),
-        ("dtype", str(data.dtype)),
+        ("dtype", str(recipe.dtype)),
         ("nodata", str(meta["nodata"])),
         ("crs", meta["crs"].to_string() if meta["crs"] else "none"),
         ("transform", ", ".join(repr(v) for v in t.to_gdal())),
         ("block shape", f"{meta['block'][0]} x {meta['block'][1]} (y x)"),
         ("mask", "per-dataset" if recipe.source.per_dataset_mask else "none/nodata"),
         ("chunk plan", recipe.plan.describe()),
-        ("chunk size", f"{data.data.nbytes / max(1, data.data.npartitions) / 1e6:.1f} MB average"),
+        ("chunk size", f"{recipe.nbytes / max(1, recipe.npartitions) / 1e6:.1f} MB average"),
     ]
     if any(meta["descriptions"]):
         rows.append(("descriptions", ", ".join(d or "-" for d in meta["descriptions"])))

@@ -8,6 +8,7 @@ sliced.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,8 +65,47 @@ def exact_transform(data: xr.DataArray) -> Affine:
 
 def raster_meta(data: xr.DataArray, mask: RasterSource | None = None) -> RasterMeta:
     """Collect the output metadata of ``data`` (rioxarray conventions)."""
-    attrs = data.attrs
-    nb = data.sizes.get("band", 1)
+    return RasterMeta(
+        crs=data.rio.crs,
+        transform=exact_transform(data),
+        nodata=data.rio.nodata,
+        mask=mask,
+        **_from_attrs(data.attrs, data.sizes.get("band", 1)),
+    )
+
+
+def recipe_meta(meta: Mapping[str, Any], bands: int, mask: RasterSource | None = None) -> RasterMeta:
+    """The :class:`RasterMeta` of a recipe's metadata: what :func:`raster_meta`
+    finds on the DataArray :func:`rdask.open_raster` would wrap it in."""
+    return RasterMeta(
+        crs=meta.get("crs"),
+        transform=meta["transform"],
+        nodata=meta.get("nodata"),
+        mask=mask,
+        **_from_attrs(attrs_of(meta), bands),
+    )
+
+
+def attrs_of(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """DataArray attrs for a recipe's metadata: tags, and per-band names,
+    scales, offsets and units (one value when all bands agree)."""
+    attrs: dict[str, Any] = dict(meta.get("tags") or {})
+    descriptions = meta.get("descriptions") or ()
+    if any(descriptions):
+        attrs["long_name"] = tuple(d or "" for d in descriptions)
+    scales, offsets = meta.get("scales") or (), meta.get("offsets") or ()
+    if scales and any(s != 1.0 for s in scales):
+        attrs["scale_factor"] = scales[0] if len(set(scales)) == 1 else tuple(scales)
+    if offsets and any(o != 0.0 for o in offsets):
+        attrs["add_offset"] = offsets[0] if len(set(offsets)) == 1 else tuple(offsets)
+    units = meta.get("units") or ()
+    if any(units):
+        attrs["units"] = units[0] if len(set(units)) == 1 else tuple(units)
+    return attrs
+
+
+def _from_attrs(attrs: Mapping[str, Any], nb: int) -> dict[str, Any]:
+    """Descriptions, tags, scales, offsets and units from DataArray attrs."""
 
     def per_band(value: Any, kind: type) -> tuple:
         if value is None:
@@ -76,15 +116,10 @@ def raster_meta(data: xr.DataArray, mask: RasterSource | None = None) -> RasterM
 
     names = attrs.get("long_name")
     descriptions = per_band(names, str) if isinstance(names, (list, tuple)) else ()
-    tags = {k: str(v) for k, v in attrs.items() if k not in RESERVED_ATTRS and not k.startswith("_")}
-    return RasterMeta(
-        crs=data.rio.crs,
-        transform=exact_transform(data),
-        nodata=data.rio.nodata,
-        descriptions=descriptions if len(descriptions) == nb else (),
-        tags=tags,
-        scales=per_band(attrs.get("scale_factor"), float),
-        offsets=per_band(attrs.get("add_offset"), float),
-        units=per_band(attrs.get("units"), str),
-        mask=mask,
-    )
+    return {
+        "descriptions": descriptions if len(descriptions) == nb else (),
+        "tags": {k: str(v) for k, v in attrs.items() if k not in RESERVED_ATTRS and not k.startswith("_")},
+        "scales": per_band(attrs.get("scale_factor"), float),
+        "offsets": per_band(attrs.get("add_offset"), float),
+        "units": per_band(attrs.get("units"), str),
+    }

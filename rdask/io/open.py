@@ -1,6 +1,9 @@
 """Open a raster (a file, a URL, or a stack of files) as a lazy DataArray.
 
-Opening reads metadata only. The array is a ``dask.array.from_array`` over a
+Opening reads metadata only and yields a :class:`Recipe`: the source, the
+chunk plan and (after :func:`rdask.apply`) the kernel steps. The pipeline
+runs a recipe's chunks directly; :func:`open_raster` wraps it in a DataArray
+whose array is a ``dask.array.from_array`` over the
 :class:`~rdask.io.source.RasterSource` with the array inlined in each task,
 so dask's slice fusion turns ``da[:, y0:y1, x0:x1].values`` into a read of
 just that window (the tiles under it), not of the chunks around it.
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rdask.errors import RasterMismatchError, RasterOpenError, first_line
+from rdask.io.meta import attrs_of
 from rdask.io.source import (
     DEFAULT_GDAL_OPTIONS,
     FileBands,
@@ -65,6 +69,36 @@ class Recipe:
     def halo(self) -> int:
         return sum(s.kernel.halo_for(dict(s.args)) for s in self.steps)
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(bands, height, width)`` after the steps."""
+        bands = self.source.count
+        for s in self.steps:
+            bands = s.kernel.out_bands(bands, dict(s.args))
+        return (bands, self.source.height, self.source.width)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Pixel type after the steps."""
+        dtype = np.dtype(self.source.dtype)
+        for s in self.steps:
+            dtype = np.dtype(s.kernel.out_dtype(dtype))
+        return dtype
+
+    @property
+    def chunks(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """Chunks in dask's notation; every chunk holds all bands."""
+        return ((self.shape[0],),) + self.plan.chunks[1:]
+
+    @property
+    def npartitions(self) -> int:
+        return len(self.plan.chunks[1]) * len(self.plan.chunks[2])
+
+    @property
+    def nbytes(self) -> int:
+        bands, height, width = self.shape
+        return bands * height * width * self.dtype.itemsize
+
 
 def recipe_of(data: xr.DataArray) -> Recipe | None:
     """The recipe of ``data`` if it is still exactly what rdask built."""
@@ -111,6 +145,25 @@ def open_raster(
         Missing, empty, non-raster or unreachable input.
     RasterMismatchError
         Stack members that differ in CRS, transform or size.
+    """
+    return build_dataarray(
+        open_recipe(path, chunks=chunks, chunk_mb=chunk_mb, tile=tile, gdal_options=gdal_options)
+    )
+
+
+def open_recipe(
+    path: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    chunks: str | tuple[int, int] = "auto",
+    chunk_mb: float = DEFAULT_CHUNK_MB,
+    tile: int | None = 512,
+    gdal_options: Mapping[str, Any] | None = None,
+) -> Recipe:
+    """What :func:`open_raster` opens, as a bare :class:`Recipe`.
+
+    Reads metadata only and imports neither xarray nor ``dask.array``: the
+    CLI and :func:`rdask.process` run recipes directly. Parameters and
+    errors are those of :func:`open_raster`.
     """
     from rdask.io.remote import S3Endpoint, check_options, is_remote, is_s3, network_defaults
 
@@ -168,33 +221,39 @@ def open_raster(
         "colorinterp": tuple(c for i in infos for c in i["colorinterp"]) if len(infos) == 1 else (),
         "block": (by, bx),
     }
-    return build_dataarray(source, plan, meta)
+    return Recipe(source, plan, (), _open_name(source, plan), meta)
 
 
 def replan(data: xr.DataArray, *, chunk_mb: float, tile: int | None = 512) -> xr.DataArray:
     """``data`` (straight from :func:`open_raster`) with another chunk size,
     planned from the metadata it already holds: no file is opened again."""
     recipe = recipe_of(data)
-    if recipe is None or recipe.steps:
+    if recipe is None:
+        raise ValueError("replan needs an array straight from open_raster")
+    return build_dataarray(replan_recipe(recipe, chunk_mb=chunk_mb, tile=tile))
+
+
+def replan_recipe(recipe: Recipe, *, chunk_mb: float, tile: int | None = 512) -> Recipe:
+    """:func:`replan` for a bare recipe (one without steps)."""
+    if recipe.steps:
         raise ValueError("replan needs an array straight from open_raster")
     source = recipe.source
     plan = plan_chunks(
         (source.height, source.width), source.count, source.dtype, recipe.meta["block"],
         chunk_mb=chunk_mb, tile=tile,
     )
-    return build_dataarray(source, plan, recipe.meta)
+    return Recipe(source, plan, (), _open_name(source, plan), recipe.meta)
 
 
-def build_dataarray(source: RasterSource, plan: ChunkPlan, meta: Mapping[str, Any]) -> xr.DataArray:
-    """Wrap ``source`` in a lazy DataArray with rioxarray's conventions."""
+def build_dataarray(recipe: Recipe) -> xr.DataArray:
+    """Wrap an opened (step-less) recipe in a lazy DataArray with rioxarray's conventions."""
     import dask.array as da
-    from dask.base import tokenize
 
-    name = "open-" + tokenize(source, plan.chunks)
+    source = recipe.source
     arr = da.from_array(
         _Indexable(source),
-        chunks=plan.chunks,
-        name=name,
+        chunks=recipe.plan.chunks,
+        name=recipe.name,
         lock=False,
         asarray=False,
         # fancy=True: dask (>= 2024.12) fuses a slice into the chunk's read only
@@ -204,10 +263,16 @@ def build_dataarray(source: RasterSource, plan: ChunkPlan, meta: Mapping[str, An
         inline_array=True,
         meta=np.empty((0, 0, 0), dtype=source.dtype),
     )
-    out = wrap(arr, meta)
-    out.encoding[RECIPE_KEY] = Recipe(source, plan, (), name, meta)
+    out = wrap(arr, recipe.meta)
+    out.encoding[RECIPE_KEY] = recipe
     out.encoding["source"] = source.files[0].path
     return out
+
+
+def _open_name(source: RasterSource, plan: ChunkPlan) -> str:
+    from dask.base import tokenize
+
+    return "open-" + tokenize(source, plan.chunks)
 
 
 @dataclass(frozen=True)
@@ -273,18 +338,7 @@ def wrap(arr: Any, meta: Mapping[str, Any]) -> xr.DataArray:
         # kept separately in spatial_ref so nothing is re-derived from these.
         coords["x"] = transform.c + (np.arange(w) + 0.5) * transform.a
         coords["y"] = transform.f + (np.arange(h) + 0.5) * transform.e
-    attrs: dict[str, Any] = dict(meta.get("tags") or {})
-    descriptions = meta.get("descriptions") or ()
-    if any(descriptions):
-        attrs["long_name"] = tuple(d or "" for d in descriptions)
-    scales, offsets = meta.get("scales") or (), meta.get("offsets") or ()
-    if scales and any(s != 1.0 for s in scales):
-        attrs["scale_factor"] = scales[0] if len(set(scales)) == 1 else tuple(scales)
-    if offsets and any(o != 0.0 for o in offsets):
-        attrs["add_offset"] = offsets[0] if len(set(offsets)) == 1 else tuple(offsets)
-    units = meta.get("units") or ()
-    if any(units):
-        attrs["units"] = units[0] if len(set(units)) == 1 else tuple(units)
+    attrs = attrs_of(meta)
     out = xr.DataArray(arr, dims=("band", "y", "x"), coords=coords, attrs=attrs, name=None)
     out.name = None
     if meta.get("crs") is not None:

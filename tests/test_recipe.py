@@ -1,0 +1,132 @@
+"""The recipe path: process() and the CLI run a file's chunks directly, with
+no DataArray and no dask.array, and must write exactly what the DataArray
+path (open_raster -> apply -> to_raster over dask.array) writes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import rasterio
+from rasters import synthetic, write
+
+import rdask
+from rdask.apply_kernels import extend
+from rdask.io.meta import raster_meta, recipe_meta
+from rdask.io.open import RECIPE_KEY, open_recipe, recipe_of
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+SHARED = ["RGB.byte.tif", "RGBA.uint16.tif", "float_nan.tif", "cogeo.tif", "shade.tif"]
+
+
+@pytest.fixture(scope="module")
+def described(tmp_path_factory):
+    """A file with band descriptions, tags, scales, offsets and units."""
+    tmp = tmp_path_factory.mktemp("recipe")
+    path = write(tmp / "described.tif", synthetic((2, 300, 260), "int16", seed=5, nodata=-9),
+                 block=(64, 64), nodata=-9, descriptions=("red", "nir"), tags={"SENSOR": "x"})
+    with rasterio.open(path, "r+") as ds:
+        ds.scales = (0.5, 0.5)
+        ds.offsets = (1.0, 2.0)
+        ds.units = ("m", "m")
+    return path
+
+
+def inputs(described):
+    return [os.path.join(DATA, f) for f in SHARED] + [described]
+
+
+def same_meta(a, b) -> bool:
+    """RasterMeta equality with NaN nodata equal to NaN nodata."""
+    nan = a.nodata is not None and b.nodata is not None and np.isnan(a.nodata) and np.isnan(b.nodata)
+    return (nan or a.nodata == b.nodata) and replace(a, nodata=None) == replace(b, nodata=None)
+
+
+def test_recipe_meta_is_what_the_dataarray_carries(described):
+    """The metadata process() writes equals what to_raster reads off the DataArray."""
+    for path in inputs(described):
+        recipe = open_recipe(path)
+        data = rdask.open_raster(path)
+        assert replace(recipe, meta={}) == replace(recipe_of(data), meta={})  # NaN nodata != NaN
+        assert recipe.shape == data.shape and recipe.dtype == data.dtype
+        assert recipe.chunks == data.data.chunks
+        assert same_meta(recipe_meta(recipe.meta, recipe.shape[0]), raster_meta(data)), path
+        for kernel in ("focal-mean", "slope"):
+            if kernel == "slope" and recipe.shape[0] != 1:
+                continue
+            out = rdask.apply(data, kernel)
+            grown = extend(recipe, kernel)
+            assert grown.name == recipe_of(out).name  # a token of source, steps and chunks
+            assert same_meta(recipe_meta(grown.meta, grown.shape[0]), raster_meta(out)), (path, kernel)
+
+
+def written(path) -> tuple:
+    with rasterio.open(path) as ds:
+        return (ds.read(), ds.profile, ds.tags(), ds.descriptions, ds.scales, ds.offsets, ds.units,
+                [ds.tags(i) for i in ds.indexes], ds.dataset_mask())
+
+
+@pytest.mark.parametrize("kernel", ["reverse-bands", "focal-mean", "focal-mean radius=2 | reverse-bands"])
+def test_process_writes_what_the_dataarray_paths_write(described, tmp_path, kernel):
+    """process() (recipe), to_raster on an rdask DataArray (recipe) and on the
+    same DataArray without its recipe (dask.array graph) agree in every pixel
+    and every piece of metadata."""
+    from rdask.cli.options import parse_chain
+
+    chain = parse_chain(kernel)
+    for i, src in enumerate(inputs(described)):
+        if "reverse-bands" in kernel and src.endswith(("float_nan.tif", "shade.tif")):
+            continue  # single band: reversing is the identity, covered elsewhere
+        a = str(tmp_path / f"process-{i}.tif")
+        rdask.process(src, a, chain, chunk_mb=0.2, blocksize=128)
+        data = rdask.open_raster(src, chunk_mb=0.2, tile=128)
+        for name, args in chain:
+            data = rdask.apply(data, name, **args)
+        b = str(tmp_path / f"recipe-{i}.tif")
+        rdask.to_raster(data, b, blocksize=128)
+        opaque = data.copy()
+        opaque.encoding.pop(RECIPE_KEY)
+        assert recipe_of(opaque) is None
+        c = str(tmp_path / f"dask-{i}.tif")
+        rdask.to_raster(opaque, c, blocksize=128)
+        ref = written(c)
+        for got in (written(a), written(b)):
+            np.testing.assert_array_equal(got[0], ref[0])
+            assert repr(got[1:-1]) == repr(ref[1:-1]), src  # repr: NaN nodata equals NaN
+            np.testing.assert_array_equal(got[-1], ref[-1])
+
+
+def test_process_imports_neither_dask_array_nor_xarray(tmp_path):
+    """What makes the CLI start fast and stay small (W2/W3 of the benchmark)."""
+    code = textwrap.dedent(f"""
+        import sys, rdask
+        rdask.process({os.path.join(DATA, 'RGB.byte.tif')!r}, {str(tmp_path / 'o.tif')!r}, "focal-mean")
+        print(sorted(m for m in ("dask.array", "xarray", "pandas", "rioxarray") if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]"]
+    assert rasterio.open(tmp_path / "o.tif").shape == (718, 791)
+
+
+def test_cluster_workers_import_no_dask_array(tmp_path):
+    """On a local cluster a recipe's tasks reference only rdask's own functions:
+    workers never import dask.array (or xarray, pandas)."""
+    from rdask.schedule import open_runner
+
+    src = write(tmp_path / "in.tif", synthetic((3, 600, 500), "uint8", seed=2), block=(128, 128))
+    dst = str(tmp_path / "out.tif")
+    with open_runner("local:2") as runner:
+        rdask.process(src, dst, "reverse-bands", scheduler=runner.client, chunk_mb=0.2, blocksize=128)
+        seen = runner.client.run(
+            eval, "sorted(m for m in ('dask.array', 'xarray', 'pandas') if m in __import__('sys').modules)"
+        )
+        ran = runner.client.run(eval, "'rdask.kernels.bands' in __import__('sys').modules")
+    assert list(seen.values()) == [[], []]
+    assert any(ran.values())  # the workers did run the kernel
+    with rasterio.open(src) as s, rasterio.open(dst) as d:
+        np.testing.assert_array_equal(d.read(), s.read()[::-1])
