@@ -13,6 +13,11 @@ Three paths, chosen from what the input is:
 
 Kernels treat their block edges as raster edges, so all three give the same
 pixels as running the kernel on the whole raster at once.
+
+:func:`extend` is :func:`apply` for a bare :class:`~rdask.io.open.Recipe`
+(what :func:`rdask.process` and the CLI use): it only adds a step; the
+pipeline then runs each chunk with a :class:`ChunkReader`, the same read,
+steps and trim as the halo path, without a dask array.
 """
 
 from __future__ import annotations

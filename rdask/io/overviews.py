@@ -202,55 +202,64 @@ def _file(path: str, count: int):
 
 def _level_array(source: RasterSource, shape: tuple[int, int], count: int, dtype: str,
                  blocksize: int, chunk_mb: float):
-    import dask.array as da
     from dask.base import tokenize
 
     from rdask.plan import plan_chunks
+    from rdask.schedule import ChunkTasks
 
     plan = plan_chunks(shape, count, dtype, (blocksize, blocksize), chunk_mb=chunk_mb, tile=blocksize)
-    return da.map_blocks(
-        _pick_block,
-        source=source,
-        shape=shape,
-        chunks=plan.chunks,
-        dtype=np.dtype(dtype),
-        meta=np.empty((0, 0, 0), dtype=dtype),
-        name="rdask-nearest-" + tokenize(source, shape, plan.chunks),
-    )
+    return ChunkTasks(_Picks(source, shape), plan.chunks,
+                      "rdask-nearest-" + tokenize(source, shape, plan.chunks))
 
 
 def _scratch_array(pieces: LevelPieces, blocksize: int, chunk_mb: float):
-    """Level 1 from the scratch file: one task per piece, rechunked to whole output tiles."""
-    import dask.array as da
+    """Level 1 from the scratch file, in chunks of whole output tiles."""
     from dask.base import tokenize
 
     from rdask.plan import plan_chunks
+    from rdask.schedule import ChunkTasks
 
     p = pieces
-    chunks = ((p.bands,), tuple(np.diff(p.rows).tolist()), tuple(np.diff(p.cols).tolist()))
-    arr = da.map_blocks(
-        _scratch_block,
-        pieces=p,
-        chunks=chunks,
-        dtype=np.dtype(p.dtype),
-        meta=np.empty((0, 0, 0), dtype=p.dtype),
-        name="rdask-level1-" + tokenize(p, os.stat(p.path).st_mtime_ns),
-    )
     plan = plan_chunks(p.shape, p.bands, p.dtype, (blocksize, blocksize), chunk_mb=chunk_mb, tile=blocksize)
-    return arr.rechunk(plan.chunks)
+    return ChunkTasks(_FromPieces(p), plan.chunks,
+                      "rdask-level1-" + tokenize(p, os.stat(p.path).st_mtime_ns, plan.chunks))
 
 
-def _scratch_block(pieces: LevelPieces, block_info: Any = None) -> np.ndarray:
-    _, a, b = block_info[None]["chunk-location"]
-    return pieces.read(a, b)
+@dataclass(frozen=True)
+class _Picks:
+    """A level's chunk: GDAL's nearest picks from the level above (``source``)."""
+
+    source: RasterSource
+    shape: tuple[int, int]
+
+    def __call__(self, region: tuple[slice, slice, slice]) -> np.ndarray:
+        _, ys, xs = region
+        rows = picks(self.source.height, self.shape[0], ys.start, ys.stop)
+        cols = picks(self.source.width, self.shape[1], xs.start, xs.stop)
+        window = self.source.read(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+        return np.ascontiguousarray(_take(window, rows - rows[0], cols - cols[0]))
 
 
-def _pick_block(source: RasterSource, shape: tuple[int, int], block_info: Any = None) -> np.ndarray:
-    (_, _), (y0, y1), (x0, x1) = block_info[None]["array-location"]
-    rows = picks(source.height, shape[0], y0, y1)
-    cols = picks(source.width, shape[1], x0, x1)
-    window = source.read(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
-    return np.ascontiguousarray(_take(window, rows - rows[0], cols - cols[0]))
+@dataclass(frozen=True)
+class _FromPieces:
+    """A level-1 chunk assembled from the scratch file's pieces under it."""
+
+    pieces: LevelPieces
+
+    def __call__(self, region: tuple[slice, slice, slice]) -> np.ndarray:
+        _, ys, xs = region
+        p = self.pieces
+        out = np.empty((p.bands, ys.stop - ys.start, xs.stop - xs.start), dtype=p.dtype)
+        for a in range(len(p.rows) - 1):
+            r0, r1 = max(ys.start, p.rows[a]), min(ys.stop, p.rows[a + 1])
+            for b in range(len(p.cols) - 1):
+                c0, c1 = max(xs.start, p.cols[b]), min(xs.stop, p.cols[b + 1])
+                if r0 < r1 and c0 < c1:
+                    piece = p.read(a, b)
+                    out[:, r0 - ys.start : r1 - ys.start, c0 - xs.start : c1 - xs.start] = piece[
+                        :, r0 - p.rows[a] : r1 - p.rows[a], c0 - p.cols[b] : c1 - p.cols[b]
+                    ]
+        return out
 
 
 def _take(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
