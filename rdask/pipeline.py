@@ -196,6 +196,8 @@ def _write(arr, recipe, meta, path, *, compress, blocksize, overwrite, scheduler
                 creation_options=creation_options,
                 threads=runner.threads,
                 overwrite=overwrite,
+                # A COG's partial file is re-laid out into the file that is synced.
+                durable=finalize is None,
                 on_write=on_write,
                 job=job,
                 resume=resume,

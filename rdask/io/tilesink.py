@@ -13,6 +13,7 @@ journal, so the partial file never needs GDAL's checkpoints.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import time
@@ -25,6 +26,10 @@ from rdask.io.sink import RasterSink, rasterio_env
 from rdask.io.tiles import TileEncoder
 
 _TILE_OFFSETS, _TILE_BYTECOUNTS = 324, 325
+
+#: Bytes appended between two :func:`start_writeback` calls on a durable file.
+WRITEBACK_BYTES = 32 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE = 2
 
 
 class TileSink(RasterSink):
@@ -54,7 +59,7 @@ class TileSink(RasterSink):
                 self._fd = os.open(self.tmp, os.O_RDWR)
             except OSError as exc:
                 raise OutputError(f"cannot write {self.target}: {exc.strerror}") from None
-            self._end = os.fstat(self._fd).st_size
+            self._end = self._written_back = os.fstat(self._fd).st_size
         except BaseException:
             # Nothing was written yet: leave nothing behind (a resumed job's
             # partial file is kept for the next attempt).
@@ -77,12 +82,31 @@ class TileSink(RasterSink):
         except OSError as exc:
             raise OutputError(f"cannot write {self.target}: {exc.strerror}") from None
         self._record(key, placed)
+        self._write_back(at)
 
     def place(self, key: tuple[slice, slice, slice], placed: list[tuple[int, int, int]]) -> None:
         """Record tiles another process appended with :func:`append_tiles`."""
         with self._lock:
             self._claim(key)
         self._record(key, placed)
+        self._write_back(max((off + size for _, off, size in placed), default=0))
+
+    def _write_back(self, end: int) -> None:
+        """Start writing the file's bytes up to ``end`` to disk, a window at a time.
+
+        A durable file is fsynced before it is published; started as the
+        file grows, the writeback overlaps the computation instead of
+        leaving the commit to wait for all of it (~0.1 s per 400 MB).
+        """
+        if not self.durable:
+            return
+        with self._lock:
+            start = self._written_back
+            if end - start < WRITEBACK_BYTES or self._fd is None:
+                return
+            self._written_back = end
+            fd = self._fd
+        start_writeback(fd, start, end - start)
 
     def _claim(self, key: tuple[slice, slice, slice]) -> None:
         # Called with the lock held.
@@ -130,6 +154,28 @@ class TileSink(RasterSink):
         if keep_partial:
             self.journal.sync()
         return keep_partial
+
+
+def start_writeback(fd: int, offset: int, nbytes: int) -> bool:
+    """Have the kernel start writing ``nbytes`` at ``offset`` of ``fd`` to disk
+    and return at once (Linux ``sync_file_range``); False where it cannot.
+    Only a hint: the fsync before publishing is what makes the file durable."""
+    fn = _sync_file_range()
+    return fn is not None and fn(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE) == 0
+
+
+@functools.cache
+def _sync_file_range() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
 
 
 def pwrite_all(fd: int, data: memoryview, at: int) -> None:
