@@ -34,13 +34,22 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rdask tests benchmarks
 
-bench-quick: $(STAMP) sysdeps
-	$(PY) -m pip install -q -r benchmarks/requirements.txt
-	$(PY) benchmarks/run.py --quick
+# The benchmark's own venv: rdask and the contenders' packages, none of the
+# test tools (boto3, moto...), which rasterio and numba import when present.
+BVENV  = benchmarks/.venv
+BSTAMP = $(BVENV)/.rdask-installed
 
-bench: $(STAMP) sysdeps
-	$(PY) -m pip install -q -r benchmarks/requirements.txt
-	$(PY) benchmarks/run.py
+$(BSTAMP): pyproject.toml benchmarks/requirements.txt
+	@test -x $(BVENV)/bin/python || $(PYTHON) -m venv $(BVENV)
+	$(BVENV)/bin/python -m pip install -q --upgrade pip
+	$(BVENV)/bin/python -m pip install -q -e . -r benchmarks/requirements.txt
+	@touch $(BSTAMP)
+
+bench-quick: $(BSTAMP) sysdeps
+	$(BVENV)/bin/python benchmarks/run.py --quick
+
+bench: $(BSTAMP) sysdeps
+	$(BVENV)/bin/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache benchmarks/.work
+	rm -rf $(VENV) $(BVENV) build *.egg-info .pytest_cache benchmarks/.work

@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/run.py [--quick] [--size-scale F] [--repeat N]
+    benchmarks/.venv/bin/python benchmarks/run.py [--quick] [--size-scale F] [--repeat N]
         [--workloads W1,W2,...] [--workdir DIR] [--json out.json]
 
 Generates (and caches) the inputs, checks every contender's output, times
@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rdask",
         default=Context.rdask,
         metavar="PATH",
-        help="the rdask executable (default .venv/bin/rdask)",
+        help="the rdask executable (default: the one beside this Python)",
     )
     parser.add_argument(
         "--keep-outputs",

@@ -142,7 +142,9 @@ class Context:
     quick: bool = False
     scale: float = 1.0
     python: str = sys.executable
-    rdask: str = str(REPO / ".venv" / "bin" / "rdask")
+    # The rdask installed beside this Python (benchmarks/.venv from `make
+    # bench`: rdask and the contenders, none of the test tools).
+    rdask: str = str(Path(sys.executable).parent / "rdask")
     log: Callable[[str], None] = print
     inputs: dict[str, dict] = field(default_factory=dict)
     """What each synthetic input cost to generate (for the JSON report)."""
