@@ -269,7 +269,8 @@ def process(
     kernel_args
         Arguments for a single kernel.
     chunk_mb
-        Target chunk size in MB. By default :data:`rdask.plan.DEFAULT_CHUNK_MB`,
+        Target chunk size in MB. By default :data:`rdask.plan.DEFAULT_CHUNK_MB`
+        (:data:`rdask.plan.CLUSTER_CHUNK_MB` on a dask.distributed cluster),
         made smaller for small rasters so every thread gets several chunks.
 
     Other parameters are those of :func:`to_raster`.
@@ -282,20 +283,21 @@ def process(
     from rdask.io.meta import recipe_meta
     from rdask.io.open import open_recipe, replan_recipe
     from rdask.io.sink import check_target
-    from rdask.plan import DEFAULT_CHUNK_MB
+    from rdask.plan import CLUSTER_CHUNK_MB, DEFAULT_CHUNK_MB
     from rdask.schedule import parse_scheduler
 
     # Fail on a local output before reading anything (S3 is checked by _write).
     if not os.fspath(dst).startswith("s3://"):
         check_target(os.fspath(dst), overwrite=overwrite)
+    spec = parse_scheduler(scheduler, workers)
+    target_mb = chunk_mb or (CLUSTER_CHUNK_MB if spec.distributed else DEFAULT_CHUNK_MB)
     # A recipe all the way: no DataArray, no dask.array (faster start-up,
     # less memory, and workers that import less).
-    recipe = open_recipe(src, chunk_mb=chunk_mb or DEFAULT_CHUNK_MB, tile=blocksize, gdal_options=gdal_options)
+    recipe = open_recipe(src, chunk_mb=target_mb, tile=blocksize, gdal_options=gdal_options)
     if chunk_mb is None:
         # Small rasters: aim for >= 4 chunks per thread so all cores work.
-        threads = parse_scheduler(scheduler, workers).workers
-        per_thread = recipe.nbytes / 1e6 / (4 * threads)
-        if per_thread < DEFAULT_CHUNK_MB:
+        per_thread = recipe.nbytes / 1e6 / (4 * spec.workers)
+        if per_thread < target_mb:
             recipe = replan_recipe(recipe, chunk_mb=max(per_thread, 0.05), tile=blocksize)
     if isinstance(kernel, (str,)) or hasattr(kernel, "func"):
         chain = [(kernel, dict(kernel_args or {}))]

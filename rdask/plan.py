@@ -19,6 +19,11 @@ import numpy as np
 #: per-task overhead is negligible next to decoding the blocks in it.
 DEFAULT_CHUNK_MB = 4.0
 
+#: Default target on a dask.distributed cluster, where every task also costs
+#: scheduler and client work (~ms) in the process that drives the job: fewer,
+#: larger tasks (W4 of the benchmark: 16 MB chunks ran ~3% faster than 4 MB).
+CLUSTER_CHUNK_MB = 16.0
+
 #: When the common multiple of input block and output tile is this many
 #: times the target, give up input alignment (reads then decode a few blocks
 #: twice) rather than the output's write-once guarantee.

@@ -85,5 +85,5 @@ scheduler_option = click.option(
 )
 chunk_mb_option = click.option(
     "--chunk-mb", type=click.FloatRange(min=0.01), default=None,
-    help="Target chunk size in MB (default 16).",
+    help="Target chunk size in MB (default 4; 16 when running on a cluster; less for small rasters).",
 )
