@@ -376,6 +376,9 @@ def open_runner(scheduler: Any = "threads", workers: int | None = None) -> Itera
 
     if spec.kind == "local":
         with local_cluster(spec.workers) as cluster, Client(cluster) as client:
+            from rdask.worker_exit import QuickExit
+
+            client.register_plugin(QuickExit(), name="rdask-quick-exit")
             yield Runner(spec, client)
         return
     try:

@@ -161,3 +161,21 @@ def test_file_kernel_runs_on_a_local_cluster(job, tmp_path):
     dst = str(tmp_path / "double.tif")
     rdask.process(src, dst, f"{kfile}:double", scheduler="local:2", chunk_mb=0.3, blocksize=128)
     assert np.array_equal(read(dst), data * np.uint16(2))
+
+
+def test_local_cluster_workers_close_cleanly_with_quick_exit(job, caplog):
+    """rdask's own cluster gives its workers QuickExit; they still close cleanly
+    (exit status 0, nothing for the nanny to report) and the job is right."""
+    import logging
+
+    tmp, src, data = job
+    dst = str(tmp / "quick-exit.tif")
+    with caplog.at_level(logging.WARNING, logger="distributed"):
+        with open_runner("local:2") as runner:
+            plugins = runner.client.run(lambda dask_worker: sorted(dask_worker.plugins))
+            processes = [n.process.process for n in runner.client.cluster.workers.values()]
+            rdask.process(src, dst, "reverse-bands", scheduler=runner.client, chunk_mb=0.3, blocksize=128)
+    assert [("rdask-quick-exit" in p) for p in plugins.values()] == [True, True]
+    assert [p.exitcode for p in processes] == [0, 0]
+    assert not [r for r in caplog.records if r.name.startswith("distributed.nanny")], caplog.text
+    assert np.array_equal(read(dst), data[::-1])
