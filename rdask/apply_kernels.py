@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rdask.errors import KernelError
-from rdask.io.meta import exact_transform
+from rdask.io.meta import exact_transform, nodata_fits
 from rdask.io.open import RECIPE_KEY, Recipe, Step, recipe_of, wrap
 
 log = logging.getLogger("rdask")
@@ -228,6 +228,11 @@ def _out_meta(k: Kernel, meta: Mapping[str, Any], in_bands: int, out_bands: int,
     metadata only while bands (and, for scales, the dtype) are unchanged."""
     out = dict(meta)
     out["nodata"] = k.out_nodata(meta.get("nodata"))
+    if out["nodata"] is not None and not nodata_fits(out["nodata"], out_dtype):
+        raise KernelError(
+            f"kernel {k.name!r}: its {np.dtype(out_dtype)} output cannot hold the nodata value "
+            f"{out['nodata']!r} (give the kernel a nodata of its own or another dtype)"
+        )
     if not k.keeps_bands or out_bands != in_bands:
         out["descriptions"] = ()
         out["band_tags"] = ()

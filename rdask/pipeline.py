@@ -423,7 +423,7 @@ class _CogFinish:
 
 
 def _job_id(arr, recipe, meta, blocksize, compress, creation_options):
-    """Fingerprints a resumed job must match: input, kernel chain, options."""
+    """Fingerprints a resumed job must match: input, kernel chain, chunk plan, options."""
     from dask.base import tokenize
 
     from rdask.io.journal import JobId
@@ -433,9 +433,12 @@ def _job_id(arr, recipe, meta, blocksize, compress, creation_options):
     else:
         inp, kern = arr.name, ""
     crs = meta.crs.to_wkt() if meta.crs else None
-    opts = tokenize(arr.shape, str(arr.dtype), arr.chunks, blocksize, compress,
-                    sorted((creation_options or {}).items()), crs, tuple(meta.transform), meta.nodata)
-    return JobId(inp, kern, opts)
+    # repr of a float: a NumPy scalar nodata (the DataArray path) and a plain
+    # float (the recipe path) must give the same job.
+    nodata = None if meta.nodata is None else repr(float(meta.nodata))
+    opts = tokenize(str(arr.dtype), blocksize, compress, sorted((creation_options or {}).items()), crs,
+                    tuple(meta.transform), nodata)
+    return JobId(inp, kern, opts, tokenize(arr.shape, arr.chunks))
 
 
 def _as_dask(data: xr.DataArray):

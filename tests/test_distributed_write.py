@@ -163,19 +163,33 @@ def test_file_kernel_runs_on_a_local_cluster(job, tmp_path):
     assert np.array_equal(read(dst), data * np.uint16(2))
 
 
-def test_local_cluster_workers_close_cleanly_with_quick_exit(job, caplog):
-    """rdask's own cluster gives its workers QuickExit; they still close cleanly
-    (exit status 0, nothing for the nanny to report) and the job is right."""
+def test_local_cluster_workers_close_cleanly_with_quick_exit(job, tmp_path, caplog):
+    """rdask's own cluster gives its workers QuickExit: once closed they leave
+    before the interpreter's teardown (an exit handler registered earlier
+    never runs), with status 0 and nothing for the nanny to report."""
     import logging
 
     tmp, src, data = job
     dst = str(tmp / "quick-exit.tif")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def mark_at_exit(path=str(marks)):
+        import atexit
+        import os
+
+        atexit.register(lambda: open(os.path.join(path, str(os.getpid())), "w").close())
+        return os.getpid()
+
     with caplog.at_level(logging.WARNING, logger="distributed"):
         with open_runner("local:2") as runner:
             plugins = runner.client.run(lambda dask_worker: sorted(dask_worker.plugins))
+            pids = runner.client.run(mark_at_exit)
             processes = [n.process.process for n in runner.client.cluster.workers.values()]
             rdask.process(src, dst, "reverse-bands", scheduler=runner.client, chunk_mb=0.3, blocksize=128)
     assert [("rdask-quick-exit" in p) for p in plugins.values()] == [True, True]
+    assert len(set(pids.values())) == 2
     assert [p.exitcode for p in processes] == [0, 0]
+    assert os.listdir(marks) == []  # the teardown that would have run the handlers was skipped
     assert not [r for r in caplog.records if r.name.startswith("distributed.nanny")], caplog.text
     assert np.array_equal(read(dst), data[::-1])

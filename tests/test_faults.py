@@ -262,6 +262,7 @@ def test_sigkill_mid_write_leaves_partial_that_resume_completes(tmp_path, job):
         (["-a", f"iterations={job.iterations + 1}"], "kernel"),
         (["--blocksize", "256"], "options"),
         (["--compress", "zstd"], "options"),
+        (["--chunk-mb", str(float(CHUNK_MB) * 4)], "chunk plan"),
     ]:
         proc = run_rdask(*job.cli_args(src, out, "--resume", *extra))
         assert proc.returncode == 1, proc.stderr

@@ -72,11 +72,16 @@ def written(path) -> tuple:
 
 
 @pytest.mark.parametrize("kernel", ["reverse-bands", "focal-mean", "focal-mean radius=2 | reverse-bands"])
-def test_process_writes_what_the_dataarray_paths_write(described, tmp_path, kernel):
+def test_process_writes_what_the_dataarray_paths_write(described, tmp_path, kernel, monkeypatch):
     """process() (recipe), to_raster on an rdask DataArray (recipe) and on the
     same DataArray without its recipe (dask.array graph) agree in every pixel
     and every piece of metadata."""
+    from rdask import pipeline
     from rdask.cli.options import parse_chain
+
+    graphs = []
+    real = pipeline._as_dask
+    monkeypatch.setattr(pipeline, "_as_dask", lambda data: graphs.append(True) or real(data))
 
     chain = parse_chain(kernel)
     for i, src in enumerate(inputs(described)):
@@ -88,12 +93,15 @@ def test_process_writes_what_the_dataarray_paths_write(described, tmp_path, kern
         for name, args in chain:
             data = rdask.apply(data, name, **args)
         b = str(tmp_path / f"recipe-{i}.tif")
+        graphs.clear()
         rdask.to_raster(data, b, blocksize=128)
+        assert graphs == []  # ran the recipe's chunks, not the array's graph
         opaque = data.copy()
         opaque.encoding.pop(RECIPE_KEY)
         assert recipe_of(opaque) is None
         c = str(tmp_path / f"dask-{i}.tif")
         rdask.to_raster(opaque, c, blocksize=128)
+        assert graphs == [True]
         ref = written(c)
         for got in (written(a), written(b)):
             np.testing.assert_array_equal(got[0], ref[0])
@@ -134,3 +142,36 @@ def test_cluster_workers_import_no_dask_array(tmp_path):
     assert any(ran.values())  # the workers did run the kernel
     with rasterio.open(src) as s, rasterio.open(dst) as d:
         np.testing.assert_array_equal(d.read(), s.read()[::-1])
+
+
+def test_both_paths_make_the_same_resumable_job(described, tmp_path):
+    """A job interrupted through the API resumes from the CLI and back: the job
+    fingerprint does not depend on which path computed the metadata (the
+    DataArray's nodata is a NumPy scalar, the recipe's a float)."""
+    from rdask.io.meta import raster_meta
+    from rdask.pipeline import _job_id
+
+    for src in (os.path.join(DATA, "RGB.byte.tif"), os.path.join(DATA, "float_nan.tif"), described):
+        recipe = extend(open_recipe(src), "focal-mean")
+        data = rdask.apply(rdask.open_raster(src), "focal-mean")
+        a = _job_id(recipe, recipe, recipe_meta(recipe.meta, recipe.shape[0]), 512, "deflate", {})
+        b = _job_id(recipe_of(data), recipe_of(data), raster_meta(data), 512, "deflate", {})
+        assert a == b, src
+
+
+def test_nodata_the_output_dtype_cannot_hold_is_refused_on_both_paths(tmp_path):
+    """A kernel keeping the input's NaN nodata with a uint8 output: one clear
+    error from apply() and from process(), not a file without its nodata."""
+    import numba
+
+    @rdask.kernel(dtype="uint8")
+    @numba.njit(nogil=True)
+    def to_byte(block):
+        return block.astype(np.uint8)
+
+    src = os.path.join(DATA, "float_nan.tif")
+    with pytest.raises(rdask.KernelError, match="uint8 output cannot hold the nodata value nan"):
+        rdask.apply(rdask.open_raster(src), to_byte)
+    with pytest.raises(rdask.KernelError, match="uint8 output cannot hold the nodata value nan"):
+        rdask.process(src, str(tmp_path / "o.tif"), to_byte)
+    assert not os.listdir(tmp_path)

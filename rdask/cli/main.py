@@ -81,8 +81,10 @@ def entry() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing more can be said
-            pass
+        except (OSError, ValueError):
+            # Output that could not be written (a closed pipe, a full
+            # disk) fails the command, as Python's own exit does (120).
+            code = code or 120
     os._exit(code or 0)
 
 

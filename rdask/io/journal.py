@@ -31,9 +31,13 @@ class JobId:
     input: str
     kernel: str
     options: str
+    chunks: str = ""
 
     def differences(self, other: JobId) -> list[str]:
-        return [name for name in ("input", "kernel", "options") if getattr(self, name) != getattr(other, name)]
+        names = {"input": "input", "kernel": "kernel", "options": "options",
+                 "chunks": "chunk plan (keep -j and --chunk-mb; by default threads use 4 MB "
+                           "chunks and a cluster 16 MB)"}
+        return [label for name, label in names.items() if getattr(self, name) != getattr(other, name)]
 
 
 def partial_paths(target: str) -> tuple[str, str]:
@@ -78,7 +82,7 @@ class Journal:
         lines = fh.read().splitlines()
         try:
             head = json.loads(lines[0])
-            old = JobId(head["input"], head["kernel"], head["options"])
+            old = JobId(head["input"], head["kernel"], head["options"], head.get("chunks", ""))
         except (IndexError, ValueError, KeyError):
             fh.close()
             raise ResumeError(f"cannot resume {target}: its journal {path} is unreadable") from None

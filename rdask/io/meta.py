@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     import xarray as xr
     from affine import Affine
@@ -123,3 +125,14 @@ def _from_attrs(attrs: Mapping[str, Any], nb: int) -> dict[str, Any]:
         "offsets": per_band(attrs.get("add_offset"), float),
         "units": per_band(attrs.get("units"), str),
     }
+
+
+def nodata_fits(value: float, dtype: Any) -> bool:
+    """Whether pixels of ``dtype`` can hold the nodata ``value`` exactly."""
+    dtype = np.dtype(dtype)
+    if np.isnan(value):
+        return dtype.kind == "f"
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return float(value).is_integer() and info.min <= value <= info.max
+    return True

@@ -224,19 +224,11 @@ def open_recipe(
     return Recipe(source, plan, (), _open_name(source, plan), meta)
 
 
-def replan(data: xr.DataArray, *, chunk_mb: float, tile: int | None = 512) -> xr.DataArray:
-    """``data`` (straight from :func:`open_raster`) with another chunk size,
-    planned from the metadata it already holds: no file is opened again."""
-    recipe = recipe_of(data)
-    if recipe is None:
-        raise ValueError("replan needs an array straight from open_raster")
-    return build_dataarray(replan_recipe(recipe, chunk_mb=chunk_mb, tile=tile))
-
-
 def replan_recipe(recipe: Recipe, *, chunk_mb: float, tile: int | None = 512) -> Recipe:
-    """:func:`replan` for a bare recipe (one without steps)."""
+    """``recipe`` (straight from :func:`open_recipe`) with another chunk size,
+    planned from the metadata it already holds: no file is opened again."""
     if recipe.steps:
-        raise ValueError("replan needs an array straight from open_raster")
+        raise ValueError("replan_recipe needs a recipe straight from open_recipe, before any kernel")
     source = recipe.source
     plan = plan_chunks(
         (source.height, source.width), source.count, source.dtype, recipe.meta["block"],

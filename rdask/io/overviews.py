@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,8 +209,9 @@ def _level_array(source: RasterSource, shape: tuple[int, int], count: int, dtype
     from rdask.schedule import ChunkTasks
 
     plan = plan_chunks(shape, count, dtype, (blocksize, blocksize), chunk_mb=chunk_mb, tile=blocksize)
+    # uuid: a level of this job, not of an earlier one on a shared client.
     return ChunkTasks(_Picks(source, shape), plan.chunks,
-                      "rdask-nearest-" + tokenize(source, shape, plan.chunks))
+                      f"rdask-nearest-{tokenize(source, shape, plan.chunks)}-{uuid.uuid4().hex[:8]}")
 
 
 def _scratch_array(pieces: LevelPieces, blocksize: int, chunk_mb: float):
@@ -222,7 +224,7 @@ def _scratch_array(pieces: LevelPieces, blocksize: int, chunk_mb: float):
     p = pieces
     plan = plan_chunks(p.shape, p.bands, p.dtype, (blocksize, blocksize), chunk_mb=chunk_mb, tile=blocksize)
     return ChunkTasks(_FromPieces(p), plan.chunks,
-                      "rdask-level1-" + tokenize(p, os.stat(p.path).st_mtime_ns, plan.chunks))
+                      f"rdask-level1-{tokenize(p, os.stat(p.path).st_mtime_ns, plan.chunks)}-{uuid.uuid4().hex[:8]}")
 
 
 @dataclass(frozen=True)

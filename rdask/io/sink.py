@@ -37,7 +37,7 @@ import numpy as np
 
 from rdask.errors import OutputError, first_line
 from rdask.io.journal import JobId, Journal, partial_paths
-from rdask.io.meta import RasterMeta
+from rdask.io.meta import RasterMeta, nodata_fits
 
 log = logging.getLogger("rdask")
 
@@ -244,7 +244,7 @@ class RasterSink:
         bands, height, width = self.shape
         m = self.meta
         nodata = m.nodata
-        if nodata is not None and not _fits(nodata, self.dtype):
+        if nodata is not None and not nodata_fits(nodata, self.dtype):
             nodata = None
         try:
             with rasterio.Env(**WRITER_GDAL_OPTIONS):
@@ -458,15 +458,6 @@ def rasterio_env():
     import rasterio
 
     return rasterio.Env(**WRITER_GDAL_OPTIONS)
-
-
-def _fits(value: float, dtype: np.dtype) -> bool:
-    if np.isnan(value):
-        return dtype.kind == "f"
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return float(value).is_integer() and info.min <= value <= info.max
-    return True
 
 
 def _space_note(path: str) -> str:

@@ -44,6 +44,11 @@ class TileSink(RasterSink):
         extra = dict(kwargs.pop("creation_options", None) or {})
         extra["SPARSE_OK"] = "TRUE"
         self._fd = None
+        # Writers between reserving their bytes and recording them; an abort
+        # meanwhile leaves the descriptor to the last of them to close, so
+        # none writes through a closed (or reused) descriptor number.
+        self._writers = 0
+        self._orphan_fd: int | None = None
         super().__init__(*args, creation_options=extra, **kwargs)
         try:
             # GDAL has written the structure; from here on the file is ours.
@@ -72,17 +77,26 @@ class TileSink(RasterSink):
             self._claim(key)
             start = self._end
             self._end += total
-        placed = []
-        at = start
+            fd = self._fd
+            self._writers += 1
         try:
-            for index, data in tiles:
-                pwrite_all(self._fd, memoryview(data), at)
-                placed.append((index, at, len(data)))
-                at += len(data)
-        except OSError as exc:
-            raise OutputError(f"cannot write {self.target}: {exc.strerror}") from None
-        self._record(key, placed)
-        self._write_back(at)
+            placed = []
+            at = start
+            try:
+                for index, data in tiles:
+                    pwrite_all(fd, memoryview(data), at)
+                    placed.append((index, at, len(data)))
+                    at += len(data)
+            except OSError as exc:
+                raise OutputError(f"cannot write {self.target}: {exc.strerror}") from None
+            self._record(key, placed)
+            self._write_back(at, fd)
+        finally:
+            with self._lock:
+                self._writers -= 1
+                if not self._writers and self._orphan_fd is not None:
+                    os.close(self._orphan_fd)
+                    self._orphan_fd = None
 
     def place(self, key: tuple[slice, slice, slice], placed: list[tuple[int, int, int]]) -> None:
         """Record tiles another process appended with :func:`append_tiles`."""
@@ -91,21 +105,23 @@ class TileSink(RasterSink):
         self._record(key, placed)
         self._write_back(max((off + size for _, off, size in placed), default=0))
 
-    def _write_back(self, end: int) -> None:
+    def _write_back(self, end: int, fd: int | None = None) -> None:
         """Start writing the file's bytes up to ``end`` to disk, a window at a time.
 
         A durable file is fsynced before it is published; started as the
         file grows, the writeback overlaps the computation instead of
         leaving the commit to wait for all of it (~0.1 s per 400 MB).
+        ``fd`` is a writer's own descriptor (kept open until it is done);
+        without it, this thread must be the one that would abort.
         """
         if not self.durable:
             return
         with self._lock:
+            fd = self._fd if fd is None else fd
             start = self._written_back
-            if end - start < WRITEBACK_BYTES or self._fd is None:
+            if end - start < WRITEBACK_BYTES or fd is None or self._closed:
                 return
             self._written_back = end
-            fd = self._fd
         start_writeback(fd, start, end - start)
 
     def _claim(self, key: tuple[slice, slice, slice]) -> None:
@@ -148,8 +164,12 @@ class TileSink(RasterSink):
             self._fd = None
 
     def _abort_dataset(self, keep_partial: bool) -> bool:
+        # Called with the lock held.
         if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+            if self._writers:
+                self._orphan_fd = self._fd  # the last writer closes it
+            else:
+                os.close(self._fd)
             self._fd = None
         if keep_partial:
             self.journal.sync()
