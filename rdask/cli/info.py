@@ -10,7 +10,7 @@ from rdask.cli.options import chunk_mb_option, verbosity_options
 @click.command()
 @verbosity_options
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@chunk_mb_option
+@chunk_mb_option("Target chunk size in MB (default 4, what a threaded run plans).")
 @click.option("--blocksize", type=click.IntRange(min=16), default=512, show_default=True,
               help="Output tile size the chunks align to.")
 def info(inputs, chunk_mb, blocksize):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -83,7 +84,7 @@ scheduler_option = click.option(
     "--scheduler", default="threads", show_default=True,
     help="threads | sync | local[:N] | tcp://HOST:PORT",
 )
-chunk_mb_option = click.option(
-    "--chunk-mb", type=click.FloatRange(min=0.01), default=None,
-    help="Target chunk size in MB (default 4; 16 when running on a cluster; less for small rasters).",
-)
+def chunk_mb_option(help: str = "Target chunk size in MB (default 4; 16 when running on a cluster; "
+                                 "less for small rasters).") -> Callable:
+    """``--chunk-mb``, with the help text of the command that takes it."""
+    return click.option("--chunk-mb", type=click.FloatRange(min=0.01), default=None, help=help)

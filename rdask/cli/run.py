@@ -26,7 +26,7 @@ from rdask.cli.options import (
 @scheduler_option
 @click.option("-a", "--kernel-arg", "kernel_args", multiple=True, metavar="NAME=VALUE",
               help="Kernel argument (repeatable).")
-@chunk_mb_option
+@chunk_mb_option()
 @click.option("--driver", type=click.Choice(["GTiff", "COG"], case_sensitive=False), default="GTiff",
               help="Output format: a tiled GeoTIFF, or a Cloud Optimized GeoTIFF with overviews.")
 @click.option("--overview-levels", type=click.IntRange(min=0), default=None,
