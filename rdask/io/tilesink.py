@@ -80,17 +80,14 @@ class TileSink(RasterSink):
             fd = self._fd
             self._writers += 1
         try:
-            placed = []
-            at = start
+            placed = _layout(tiles, start)
             try:
-                for index, data in tiles:
+                for (_, at, _), (_, data) in zip(placed, tiles, strict=True):
                     pwrite_all(fd, memoryview(data), at)
-                    placed.append((index, at, len(data)))
-                    at += len(data)
             except OSError as exc:
                 raise OutputError(f"cannot write {self.target}: {exc.strerror}") from None
             self._record(key, placed)
-            self._write_back(at, fd)
+            self._write_back(start + total, fd)
         finally:
             with self._lock:
                 self._writers -= 1
@@ -226,7 +223,12 @@ def append_tiles(path: str, tiles: list[tuple[int, bytes]]) -> list[tuple[int, i
     if written != len(data):
         # A short append cannot be continued atomically: the space ran out.
         raise OutputError(f"cannot write {path}: only {written} of {len(data)} bytes fit")
-    placed, at = [], end - len(data)
+    return _layout(tiles, end - len(data))
+
+
+def _layout(tiles: list[tuple[int, bytes]], start: int) -> list[tuple[int, int, int]]:
+    """``(index, offset, size)`` of ``tiles`` written back to back from ``start``."""
+    placed, at = [], start
     for index, blob in tiles:
         placed.append((index, at, len(blob)))
         at += len(blob)
