@@ -127,11 +127,8 @@ def to_raster(
     # comes from the DataArray (the user may have changed it since).
     lazy = recipe if recipe is not None and _aligned_chunks(recipe.chunks, blocksize) else None
     arr = lazy if lazy is not None else _aligned(_as_dask(data), blocksize)
-    mask = None
-    if recipe is not None and recipe.source.per_dataset_mask and recipe.source.count == arr.shape[0]:
-        mask = recipe.source
     return _write(
-        arr, recipe, raster_meta(data, mask=mask), path,
+        arr, recipe, raster_meta(data, mask=_mask_of(recipe)), path,
         compress=compress, blocksize=blocksize, overwrite=overwrite, scheduler=scheduler,
         workers=workers, creation_options=creation_options, progress=progress, resume=resume,
         checkpoint_seconds=checkpoint_seconds, gdal_options=gdal_options, driver=driver,
@@ -307,14 +304,21 @@ def process(
         chain = [(k, dict(a)) for k, a in kernel]
     for k, args in chain:
         recipe = extend(recipe, k, **args)
-    mask = recipe.source if recipe.source.per_dataset_mask and recipe.source.count == recipe.shape[0] else None
     return _write(
-        recipe, recipe, recipe_meta(recipe.meta, recipe.shape[0], mask=mask), dst,
+        recipe, recipe, recipe_meta(recipe.meta, recipe.shape[0], mask=_mask_of(recipe)), dst,
         compress=compress, blocksize=blocksize, overwrite=overwrite, scheduler=scheduler,
         workers=workers, creation_options=creation_options, progress=progress, resume=resume,
         checkpoint_seconds=checkpoint_seconds, gdal_options=gdal_options, driver=driver,
         overview_levels=overview_levels, overview_resampling=overview_resampling,
     )
+
+
+def _mask_of(recipe):
+    """The source whose per-dataset mask the output carries, if any: a
+    recipe's single file with such a mask, while the band count is kept."""
+    if recipe is not None and recipe.source.per_dataset_mask and recipe.source.count == recipe.shape[0]:
+        return recipe.source
+    return None
 
 
 def _sink_for(arr, meta, blocksize, compress, creation_options):
