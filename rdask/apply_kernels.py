@@ -65,22 +65,20 @@ def apply(data: xr.DataArray, kernel: Kernel | str, **kernel_args: Any) -> xr.Da
     recipe = recipe_of(data)
     meta = _meta_of(data, recipe)
     k, step, halo = _step(kernel, kernel_args, meta, lambda: exact_transform(data))
-    out_bands = k.out_bands(data.sizes["band"], dict(step.args))
-    out_dtype = k.out_dtype(data.dtype)
-    out_meta = _out_meta(k, meta, data.sizes["band"], out_bands, data.dtype, out_dtype)
-
     if recipe is not None and recipe.halo + halo > 0:
         # File-backed: read grown windows straight from the source.
-        grown = extend(recipe, k, **dict(step.args))
+        grown = _extended(recipe, k, step)
         log.info(
             "%s: halo path: direct reads from the file, halo %d (chain of %d)",
             k.name, grown.halo, len(grown.steps),
         )
-        arr = _from_source(grown)
-        out = wrap(arr, out_meta)
+        out = wrap(_from_source(grown), grown.meta)
         out.encoding[RECIPE_KEY] = grown
         out.encoding["source"] = data.encoding.get("source")
         return out
+    out_bands = k.out_bands(data.sizes["band"], dict(step.args))
+    out_dtype = k.out_dtype(data.dtype)
+    out_meta = _out_meta(k, meta, data.sizes["band"], out_bands, data.dtype, out_dtype)
     if halo == 0:
         arr = data.data.map_blocks(
             _run,
@@ -117,6 +115,11 @@ def extend(recipe: Recipe, kernel: Kernel | str, **kernel_args: Any) -> Recipe:
     source (its window grown by the total halo) followed by the steps.
     """
     k, step, _ = _step(kernel, kernel_args, recipe.meta, None)
+    return _extended(recipe, k, step)
+
+
+def _extended(recipe: Recipe, k: Kernel, step: Step) -> Recipe:
+    """``recipe`` with the resolved ``step`` of kernel ``k`` added."""
     in_bands, in_dtype = recipe.shape[0], recipe.dtype
     steps = recipe.steps + (step,)
     out_meta = _out_meta(k, recipe.meta, in_bands, k.out_bands(in_bands, dict(step.args)),
