@@ -1,0 +1,106 @@
+"""What a file is, from its metadata alone: size, bands, dtype, blocks and
+the :class:`~rdask.meta.RasterMeta` an output of it carries.
+
+Every failure to open becomes one line naming the problem and the path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from rdask.errors import RasterOpenError, first_line
+from rdask.io.remote import diagnose, is_remote
+from rdask.io.source import file_stamp, redact
+from rdask.meta import BandMeta, RasterMeta, as_tags
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One input as GDAL describes it."""
+
+    path: str
+    stamp: tuple[float, int]
+    shape: tuple[int, int]
+    bands: tuple[int, ...]
+    dtypes: tuple[str, ...]
+    block: tuple[int, int]
+    meta: RasterMeta
+    per_dataset_mask: bool
+
+
+def inspect(path: str, options: tuple[tuple[str, Any], ...]) -> FileInfo:
+    """Metadata of one input, with one-line errors for the usual mistakes."""
+    import rasterio
+
+    shown = redact(path)
+    _check_local(path, shown)
+    try:
+        with rasterio.Env(**dict(options)), rasterio.open(path) as ds:
+            if ds.count == 0:
+                raise RasterOpenError(f"no raster bands in {shown}")
+            return FileInfo(
+                path=path,
+                stamp=file_stamp(path),
+                shape=(ds.height, ds.width),
+                bands=tuple(ds.indexes),
+                dtypes=tuple(ds.dtypes),
+                block=tuple(ds.block_shapes[0]),
+                meta=read_meta(ds),
+                per_dataset_mask=_per_dataset_mask(ds),
+            )
+    except RasterOpenError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any GDAL failure becomes one line
+        raise _open_error(path, shown, options, exc) from None
+
+
+def read_meta(ds: Any) -> RasterMeta:
+    """The :class:`RasterMeta` of an open rasterio dataset."""
+    bands = tuple(
+        BandMeta(
+            description=ds.descriptions[i - 1] or "",
+            scale=float(ds.scales[i - 1]),
+            offset=float(ds.offsets[i - 1]),
+            unit=ds.units[i - 1] or "",
+            colorinterp=ds.colorinterp[i - 1].name.lower(),
+            tags=as_tags(ds.tags(i)),
+        )
+        for i in ds.indexes
+    )
+    return RasterMeta(
+        crs=ds.crs,
+        transform=ds.transform,
+        nodata=None if ds.nodata is None else float(ds.nodata),
+        bands=bands,
+        tags=as_tags(ds.tags()),
+    )
+
+
+def _per_dataset_mask(ds: Any) -> bool:
+    from rasterio.enums import MaskFlags
+
+    return all(MaskFlags.per_dataset in f and MaskFlags.alpha not in f for f in ds.mask_flag_enums)
+
+
+def _check_local(path: str, shown: str) -> None:
+    if "://" in path or path.startswith("/vsi"):
+        return
+    if not os.path.exists(path):
+        raise RasterOpenError(f"no such file: {shown}")
+    if os.path.isdir(path) and not path.lower().endswith((".zarr", ".gdb")):
+        raise RasterOpenError(f"is a directory, not a raster: {shown}")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise RasterOpenError(f"empty file (0 bytes), not a raster: {shown}")
+
+
+def _open_error(path: str, shown: str, options: tuple[tuple[str, Any], ...], exc: Exception) -> RasterOpenError:
+    if is_remote(path):
+        reason = diagnose(path, dict(options))
+        if reason:
+            return RasterOpenError(f"cannot open {shown}: {reason}")
+    text = first_line(exc)
+    if "not recognized as" in text or "not a supported file format" in text:
+        return RasterOpenError(f"not a raster GDAL can read: {shown}")
+    return RasterOpenError(f"cannot open {shown}: {redact(text.replace(path, shown))}")
