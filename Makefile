@@ -25,7 +25,9 @@ sysdeps:
 demo: $(STAMP)
 	$(VENV)/bin/rdask demo
 
+# The import layering (pyproject.toml's [tool.importlinter]) is part of the test.
 test: $(STAMP) sysdeps
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q
 
 test-fast: $(STAMP)
@@ -33,6 +35,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rdask tests benchmarks
+	$(VENV)/bin/lint-imports
 
 # The benchmark's own venv: rdask and the contenders' packages, none of the
 # test tools (boto3, moto...), which rasterio and numba import when present.

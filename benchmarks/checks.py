@@ -16,15 +16,18 @@ own check passes.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from baseline import interpreter
+from datagen import TileRecipe
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
@@ -144,6 +147,122 @@ def strips(src: DatasetReader) -> list[Window]:
     return [
         Window(0, row, src.width, min(rows, src.height - row)) for row in range(0, src.height, rows)
     ]
+
+
+# -- W9: one repeated tile, at any size ---------------------------------------------
+
+
+def repeated_tile(
+    inp: Path, recipe: TileRecipe, *, block: int = 512, compress: str | None = "deflate"
+) -> Check:
+    """Check a copy of a :class:`datagen.TileRecipe` raster, every tile, cheaply.
+
+    The output must be on ``inp``'s grid (``inp`` is bound here: the cases
+    of W9 run one contender per input), tiled ``block``, ``compress``, with
+    every tile present (no sparse, zero-length tile).  The compressed bytes
+    of every tile are hashed (tifffile gives the offsets; the file is read
+    once, ~3 KB per tile); one tile per distinct hash is decoded with
+    rasterio and compared with the repeated pattern.  As identical bytes
+    decode to identical pixels, every pixel is checked without decoding a
+    26.8 GB raster.
+    """
+
+    def check(_case_input: Path, out: Path) -> list[str]:
+        if not out.exists():
+            return [f"no output at {out}"]
+        with rasterio.open(inp) as src, rasterio.open(out) as dst:
+            problems = layout_problems(dst, block, compress) + grid_problems(src, dst)
+            if problems:
+                return problems
+            width, height, bands = dst.width, dst.height, dst.count
+        import tifffile
+
+        with tifffile.TiffFile(out) as tif:
+            page = tif.pages[0]
+            offsets, counts = page.dataoffsets, page.databytecounts
+            kind = "BigTIFF" if tif.is_bigtiff else "classic TIFF"
+        across = -(-width // block)
+        tiles = across * -(-height // block)
+        if len(offsets) != tiles:
+            return [f"{len(offsets)} tiles in the first IFD, expected {tiles}"]
+        empty = sum(1 for c in counts if c == 0)
+        if empty:
+            return [f"{empty} of {tiles} tiles missing (zero byte count)"]
+        first: dict[bytes, int] = {}
+        with open(out, "rb") as fh:
+            for index in sorted(range(tiles), key=offsets.__getitem__):
+                fh.seek(offsets[index])
+                digest = hashlib.blake2b(fh.read(counts[index]), digest_size=16).digest()
+                first.setdefault(digest, index)
+        with rasterio.open(out) as dst:
+            for index in sorted(first.values()):
+                row, col = divmod(index, across)
+                window = Window(
+                    col * block,
+                    row * block,
+                    min(block, width - col * block),
+                    min(block, height - row * block),
+                )
+                got = dst.read(window=window)
+                want = recipe.expected(window)
+                for b in range(bands):
+                    if not np.array_equal(got[b], want):
+                        y, x = (int(v) for v in np.argwhere(got[b] != want)[0])
+                        return [
+                            f"band {b + 1} pixel (row {window.row_off + y}, col "
+                            f"{window.col_off + x}): got {got[b, y, x]}, expected {want[y, x]}"
+                        ]
+        return [
+            Note(
+                f"{tiles} tiles, all present ({kind}); {len(first)} distinct compressed, "
+                f"each decoded and equal to the input's tile"
+            )
+        ]
+
+    check.__doc__ = f"repeated tile of {inp.name}, tiled {block}, compress {compress}"
+    return check
+
+
+def loads_from(check: Check, argv: Sequence[str], env: Mapping[str, str], where: Path) -> Check:
+    """``check``, then prove that ``argv[0]`` (a console script) imports rdask from ``where``.
+
+    The script's code runs under its own interpreter (its ``#!`` line) and
+    ``env`` through :func:`runpy.run_path`, as a module rather than
+    ``__main__``: its imports (``from rdask.cli.main import entry``) run,
+    its entry point does not (rdask's ends with ``os._exit``).  Then the
+    file of the ``rdask`` module it imported is printed: a note when it
+    lies under ``where``, a problem otherwise (the row would time the
+    installed rdask).
+    """
+    script = argv[0]
+
+    def check_and_locate(inp: Path, out: Path) -> list[str]:
+        found = check(inp, out)
+        python = interpreter(script)
+        code = (
+            "import os, runpy, sys\n"
+            "sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[1]))  # as for a script\n"
+            "runpy.run_path(sys.argv[1], run_name='rdask_check')\n"
+            "print('rdask.__file__ =', sys.modules['rdask'].__file__)\n"
+        )
+        proc = subprocess.run(
+            [python, "-c", code, script],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            check=False,
+        )
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("rdask.__file__ = ")]
+        if proc.returncode != 0 or not lines:
+            tail = (proc.stderr or proc.stdout or "no output").strip().splitlines()[-1:]
+            return [*found, f"could not locate the rdask {script} imports: {tail}"]
+        loaded = Path(lines[-1].split(" = ", 1)[1])
+        if not loaded.resolve().is_relative_to(where.resolve()):
+            return [*found, f"{script} imports rdask from {loaded}, not from {where}"]
+        return [*found, Note(f"{Path(script).name} imports rdask from {loaded}")]
+
+    check_and_locate.__doc__ = f"{check.__doc__}; rdask imported from {where}"
+    return check_and_locate
 
 
 # -- COG ------------------------------------------------------------------------

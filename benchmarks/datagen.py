@@ -10,6 +10,11 @@ The DEM of the neighbourhood workload (:class:`DemRecipe`) is one float32
 band of terrain: broad hills, sharp ridges, fine relief and a little noise,
 with a nodata region in the top-left corner (see :func:`write_dem`).
 
+W9's inputs (:class:`TileRecipe`) are larger than RAM but nearly empty on
+disk: one band of a repeating uint8 pattern in which every tile is the
+same, so the file holds one compressed tile and every tile offset points at
+it (see :func:`write_repeated_tile`).
+
 Generation holds one strip of ``block`` rows in memory and lets GDAL
 compress the tiles on all cores (``NUM_THREADS=ALL_CPUS``).  A JSON manifest
 beside each file records the recipe; a file whose manifest differs from the
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -69,17 +75,50 @@ class DemRecipe:
 
 
 @dataclass(frozen=True)
+class TileRecipe:
+    """A one-band uint8 raster whose tiles are all the same tile.
+
+    The pixel at ``(row, col)`` is ``pattern()[row % period, col % period]``,
+    a ``period x period`` block of random bytes repeated (``block`` is a
+    multiple of ``period``, so every tile is the same).  Decoding and
+    encoding such tiles is cheap: what a run costs beyond the codec is the
+    bookkeeping per tile and per chunk.  The file is a BigTIFF, tiled
+    ``block``, DEFLATE (level ``level``, no predictor).
+    """
+
+    side: int
+    block: int = 512
+    period: int = 32
+    compress: str = "deflate"
+    level: int = 6
+    seed: int = 20240609
+    kind: str = "repeated-tile"
+    version: int = RECIPE_VERSION
+
+    def pattern(self) -> np.ndarray:
+        """The repeated ``period x period`` uint8 block."""
+        rng = np.random.default_rng(self.seed)
+        return rng.integers(0, 256, size=(self.period, self.period), dtype=np.uint8)
+
+    def expected(self, window: Window) -> np.ndarray:
+        """The pixels of ``window`` (2-D, ``height x width``)."""
+        rows = np.arange(window.row_off, window.row_off + window.height) % self.period
+        cols = np.arange(window.col_off, window.col_off + window.width) % self.period
+        return self.pattern()[rows[:, None], cols[None, :]]
+
+
+@dataclass(frozen=True)
 class Generated:
     """A synthetic raster on disk and what producing it cost."""
 
     path: Path
-    recipe: Recipe | DemRecipe
+    recipe: Recipe | DemRecipe | TileRecipe
     seconds: float | None
     """Generation wall time, or ``None`` when the cached file was reused."""
     size_bytes: int
 
 
-def ensure_raster(path: Path, recipe: Recipe | DemRecipe) -> Generated:
+def ensure_raster(path: Path, recipe: Recipe | DemRecipe | TileRecipe) -> Generated:
     """Return the raster at ``path``, generating it unless cached for ``recipe``.
 
     Parameters
@@ -87,8 +126,8 @@ def ensure_raster(path: Path, recipe: Recipe | DemRecipe) -> Generated:
     path
         Where the GeoTIFF lives; ``<path>.json`` holds its manifest.
     recipe
-        The requested content: imagery (:class:`Recipe`) or a DEM
-        (:class:`DemRecipe`).
+        The requested content: imagery (:class:`Recipe`), a DEM
+        (:class:`DemRecipe`) or one repeated tile (:class:`TileRecipe`).
 
     Returns
     -------
@@ -104,6 +143,8 @@ def ensure_raster(path: Path, recipe: Recipe | DemRecipe) -> Generated:
     start = time.perf_counter()
     if isinstance(recipe, DemRecipe):
         write_dem(tmp, recipe)
+    elif isinstance(recipe, TileRecipe):
+        write_repeated_tile(tmp, recipe)
     else:
         write_raster(tmp, recipe)
     seconds = time.perf_counter() - start
@@ -112,7 +153,7 @@ def ensure_raster(path: Path, recipe: Recipe | DemRecipe) -> Generated:
     return Generated(path, recipe, seconds, path.stat().st_size)
 
 
-def _manifest_of(recipe: Recipe | DemRecipe, path: Path) -> dict:
+def _manifest_of(recipe: Recipe | DemRecipe | TileRecipe, path: Path) -> dict:
     """Manifest content: the recipe plus the file size (catches truncation)."""
     return {"recipe": asdict(recipe), "size_bytes": path.stat().st_size if path.exists() else -1}
 
@@ -338,3 +379,81 @@ class _PlaneWave:
         x = np.arange(self.sx.size, dtype=np.float32)
         rows = (self.ky * y + self.phase0).astype(np.float32)
         return rows[:, None] + np.float32(self.kx) * x[None, :]
+
+
+# -- one repeated tile (W9) -----------------------------------------------------
+
+#: numpy dtypes of the TIFF field types an offset or byte-count array can have.
+_TIFF_INT_TYPES = {3: "u2", 4: "u4", 16: "u8"}
+
+
+def write_repeated_tile(path: Path, recipe: TileRecipe) -> None:
+    """Write ``recipe``'s raster to ``path``: a BigTIFF in which every tile is the same tile.
+
+    GDAL writes the file's structure with ``SPARSE_OK=TRUE`` and no pixels
+    (georeferencing, tiling, DEFLATE, BigTIFF; every TileOffsets and
+    TileByteCounts entry 0).  Then one tile, compressed here with zlib as
+    GDAL's DEFLATE without predictor would, is appended to the file and
+    every entry of both arrays (located with tifffile, in whatever integer
+    type libtiff chose) is pointed at it.  A 163840 x 163840 raster (26.8 GB
+    of pixels) is ~1.2 MB on disk and takes well under a second.  Windows
+    across tile seams and at the corners are read back with rasterio and
+    compared with :meth:`TileRecipe.expected`; a mismatch raises.
+    """
+    import tifffile
+
+    if recipe.compress != "deflate" or recipe.block % recipe.period:
+        raise ValueError(f"unsupported recipe {recipe}")
+    side, block = recipe.side, recipe.block
+    profile = {
+        "driver": "GTiff",
+        "dtype": "uint8",
+        "count": 1,
+        "width": side,
+        "height": side,
+        "crs": CRS.from_epsg(32618),
+        "transform": from_origin(500_000.0, 5_000_000.0, 10.0, 10.0),
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
+        "compress": "deflate",
+        "predictor": 1,
+        "BIGTIFF": "YES",
+        "SPARSE_OK": "TRUE",
+    }
+    with rasterio.open(path, "w", **profile):
+        pass  # structure only: no tile is written
+    tiles = (-(-side // block)) ** 2
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        if not tif.is_bigtiff or page.compression != 8 or page.predictor != 1:
+            raise RuntimeError(f"{path}: unexpected layout written by GDAL")
+        arrays = []
+        for name in ("TileOffsets", "TileByteCounts"):
+            tag = page.tags[name]
+            if tag.count != tiles or int(tag.dtype) not in _TIFF_INT_TYPES:
+                raise RuntimeError(f"{path}: {name} has {tag.count} x type {tag.dtype}")
+            arrays.append((tag.valueoffset, tif.byteorder + _TIFF_INT_TYPES[int(tag.dtype)]))
+    tile = recipe.expected(Window(0, 0, block, block))
+    data = zlib.compress(tile.tobytes(), recipe.level)
+    with open(path, "r+b") as fh:
+        end = fh.seek(0, 2)
+        fh.write(data)
+        for (where, dtype), value in zip(arrays, (end, len(data)), strict=True):
+            fh.seek(where)
+            fh.write(np.full(tiles, value, dtype=dtype).tobytes())
+    _verify_repeated_tile(path, recipe)
+
+
+def _verify_repeated_tile(path: Path, recipe: TileRecipe) -> None:
+    """Read windows of ``path`` (corners, tile seams) and compare with the recipe."""
+    side, block = recipe.side, recipe.block
+    size = min(side, block + block // 2)
+    far, mid = side - size, max(0, side // 2 - size // 2 - 7)
+    with rasterio.open(path) as src:
+        if (src.width, src.height, src.count, src.dtypes[0]) != (side, side, 1, "uint8"):
+            raise RuntimeError(f"{path}: wrong shape or dtype")
+        for row, col in ((0, 0), (far, far), (mid, min(mid + 3, far)), (0, far), (far, 0)):
+            window = Window(col, row, size, size)
+            if not np.array_equal(src.read(1, window=window), recipe.expected(window)):
+                raise RuntimeError(f"{path}: {window} does not read back the repeated tile")

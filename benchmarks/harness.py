@@ -37,6 +37,14 @@ class ContenderResult:
     runs: list[RunResult] = field(default_factory=list)
     output_bytes: int | None = None
     """Size of the output file of the check run (``None`` if it made none)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """What the runs added to the environment (e.g. a baseline's ``PYTHONPATH``)."""
+    pixels: int | None = None
+    """Pixels of the contender's input, for ``ns_px``."""
+    startup: str | None = None
+    """Name of the case's start-up row, whose median wall ``ns_px`` subtracts."""
+    startup_wall: float | None = None
+    """That median wall, once the timed rounds are over (``None`` if it failed)."""
 
     @property
     def timed(self) -> bool:
@@ -46,10 +54,17 @@ class ContenderResult:
     def metric(self, name: str, cores: int) -> float | None:
         """Summary ``name`` (see :data:`workloads.METRICS`) over the timed runs.
 
-        Times are medians; memory is the maximum over the runs.
+        Times are medians; memory is the maximum over the runs.  ``None``
+        when there is none: no timed run, or ``ns_px`` without ``pixels`` or
+        without the start-up row's wall.
         """
         if not self.timed:
             return None
+        if name == "ns_px":
+            if not self.pixels or (self.startup and self.startup_wall is None):
+                return None
+            wall = statistics.median(r.wall for r in self.runs)
+            return (wall - (self.startup_wall or 0.0)) / self.pixels * 1e9
         if name == "wall":
             return statistics.median(r.wall for r in self.runs)
         if name == "cpu":
@@ -125,7 +140,16 @@ def run_case(
         Contender name -> result, in the case's order.
     """
     paths = _Paths(workdir, case.id)
-    results = {c.name: ContenderResult(c.name, c.command(paths.output(c))) for c in case.contenders}
+    results = {
+        c.name: ContenderResult(
+            c.name,
+            c.command(paths.output(c)),
+            env=dict(c.env),
+            pixels=c.pixels,
+            startup=case.startup if c.pixels else None,
+        )
+        for c in case.contenders
+    }
     for contender in case.contenders:
         _check_run(case, contender, results[contender.name], paths, timeout, log)
     if not keep_outputs:
@@ -134,14 +158,20 @@ def run_case(
     for round_no in range(1, repeat + 1):
         for contender in case.contenders:
             result = results[contender.name]
-            if result.status != OK:
-                continue
-            run = _run_once(contender, paths, f"run{round_no}", timeout, keep_outputs)
-            log(f"  [{round_no}/{repeat}] {_describe(contender.name, run)}")
-            if run.ok:
-                result.runs.append(run)
-            else:
-                result.status, result.detail = FAILED, run.error
+            for k in range(contender.runs_per_round):
+                if result.status != OK:
+                    break
+                tag = f"run{round_no}" + (f".{k + 1}" if contender.runs_per_round > 1 else "")
+                run = _run_once(contender, paths, tag, timeout, keep_outputs)
+                log(f"  [{round_no}/{repeat}] {_describe(contender.name, run)}")
+                if run.ok:
+                    result.runs.append(run)
+                else:
+                    result.status, result.detail = FAILED, run.error
+    startup = results.get(case.startup) if case.startup else None
+    for result in results.values():
+        if result.startup and startup is not None:
+            result.startup_wall = startup.metric("wall", 1)
     return results
 
 
@@ -198,7 +228,9 @@ def _run_once(
     """One measured run from a clean slate (no output file beforehand)."""
     out = paths.output(contender)
     out.unlink(missing_ok=True)
-    run = run_measured(contender.command(out), paths.log(contender, tag), timeout=timeout)
+    run = run_measured(
+        contender.command(out), paths.log(contender, tag), timeout=timeout, env=dict(contender.env)
+    )
     if not keep_output:
         out.unlink(missing_ok=True)
     return run
@@ -272,8 +304,13 @@ def _value(ref: Ref, case_id: str, results: Results, cores: int) -> tuple[float 
         result = results[case].get(name)
         if result is None:
             return None, f"no contender {name!r} in {case}"
-        if result.timed:
-            values[name] = result.metric(ref.metric, cores)
+        value = result.metric(ref.metric, cores) if result.timed else None
+        if value is not None:
+            values[name] = value
+        elif result.timed and result.startup and result.startup_wall is None:
+            missing.append(f"{name} has no {ref.metric}: {result.startup} not timed")
+        elif result.timed:
+            missing.append(f"{name} has no {ref.metric}")
         else:
             missing.append(f"{name} {result.status}")
     if not values:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,13 @@ class RunResult:
         return self.user + self.sys
 
 
-def run_measured(argv: list[str], log: Path, *, timeout: float | None = None) -> RunResult:
+def run_measured(
+    argv: list[str],
+    log: Path,
+    *,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> RunResult:
     """Run ``argv`` under ``time -v``, its output going to ``log``.
 
     Parameters
@@ -68,6 +75,8 @@ def run_measured(argv: list[str], log: Path, *, timeout: float | None = None) ->
         ``.time`` receives the ``time -v`` report).
     timeout
         Seconds before the command's process group is terminated.
+    env
+        Variables added to (or replacing in) this process's environment.
 
     Returns
     -------
@@ -86,6 +95,7 @@ def run_measured(argv: list[str], log: Path, *, timeout: float | None = None) ->
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env={**os.environ, **env} if env else None,
         )
         busy_before = busy_cpu_seconds()
         sampler = TreeRssSampler(proc.pid)

@@ -46,12 +46,15 @@ def case_table(case: Case, results: Mapping[str, ContenderResult], cores: int) -
     """The results table of one case, wall-time ratios first.
 
     A ratio column ``vs X`` divides each contender's median wall time by
-    X's: below 1 is faster than X.
+    X's: below 1 is faster than X.  Cases whose contenders know their
+    pixels (W9) get an ``ns/px`` column (see ``workloads.METRICS``).
     """
     refs = [r for r in case.references if results.get(r) and results[r].timed]
+    per_pixel = any(res.pixels for res in results.values())
     headers = [
         "contender",
         *(f"vs {r}" for r in refs),
+        *(["ns/px"] if per_pixel else []),
         "wall s",
         "min-max s",
         "user+sys s",
@@ -63,7 +66,7 @@ def case_table(case: Case, results: Mapping[str, ContenderResult], cores: int) -
         "runs",
         "status",
     ]
-    rows = [_row(res, [results[r] for r in refs], cores) for res in results.values()]
+    rows = [_row(res, [results[r] for r in refs], cores, per_pixel) for res in results.values()]
     failures = [
         f"  ! {res.name}: {res.status}: {res.detail}"
         for res in results.values()
@@ -86,9 +89,11 @@ def _noise_note(results: Mapping[str, ContenderResult], cores: int) -> list[str]
     return [f"  ~ noisy: other processes used the machine during {worst}; use more --repeat"]
 
 
-def _row(res: ContenderResult, refs: Sequence[ContenderResult], cores: int) -> list[str]:
+def _row(
+    res: ContenderResult, refs: Sequence[ContenderResult], cores: int, per_pixel: bool = False
+) -> list[str]:
     """One table row; dashes where a failed contender has no numbers."""
-    n_refs = len(refs)
+    n_refs = len(refs) + per_pixel
     size = "-" if res.output_bytes is None else f"{res.output_bytes / 2**20:.1f}"
     if not res.timed:
         return [res.name, *["-"] * (n_refs + 6), size, "-", "-", res.status]
@@ -96,9 +101,12 @@ def _row(res: ContenderResult, refs: Sequence[ContenderResult], cores: int) -> l
     walls = [r.wall for r in res.runs]
     cpu = res.metric("cpu", cores)
     ratios = [f"{wall / ref.metric('wall', cores):.2f}x" for ref in refs]
+    ns_px = res.metric("ns_px", cores)
+    per_px = ([f"{ns_px:.3f}" if ns_px is not None else "-"]) if per_pixel else []
     return [
         res.name,
         *ratios,
+        *per_px,
         f"{wall:.2f}",
         f"{min(walls):.2f}-{max(walls):.2f}",
         f"{cpu:.2f}",

@@ -3,7 +3,7 @@
 Usage::
 
     benchmarks/.venv/bin/python benchmarks/run.py [--quick] [--size-scale F] [--repeat N]
-        [--workloads W1,W2,...] [--workdir DIR] [--json out.json]
+        [--workloads W1,W2,...] [--workdir DIR] [--json out.json] [--baseline REV]
 
 Generates (and caches) the inputs, checks every contender's output, times
 the contenders interleaved, each as its own subprocess under
@@ -20,11 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+import baseline
 import machine
 import report
 from harness import evaluate, run_case
 from measure import run_measured
-from workloads import HERE, REGISTRY, Context, Workload
+from workloads import HERE, REGISTRY, REPO, Context, Workload
 
 #: Runs of ``rdask --help`` whose median is reported.
 HELP_RUNS = 5
@@ -36,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="small inputs (W1 1024^2, W2 4096^2, W3 8192^2) and --repeat 1",
+        help="small inputs (W1 1024^2, W2 4096^2, W3 8192^2, W9 61440^2 vs 10752^2) and --repeat 1",
     )
     parser.add_argument(
         "--size-scale",
@@ -89,6 +90,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--keep-outputs",
         action="store_true",
         help="keep each contender's last output under DIR/out",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="also time rdask at git commit REV in W2 and W5 (row 'rdask REV': the same "
+        "command, PYTHONPATH=DIR/baseline-REV); default none",
     )
     parser.add_argument("--list", action="store_true", help="list the workloads and exit")
     args = parser.parse_args(argv)
@@ -155,6 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         f"workdir={args.workdir}"
     )
     ctx = Context(args.workdir, quick=args.quick, scale=args.size_scale, rdask=args.rdask, log=say)
+    if args.baseline:
+        try:
+            ctx.baseline = baseline.materialise(args.baseline, args.workdir, REPO, args.rdask)
+        except (OSError, RuntimeError) as exc:
+            say(f"error: {exc}")
+            return 2
+        say(ctx.baseline.describe())
     help_result = time_help(args.rdask, args.workdir)
     say(help_line(help_result))
 
@@ -195,6 +210,17 @@ def main(argv: list[str] | None = None) -> int:
                 "size_scale": args.size_scale,
                 "repeat": args.repeat,
                 "workloads": [w.id for w in args.selected],
+                "baseline": (
+                    {
+                        "rev": ctx.baseline.rev,
+                        "commit": ctx.baseline.commit,
+                        "path": str(ctx.baseline.path),
+                        "entry_point": ctx.baseline.entry_point,
+                        "script": str(ctx.baseline.script) if ctx.baseline.script else None,
+                    }
+                    if ctx.baseline
+                    else None
+                ),
             },
             "rdask_help": help_result,
             "inputs": ctx.inputs,

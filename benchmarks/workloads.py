@@ -20,11 +20,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import checks
 import datagen
+import psutil
+from baseline import Baseline
 from machine import GDALDEM
 from rasterio.windows import Window
 
@@ -40,9 +42,11 @@ OUT = "{out}"
 #: Metrics a :class:`Ref` can name: median wall, median user+sys, peak RSS of
 #: the largest process, sampled peak RSS of the process tree (MB), the CPU
 #: limit (median user+sys divided by the number of cores: the wall time of a
-#: perfectly parallel run), and the median share (%) of the machine's CPU
-#: that other processes used during the runs.
-METRICS = ("wall", "cpu", "rss", "tree_rss", "cpu_limit", "others")
+#: perfectly parallel run), the median share (%) of the machine's CPU
+#: that other processes used during the runs, and nanoseconds of wall time
+#: per pixel (``ns_px``: the median wall, less the median wall of the case's
+#: ``startup`` row if it has one, divided by the contender's ``pixels``).
+METRICS = ("wall", "cpu", "rss", "tree_rss", "cpu_limit", "others", "ns_px")
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,10 @@ class Contender:
     program does its own way).  ``log_note`` is a text to look for in the
     log of the check run: the last line holding it is printed as a note
     instead of ``notes`` (e.g. ``"halo path"`` in rdask's ``-v`` log).
+    ``env`` is added to the run's environment (e.g. ``PYTHONPATH`` of a
+    baseline rdask).  ``pixels`` (of the contender's own input) enables the
+    ``ns_px`` metric.  ``runs_per_round`` runs a cheap contender several
+    times per timed round, so its median is steadier.
     """
 
     name: str
@@ -113,6 +121,9 @@ class Contender:
     check: checks.Check
     notes: tuple[str, ...] = ()
     log_note: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    pixels: int | None = None
+    runs_per_round: int = 1
 
     def command(self, out: Path) -> list[str]:
         """The argv with the output path filled in."""
@@ -132,6 +143,9 @@ class Case:
     scratch: tuple[checks.Reference, ...] = ()
     """Reference outputs the checks make; deleted after the check runs
     unless ``--keep-outputs``."""
+    startup: str | None = None
+    """A contender whose median wall time is the fixed cost (interpreter,
+    imports, opening files) that ``ns_px`` subtracts before dividing."""
 
 
 @dataclass
@@ -148,6 +162,8 @@ class Context:
     log: Callable[[str], None] = print
     inputs: dict[str, dict] = field(default_factory=dict)
     """What each synthetic input cost to generate (for the JSON report)."""
+    baseline: Baseline | None = None
+    """An earlier rdask (``--baseline REV``): W2 and W5 time it beside rdask."""
 
     def side(self, full: int, quick: int, block: int = 512) -> int:
         """Raster side for this run: ``quick`` or ``full``, scaled, whole blocks."""
@@ -183,6 +199,26 @@ class Context:
         made = datagen.ensure_raster(path, recipe)
         how = "cached" if made.seconds is None else f"generated in {made.seconds:.1f} s"
         self.log(f"  input {path.name}: {how}, {made.size_bytes / 2**20:.0f} MB")
+        self.inputs[path.name] = {
+            "side": side,
+            "size_bytes": made.size_bytes,
+            "generation_seconds": made.seconds,
+        }
+        return path, recipe
+
+    def repeated_tile(self, name: str, side: int) -> tuple[Path, datagen.TileRecipe]:
+        """Path and recipe of W9's one-repeated-tile raster ``name`` (made if needed)."""
+        recipe = datagen.TileRecipe(side=side)
+        path = self.workdir / "inputs" / f"{name}-{side}.tif"
+        if path.name in self.inputs:
+            return path, recipe
+        made = datagen.ensure_raster(path, recipe)
+        how = "cached" if made.seconds is None else f"made in {made.seconds:.2f} s"
+        self.log(
+            f"  input {path.name}: {side}x{side} uint8 ({side * side / 1e9:.2f} GB of pixels), "
+            f"one {recipe.block}px DEFLATE tile repeated, BigTIFF; {how}, "
+            f"{made.size_bytes / 2**20:.1f} MB on disk"
+        )
         self.inputs[path.name] = {
             "side": side,
             "size_bytes": made.size_bytes,
@@ -284,8 +320,48 @@ def rdask(
     return Contender(name, tuple(argv), expect, notes=notes)
 
 
+def rdask_baseline(ctx: Context, row: Contender, name: str) -> Contender:
+    """``row`` (an rdask contender) run with ``ctx.baseline``'s rdask, as ``name``.
+
+    Same argv, with ``PYTHONPATH`` set to the baseline checkout (and its
+    own console script if its entry point differs from the installed one);
+    its check also proves where the script imported rdask from.
+    """
+    base = ctx.baseline
+    assert base is not None
+    argv = row.argv if base.script is None else (str(base.script), *row.argv[1:])
+    return Contender(
+        name,
+        argv,
+        checks.loads_from(row.check, argv, dict(base.env), base.path),
+        notes=(f"{row.name}'s command with rdask {base.rev} (commit {base.commit[:12]})",),
+        env=base.env,
+    )
+
+
+def with_baseline(
+    ctx: Context, contenders: tuple[Contender, ...], row: str, name: str
+) -> tuple[tuple[Contender, ...], tuple[str, ...], tuple[Target, ...]]:
+    """Contenders, extra references and targets when ``ctx.baseline`` is set.
+
+    Without a baseline, ``contenders`` and nothing else.  With one, a row
+    ``name`` runs contender ``row``'s command with the baseline rdask, right
+    after it, and is a reference column; the target is ``row`` wall /
+    ``name`` wall <= 1.05 (not slower than before).
+    """
+    if ctx.baseline is None:
+        return contenders, (), ()
+    at = next(i for i, c in enumerate(contenders) if c.name == row)
+    before = rdask_baseline(ctx, contenders[at], name)
+    return (
+        (*contenders[: at + 1], before, *contenders[at + 1 :]),
+        (name,),
+        (Target(Ref(row), Ref(name), 1.05),),
+    )
+
+
 #: rdask options that replace its DEFLATE defaults (horizontal predictor,
-#: libdeflate level 1; ``default_compression_options`` in ``rdask/io/sink.py``)
+#: libdeflate level 1; ``default_compression_options`` in ``rdask/outputs/options.py``)
 #: with GDAL's (no predictor, level 6): the like-for-like output of the other
 #: contenders.
 GDAL_DEFLATE_DEFAULTS = ("--co", "PREDICTOR=1", "--co", "ZLEVEL=6")
@@ -554,31 +630,38 @@ def io_bound(ctx: Context) -> list[Case]:
     """The 16384^2 raster through every contender, and GDAL's own copy as the floor."""
     inp = w2_input(ctx)
     side = ctx.side(16384, quick=4096)
+    contenders, before, not_slower = with_baseline(
+        ctx,
+        (
+            docs_program(ctx, inp, 2, 0),
+            rioxarray_plain(ctx, inp, 2, 0),
+            rdask(ctx, inp, 2, 0, notes=(RDASK_DEFLATE_NOTE,)),
+            rdask(
+                ctx,
+                inp,
+                2,
+                0,
+                extra=GDAL_DEFLATE_DEFAULTS,
+                name="rdask -j2 (GDAL deflate defaults)",
+                notes=(GDAL_DEFLATE_NOTE,),
+            ),
+            gdal_copy(ctx, inp),
+        ),
+        "rdask -j2",
+        f"rdask {ctx.baseline.rev}" if ctx.baseline else "",
+    )
     return [
         Case(
             "W2",
             f"I/O-bound, synthetic {side}x{side}x3 deflate",
             inp,
-            contenders=(
-                docs_program(ctx, inp, 2, 0),
-                rioxarray_plain(ctx, inp, 2, 0),
-                rdask(ctx, inp, 2, 0, notes=(RDASK_DEFLATE_NOTE,)),
-                rdask(
-                    ctx,
-                    inp,
-                    2,
-                    0,
-                    extra=GDAL_DEFLATE_DEFAULTS,
-                    name="rdask -j2 (GDAL deflate defaults)",
-                    notes=(GDAL_DEFLATE_NOTE,),
-                ),
-                gdal_copy(ctx, inp),
-            ),
-            references=("docs -j2", "rioxarray -j2", "gdal copy"),
+            contenders=contenders,
+            references=("docs -j2", "rioxarray -j2", "gdal copy", *before),
             targets=(
                 Target(Ref("rdask -j2"), Ref("docs -j2"), 0.62),
                 Target(Ref("rdask -j2"), Ref("rioxarray -j2"), 0.60),
                 Target(Ref("rdask -j2"), Ref("rdask -j2", "cpu_limit"), 1.10),
+                *not_slower,
             ),
         )
     ]
@@ -648,80 +731,87 @@ def cog_output(ctx: Context) -> list[Case]:
     converted = (
         f"input: the rioxarray contender's GeoTIFF of this input ({gtiff.name}), made untimed"
     )
+    contenders, before, not_slower = with_baseline(
+        ctx,
+        (
+            Contender(
+                "rioxarray + GDAL COG",
+                rioxarray_cog(ctx, inp, "gdal"),
+                checks.adopted_as(gdal_cog, checks.cog("reversed")),
+                notes=(
+                    "the rioxarray -j2 contender to a GeoTIFF, then rasterio.shutil.copy("
+                    "driver='COG', NUM_THREADS='ALL_CPUS', RESAMPLING='NEAREST', "
+                    "COMPRESS='DEFLATE', BLOCKSIZE=512); one process; GDAL's DEFLATE "
+                    "defaults (level 6, no predictor)",
+                ),
+            ),
+            Contender(
+                "rioxarray + rio-cogeo",
+                rioxarray_cog(ctx, inp, "rio-cogeo"),
+                valid_cog,
+                notes=(
+                    "the rioxarray -j2 contender to a GeoTIFF, then cog_translate(profile "
+                    "'deflate', overview_resampling='nearest', config={'GDAL_NUM_THREADS': "
+                    "'ALL_CPUS'}); one process",
+                ),
+            ),
+            Contender(
+                "odc-geo",
+                odc_cog(ctx, inp),
+                valid_cog,
+                notes=(
+                    "odc.geo.cog.save_cog_with_dask(compression='deflate', blocksize=512, "
+                    "overview_resampling='nearest') on the rioxarray array (chunks 512), "
+                    "threads -j2; its defaults kept: predictor 2, libdeflate level 6, "
+                    "planar (band-interleaved) layout, BigTIFF, band statistics",
+                ),
+            ),
+            rdask(
+                ctx,
+                inp,
+                2,
+                0,
+                extra=("--driver", "COG"),
+                name="rdask -j2 COG",
+                check=valid_cog,
+                notes=(RDASK_DEFLATE_NOTE,),
+            ),
+            rdask(
+                ctx,
+                inp,
+                2,
+                0,
+                name="rdask -j2 GeoTIFF",
+                notes=("the same job to a tiled GeoTIFF (--driver GTiff), no overviews",),
+            ),
+            Contender(
+                "GDAL COG driver (conversion only)",
+                tuple(cog_convert(ctx, gtiff, "gdal")),
+                valid_cog,
+                notes=(converted,),
+            ),
+            Contender(
+                "rio-cogeo (conversion only)",
+                tuple(cog_convert(ctx, gtiff, "rio-cogeo")),
+                valid_cog,
+                notes=(converted,),
+            ),
+        ),
+        "rdask -j2 COG",
+        f"rdask {ctx.baseline.rev} COG" if ctx.baseline else "",
+    )
     return [
         Case(
             "W5",
             f"COG output, synthetic {side}x{side}x3 deflate (the W2 input)",
             inp,
-            contenders=(
-                Contender(
-                    "rioxarray + GDAL COG",
-                    rioxarray_cog(ctx, inp, "gdal"),
-                    checks.adopted_as(gdal_cog, checks.cog("reversed")),
-                    notes=(
-                        "the rioxarray -j2 contender to a GeoTIFF, then rasterio.shutil.copy("
-                        "driver='COG', NUM_THREADS='ALL_CPUS', RESAMPLING='NEAREST', "
-                        "COMPRESS='DEFLATE', BLOCKSIZE=512); one process; GDAL's DEFLATE "
-                        "defaults (level 6, no predictor)",
-                    ),
-                ),
-                Contender(
-                    "rioxarray + rio-cogeo",
-                    rioxarray_cog(ctx, inp, "rio-cogeo"),
-                    valid_cog,
-                    notes=(
-                        "the rioxarray -j2 contender to a GeoTIFF, then cog_translate(profile "
-                        "'deflate', overview_resampling='nearest', config={'GDAL_NUM_THREADS': "
-                        "'ALL_CPUS'}); one process",
-                    ),
-                ),
-                Contender(
-                    "odc-geo",
-                    odc_cog(ctx, inp),
-                    valid_cog,
-                    notes=(
-                        "odc.geo.cog.save_cog_with_dask(compression='deflate', blocksize=512, "
-                        "overview_resampling='nearest') on the rioxarray array (chunks 512), "
-                        "threads -j2; its defaults kept: predictor 2, libdeflate level 6, "
-                        "planar (band-interleaved) layout, BigTIFF, band statistics",
-                    ),
-                ),
-                rdask(
-                    ctx,
-                    inp,
-                    2,
-                    0,
-                    extra=("--driver", "COG"),
-                    name="rdask -j2 COG",
-                    check=valid_cog,
-                    notes=(RDASK_DEFLATE_NOTE,),
-                ),
-                rdask(
-                    ctx,
-                    inp,
-                    2,
-                    0,
-                    name="rdask -j2 GeoTIFF",
-                    notes=("the same job to a tiled GeoTIFF (--driver GTiff), no overviews",),
-                ),
-                Contender(
-                    "GDAL COG driver (conversion only)",
-                    tuple(cog_convert(ctx, gtiff, "gdal")),
-                    valid_cog,
-                    notes=(converted,),
-                ),
-                Contender(
-                    "rio-cogeo (conversion only)",
-                    tuple(cog_convert(ctx, gtiff, "rio-cogeo")),
-                    valid_cog,
-                    notes=(converted,),
-                ),
-            ),
-            references=("rioxarray + GDAL COG", "odc-geo", "rdask -j2 GeoTIFF"),
+            contenders=contenders,
+            references=("rioxarray + GDAL COG", "odc-geo", "rdask -j2 GeoTIFF", *before),
             targets=(
                 Target(Ref("rdask -j2 COG"), Ref(COG_WHOLE_JOBS), 0.45),
                 Target(Ref("rdask -j2 COG"), Ref("rdask -j2 GeoTIFF"), 1.4),
                 Target(Ref("rdask -j2 COG", "rss"), None, 400),
+                *not_slower,
             ),
             scratch=(gdal_cog,),
         )
@@ -915,6 +1005,81 @@ def neighbourhood(ctx: Context) -> list[Case]:
             ),
             scratch=(two_steps_ref,),
         ),
+    ]
+
+
+#: W9's sides (full, quick): the large raster has more pixels than this
+#: machine's 24 GiB of RAM, the small one at least :data:`W9_MIN_RATIO`
+#: times fewer (320 and 56 tiles across: 32.7x the pixels); the quick
+#: sizes are 3/8 of them (120 and 21 tiles across, the same ratio; ~25 s
+#: in all on a quiet machine).
+W9_LARGE = (163840, 61440)
+W9_SMALL = (28672, 10752)
+
+#: Side of W9's start-up run: 2x2 tiles (rdask writes a one-tile raster
+#: untiled, which the output check rejects), ~1 ms of work.
+W9_STARTUP = 1024
+
+#: W9's smallest allowed ratio of pixels, large / small.
+W9_MIN_RATIO = 30
+
+
+@workload("W9", "flat memory: one repeated tile at two sizes >= 30x apart (one > RAM), -j2")
+def flat_memory(ctx: Context) -> list[Case]:
+    """The same job on a small and a larger-than-RAM raster: same RSS, same time per pixel.
+
+    ``rdask run reverse-bands IN OUT -j 2`` (0 iterations; one band, so a
+    copy) on one band of uint8 in which every 512 px tile is the same
+    repetitive tile (``datagen.TileRecipe``): decoding and encoding are
+    cheap, so what grows with the number of tiles and chunks shows.  A run
+    on a 2x2-tile raster of the same kind measures the fixed cost
+    (interpreter, imports, opening); ``ns/px`` is each size's median wall
+    less that, per pixel.  Targets: large / small peak RSS <= 1.10 and
+    large / small ns per pixel <= 1.10.  Outputs (~3 KB per tile: ~290 MB
+    at 163840^2) are deleted after every run; the check hashes every
+    output tile and decodes each distinct one (``checks.repeated_tile``).
+    """
+    large = ctx.side(*W9_LARGE)
+    small = ctx.side(*W9_SMALL)
+    while small > 512 and (large / small) ** 2 < W9_MIN_RATIO:
+        small -= 512  # --size-scale rounding must not bring the sizes closer than 30x
+    rows, inputs = [], []
+    ram = psutil.virtual_memory().total
+    sizes = (("start-up", W9_STARTUP, 3), ("small", small, 3), ("large", large, 1))
+    for label, side, runs in sizes:
+        inp, recipe = ctx.repeated_tile("w9", side)
+        inputs.append(inp)
+        name = f"rdask {label} {side}^2"
+        row = rdask(ctx, inp, 2, 0, name=name, check=checks.repeated_tile(inp, recipe))
+        pixels = side * side
+        if label == "start-up":
+            notes = (
+                "2x2 tiles: the fixed cost of a run; its median wall is subtracted from the "
+                "others' before dividing by their pixels (ns/px)",
+            )
+            pixels = None
+        else:
+            notes = (
+                f"{pixels / 1e9:.2f} GB of pixels ({pixels / ram:.2f}x this machine's RAM, "
+                f"{ram / 2**30:.1f} GiB); input {inp.stat().st_size / 2**20:.1f} MB on disk, "
+                "every tile offset pointing at one compressed tile",
+            )
+        rows.append(replace(row, notes=notes, pixels=pixels, runs_per_round=runs))
+    start, lo, hi = (r.name for r in rows)
+    ratio = (large / small) ** 2
+    return [
+        Case(
+            "W9",
+            f"flat memory, one band of one repeated uint8 tile: {large}^2 "
+            f"({large * large / 1e9:.1f} GB of pixels) vs {small}^2 ({ratio:.1f}x fewer pixels)",
+            inputs[-1],
+            contenders=tuple(rows),
+            targets=(
+                Target(Ref(hi, "rss"), Ref(lo, "rss"), 1.10),
+                Target(Ref(hi, "ns_px"), Ref(lo, "ns_px"), 1.10),
+            ),
+            startup=start,
+        )
     ]
 
 

@@ -13,17 +13,21 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 _EXPORTS = {
-    "open_raster": "rdask.io.open",
-    "apply": "rdask.apply_kernels",
-    "to_raster": "rdask.pipeline",
+    "open_raster": "rdask.xr",
+    "apply": "rdask.xr",
+    "to_raster": "rdask.xr",
     "process": "rdask.pipeline",
     "Result": "rdask.pipeline",
+    "WriteOptions": "rdask.outputs.options",
+    "RasterMeta": "rdask.meta",
+    "BandMeta": "rdask.meta",
     "kernel": "rdask.kernels.spec",
     "Kernel": "rdask.kernels.spec",
     "get_kernel": "rdask.kernels",
+    "as_kernel": "rdask.kernels",
     "builtin_kernels": "rdask.kernels",
     "plan_chunks": "rdask.plan",
     "make_sample": "rdask.sample",

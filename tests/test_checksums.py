@@ -25,8 +25,21 @@ import pytest
 #: here is still held to its exact tile bytes (``tile_data``) and to every
 #: field not listed; only the combined ``tiles`` and whole-file hashes,
 #: which cover the listed fields too, are not compared.
-#: Empty: recorded from rdask 0.1, nothing may change yet.
-INTENDED_META_CHANGES: dict[str, set[str]] = {}
+#: What rdask 0.2's core issue (14) changes on purpose: colour interpretation
+#: is written (in a GeoTIFF it is the photometric and extra-samples tags),
+#: colour tables and per-band tags are kept, per-band items follow
+#: reverse-bands, and focal-mean keeps scales and offsets. Tile bytes must
+#: still be equal for every job.
+_COLOUR = {"colorinterp", "photometric", "extrasamples"}
+INTENDED_META_CHANGES: dict[str, set[str]] = {
+    "reverse-bands_rgb": _COLOUR,
+    "reverse-bands_rgba_b128": _COLOUR,
+    "reverse-bands_masked_b64": _COLOUR | {"descriptions"},
+    "reverse-bands_palette": _COLOUR | {"colormaps"},
+    "focal-mean_scaled_r2": {"band_tags", "scales", "offsets"},
+    "reverse-bands_scaled_uncompressed": {"band_tags", "descriptions", "scales", "offsets", "units"},
+    "cog_reverse-bands_masked": _COLOUR | {"descriptions"},
+}
 
 RECORD = cj.load_record()
 

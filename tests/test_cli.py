@@ -121,9 +121,23 @@ def test_bad_inputs(tmp_path, case):
 
 
 def test_corrupt_tile_data_names_file_and_window(tmp_path):
+    import hostile
+
+    (tmp_path / "src").mkdir()
+    src = hostile.corrupt_tile_data(tmp_path / "src" / "corrupt.tif")
+    out = tmp_path / "out.tif"
+    proc = rdask_cli("run", "reverse-bands", src, out)
+    assert_one_line_error(proc, "corrupt.tif", "rows ", "cols ")
+    assert not out.exists()
+    assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+def test_truncated_file_is_refused_at_open(tmp_path):
+    """tests/data/corrupt.tif is truncated (a tile runs past the end of the
+    file): refused before any work, naming the file."""
     out = tmp_path / "out.tif"
     proc = rdask_cli("run", "reverse-bands", os.path.join(DATA, "corrupt.tif"), out)
-    assert_one_line_error(proc, "corrupt.tif", "rows ", "cols ")
+    assert_one_line_error(proc, "corrupt.tif", "refusing")
     assert not out.exists()
     no_leftovers(tmp_path)
 

@@ -16,7 +16,7 @@ from rasters import synthetic, write
 from rio_cogeo.cogeo import cog_validate
 
 import rdask
-from rdask.io.cog import overview_factors
+from rdask.outputs.coglayout import overview_factors
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
@@ -138,8 +138,8 @@ def test_level1_made_in_the_main_pass_equals_level1_read_back(tmp_path, monkeypa
     """The main pass's level-1 picks (odd sizes, picks across chunk seams) give
     the same COG, byte for byte, as picking level 1 from the finished file,
     on threads and on a local cluster; the scratch file is gone afterwards."""
-    from rdask.io.overviews import LevelTap
-    from rdask.pipeline import _CogFinish
+    from rdask.outputs.cog import CogOutput
+    from rdask.outputs.overviews import LevelTap
 
     data = synthetic(shape, "uint16", nodata=0, seed=5)
     src = write(tmp_path / "in.tif", data, block=(64, 64), nodata=0)
@@ -156,7 +156,7 @@ def test_level1_made_in_the_main_pass_equals_level1_read_back(tmp_path, monkeypa
     rdask.process(src, tapped, "reverse-bands", workers=2, **kw)
     assert len(calls) > 4  # every chunk went through the tap
     with monkeypatch.context() as m:
-        m.setattr(_CogFinish, "tap", lambda self, sink, arr: None)
+        m.setattr(CogOutput, "_tap", lambda self: None)
         read_back = str(tmp_path / "read-back.tif")
         rdask.process(src, read_back, "reverse-bands", workers=2, **kw)
     cluster = str(tmp_path / "cluster.tif")

@@ -18,8 +18,9 @@ import tifffile
 from rasters import read, synthetic, write
 
 import rdask
-from rdask.io.tilesink import append_tiles
-from rdask.schedule import WORKER_MALLOC, Runner, open_runner
+from rdask.config import WORKER_MALLOC
+from rdask.outputs.gtiff import append_tiles
+from rdask.schedule import Runner, open_runner
 
 
 @pytest.fixture(scope="module")

@@ -507,7 +507,7 @@ def _read_in_forked_child(conn, data, source) -> None:
 
 
 def test_read_in_forked_child_is_refused_before_touching_gdal(job):
-    from rdask.io.open import recipe_of
+    from rdask.xr import recipe_of
 
     data = rdask.open_raster(job.src)
     assert np.array_equal(data[:, :16, :16].values, job.data[:, :16, :16])  # GDAL is in use here

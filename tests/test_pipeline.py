@@ -12,8 +12,8 @@ from affine import Affine
 from rasters import read, synthetic, write
 
 import rdask
-from rdask.io.open import recipe_of
 from rdask.io.source import RasterSource
+from rdask.xr import recipe_of
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
@@ -168,9 +168,10 @@ def test_band_descriptions_kept_when_kernel_keeps_bands(tmp_path):
 
 
 def test_open_reads_no_pixels_and_errors_name_the_window(tmp_path):
-    # corrupt.tif has a valid header and broken tile data: opening succeeds.
-    data = rdask.open_raster(os.path.join(DATA, "corrupt.tif"))
-    assert data.shape == (3, 1024, 1024)
+    import hostile
+
+    # A valid structure and broken tile data: opening succeeds.
+    data = rdask.open_raster(hostile.corrupt_tile_data(tmp_path / "corrupt.tif"))
     with pytest.raises(rdask.RasterOpenError, match=r"corrupt\.tif at rows \d+:\d+, cols \d+:\d+"):
         data.values  # noqa: B018
 

@@ -16,9 +16,8 @@ import rasterio
 from rasters import synthetic, write
 
 import rdask
-from rdask.apply_kernels import extend
-from rdask.io.meta import raster_meta, recipe_meta
-from rdask.io.open import RECIPE_KEY, open_recipe, recipe_of
+from rdask.recipe import extend, open_recipe
+from rdask.xr import RECIPE_KEY, meta_of, recipe_of
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 SHARED = ["RGB.byte.tif", "RGBA.uint16.tif", "float_nan.tif", "cogeo.tif", "shade.tif"]
@@ -48,21 +47,28 @@ def same_meta(a, b) -> bool:
 
 
 def test_recipe_meta_is_what_the_dataarray_carries(described):
-    """The metadata process() writes equals what to_raster reads off the DataArray."""
+    """The metadata process() writes equals what to_raster takes from the
+    DataArray: the one typed object, unchanged through the DataArray, and
+    the attrs rioxarray users see describe it."""
     for path in inputs(described):
         recipe = open_recipe(path)
         data = rdask.open_raster(path)
-        assert replace(recipe, meta={}) == replace(recipe_of(data), meta={})  # NaN nodata != NaN
+        assert replace(recipe, meta=None) == replace(recipe_of(data), meta=None)  # NaN nodata != NaN
         assert recipe.shape == data.shape and recipe.dtype == data.dtype
         assert recipe.chunks == data.data.chunks
-        assert same_meta(recipe_meta(recipe.meta, recipe.shape[0]), raster_meta(data)), path
+        assert same_meta(recipe.meta, meta_of(data, recipe_of(data))), path
+        # What the attrs say, read back without the recipe, is the same again
+        # for every item attrs can hold.
+        plain = meta_of(data, None)
+        assert [(b.description, b.scale, b.offset, b.unit) for b in plain.bands] == [
+            (b.description, b.scale, b.offset, b.unit) for b in recipe.meta.bands], path
         for kernel in ("focal-mean", "slope"):
             if kernel == "slope" and recipe.shape[0] != 1:
                 continue
             out = rdask.apply(data, kernel)
             grown = extend(recipe, kernel)
             assert grown.name == recipe_of(out).name  # a token of source, steps and chunks
-            assert same_meta(recipe_meta(grown.meta, grown.shape[0]), raster_meta(out)), (path, kernel)
+            assert same_meta(grown.meta, meta_of(out, recipe_of(out))), (path, kernel)
 
 
 def written(path) -> tuple:
@@ -76,12 +82,12 @@ def test_process_writes_what_the_dataarray_paths_write(described, tmp_path, kern
     """process() (recipe), to_raster on an rdask DataArray (recipe) and on the
     same DataArray without its recipe (dask.array graph) agree in every pixel
     and every piece of metadata."""
-    from rdask import pipeline
+    from rdask import xr
     from rdask.cli.options import parse_chain
 
     graphs = []
-    real = pipeline._as_dask
-    monkeypatch.setattr(pipeline, "_as_dask", lambda data: graphs.append(True) or real(data))
+    real = xr._as_dask
+    monkeypatch.setattr(xr, "_as_dask", lambda data: graphs.append(True) or real(data))
 
     chain = parse_chain(kernel)
     for i, src in enumerate(inputs(described)):
@@ -148,14 +154,15 @@ def test_both_paths_make_the_same_resumable_job(described, tmp_path):
     """A job interrupted through the API resumes from the CLI and back: the job
     fingerprint does not depend on which path computed the metadata (the
     DataArray's nodata is a NumPy scalar, the recipe's a float)."""
-    from rdask.io.meta import raster_meta
-    from rdask.pipeline import _job_id
+    from rdask.outputs import WriteOptions
+    from rdask.pipeline import Source, job_id
 
     for src in (os.path.join(DATA, "RGB.byte.tif"), os.path.join(DATA, "float_nan.tif"), described):
         recipe = extend(open_recipe(src), "focal-mean")
         data = rdask.apply(rdask.open_raster(src), "focal-mean")
-        a = _job_id(recipe, recipe, recipe_meta(recipe.meta, recipe.shape[0]), 512, "deflate", {})
-        b = _job_id(recipe_of(data), recipe_of(data), raster_meta(data), 512, "deflate", {})
+        opts = WriteOptions()
+        a = job_id(recipe.job(), recipe.meta, opts, Source.of(recipe))
+        b = job_id(recipe_of(data).job(), meta_of(data, recipe_of(data)), opts, Source.of(recipe_of(data)))
         assert a == b, src
 
 

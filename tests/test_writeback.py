@@ -10,7 +10,7 @@ import pytest
 from rasters import read, synthetic, write
 
 import rdask
-import rdask.io.tilesink as tilesink
+import rdask.outputs.gtiff as tilesink
 
 
 @pytest.fixture
@@ -62,54 +62,3 @@ def test_start_writeback_on_a_real_file(tmp_path):
     finally:
         os.close(fd)
     assert path.stat().st_size == 1 << 20
-
-
-def test_abort_while_a_chunk_is_being_written_keeps_its_descriptor(tmp_path, monkeypatch):
-    """Ctrl-C while a thread is between reserving and writing its tiles: the
-    abort must not close the descriptor under it (the number could be reused
-    by another open file); the writer is told the job stopped, and the last
-    writer closes the descriptor."""
-    import threading
-
-    from affine import Affine
-
-    from rdask.io.meta import RasterMeta
-    from rdask.io.sink import creation_options
-    from rdask.io.tiles import encoder_for
-
-    shape, block = (1, 256, 256), 128
-    encoder = encoder_for(creation_options("uint8", block, "deflate", None), "uint8", 1, 256, block)
-    meta = RasterMeta(crs=None, transform=Affine(30, 0, 500000, 0, -30, 4000000), nodata=None)
-    sink = tilesink.TileSink(str(tmp_path / "o.tif"), shape, "uint8", meta, blocksize=block, encoder=encoder)
-    region = (slice(0, 1), slice(0, 128), slice(0, 256))
-    tiles = encoder(np.zeros((1, 128, 256), np.uint8), region)
-    fd = sink._fd
-    inside, release = threading.Event(), threading.Event()
-    real = tilesink.pwrite_all
-
-    def slow(fd, data, at):
-        inside.set()
-        release.wait(10)
-        real(fd, data, at)  # EBADF here if the abort had closed fd
-
-    monkeypatch.setattr(tilesink, "pwrite_all", slow)
-    errors = []
-
-    def write():
-        try:
-            sink[region] = tiles
-        except Exception as exc:  # noqa: BLE001 - what the writer is told
-            errors.append(exc)
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    assert inside.wait(10)
-    sink.abort()
-    os.fstat(fd)  # still open while the writer is inside
-    release.set()
-    writer.join(10)
-    assert [type(e).__name__ for e in errors] == ["OutputError"]
-    assert "stopped" in str(errors[0])
-    with pytest.raises(OSError):
-        os.fstat(fd)  # closed by the writer once done
-    assert not os.listdir(tmp_path)

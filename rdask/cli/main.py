@@ -1,8 +1,18 @@
-"""The click group, logging flags and the one place errors become exit codes."""
+"""The click group, logging flags and the one place errors become exit codes.
+
+Messages reach the terminal only as single ``rdask: ...`` lines: Python
+warnings and the log records of the libraries rdask drives (rasterio
+relays GDAL's own warnings) become one INFO line of the ``rdask`` logger,
+shown with ``-v`` and hidden otherwise, never the two-line form with a
+source path that Python prints by default.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -54,6 +64,55 @@ def _one_line(exc: BaseException) -> str:
 @verbosity_options
 def main() -> None:
     """Out-of-core raster processing: open -> apply a numba kernel -> write a GeoTIFF."""
+    route_warnings()
+
+
+#: Loggers of libraries whose records are relayed as rdask INFO lines.
+RELAYED_LOGGERS = ("rasterio", "rioxarray")
+
+
+class _Relay(logging.Handler):
+    """Re-emit a library's log records as one INFO line of the rdask logger."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger("rdask").info("%s", _squash(record.getMessage()))
+
+
+def route_warnings() -> None:
+    """Turn warnings and library log records into one-line rdask INFO logs.
+
+    Without a handler of their own, a library's WARNING records would reach
+    stderr bare through :data:`logging.lastResort`; a relay handler stops
+    that and keeps them for ``-v``. Worker processes a local cluster spawns
+    start from this process's environment, not its hooks, and their stderr
+    is this terminal, so they are told to ignore warnings altogether (their
+    log records are not shown here either).
+    """
+    warnings.showwarning = _show_warning
+    for name in RELAYED_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _Relay) for h in logger.handlers):
+            logger.addHandler(_Relay())
+    os.environ["PYTHONWARNINGS"] = "ignore"
+
+
+#: Warnings already shown: the same warning from each thread's own open of
+#: a file (rdask opens it once per reading thread) is said once.
+_SHOWN: set[tuple[str, str]] = set()
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    # Same signature as warnings.showwarning; the source location is
+    # rdask's or a library's internals, never something the user can act on.
+    key = (category.__name__, _squash(str(message)))
+    if key not in _SHOWN:
+        _SHOWN.add(key)
+        logging.getLogger("rdask").info("%s: %s", *key)
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
 
 
 def entry() -> None:
@@ -66,9 +125,6 @@ def entry() -> None:
     leave with ``os._exit``. (``rio rdask`` goes through :func:`main` and
     rio's own exit.)
     """
-    import logging
-    import os
-
     try:
         main()
         code: Any = 0

@@ -16,6 +16,7 @@ from rdask.cli.options import (
     verbosity_options,
     workers_option,
 )
+from rdask.config import MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD, OVERVIEW_RESAMPLINGS
 
 
 @click.command(context_settings={"show_default": True})
@@ -32,7 +33,7 @@ from rdask.cli.options import (
 @click.option("--overview-levels", type=click.IntRange(min=0), default=None,
               help="COG: number of overview levels (default: until one tile holds the smallest).")
 @click.option("--overview-resampling", default="nearest",
-              type=click.Choice(["nearest", "average", "mode", "bilinear", "cubic"]),
+              type=click.Choice(OVERVIEW_RESAMPLINGS),
               help="COG: overview resampling.")
 @click.option("--compress", default="deflate", help="Output compression (deflate, lzw, zstd, none...).")
 @click.option("--blocksize", type=click.IntRange(min=16), default=512, help="Output tile size.")
@@ -67,6 +68,8 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, driver, o
     quiet = flags(ctx).get("quiet", False)
     show = sys.stderr.isatty() and not quiet if progress is None else progress
 
+    # Imported here, not at the top: `rdask --help` must not pay for GDAL,
+    # numba and dask (~0.4 s measured).
     from rdask.pipeline import process
     from rdask.progress import TerminalProgress
 
@@ -121,7 +124,7 @@ def _tune_malloc() -> None:
     try:
         libc = ctypes.CDLL(name)
         m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 256 * 1024 * 1024)
-        libc.mallopt(m_trim_threshold, 512 * 1024 * 1024)
+        libc.mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)
+        libc.mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD)
     except (OSError, AttributeError):
         pass

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rdask.errors import RasterOpenError, first_line
+from rdask.io import guard
 from rdask.io.remote import diagnose, is_remote
 from rdask.io.source import file_stamp, redact
-from rdask.meta import BandMeta, RasterMeta, as_tags
+from rdask.meta import GCP, BandMeta, RasterMeta, as_tags
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,10 @@ def inspect(path: str, options: tuple[tuple[str, Any], ...]) -> FileInfo:
 
     shown = redact(path)
     _check_local(path, shown)
+    guard.check_file(path)
     try:
         with rasterio.Env(**dict(options)), rasterio.open(path) as ds:
+            guard.check_declared(ds, shown)
             if ds.count == 0:
                 raise RasterOpenError(f"no raster bands in {shown}")
             return FileInfo(
@@ -57,31 +60,84 @@ def inspect(path: str, options: tuple[tuple[str, Any], ...]) -> FileInfo:
 
 
 def read_meta(ds: Any) -> RasterMeta:
-    """The :class:`RasterMeta` of an open rasterio dataset."""
-    bands = tuple(
-        BandMeta(
-            description=ds.descriptions[i - 1] or "",
-            scale=float(ds.scales[i - 1]),
-            offset=float(ds.offsets[i - 1]),
-            unit=ds.units[i - 1] or "",
-            colorinterp=ds.colorinterp[i - 1].name.lower(),
-            tags=as_tags(ds.tags(i)),
-        )
-        for i in ds.indexes
-    )
+    """The :class:`RasterMeta` of an open rasterio dataset.
+
+    Reads what GDAL shows, sidecars included when the dataset was opened
+    without ``GDAL_DISABLE_READDIR_ON_OPEN`` (``.aux.xml``, ``.tfw``,
+    ``.msk``). A dataset georeferenced by GCPs keeps them with their CRS
+    and no CRS of its own.
+
+    Parameters
+    ----------
+    ds : rasterio.io.DatasetReader
+        The open dataset.
+
+    Returns
+    -------
+    RasterMeta
+        Everything an output of ``ds`` carries besides pixels.
+    """
+    tags = ds.tags()
+    components = _nodata_components(tags.pop("NODATA_VALUES", None), ds.count)
+    gcps, gcp_crs = ds.gcps
     return RasterMeta(
         crs=ds.crs,
         transform=ds.transform,
         nodata=None if ds.nodata is None else float(ds.nodata),
-        bands=bands,
-        tags=as_tags(ds.tags()),
+        bands=tuple(_band_meta(ds, i, components[i - 1]) for i in ds.indexes),
+        tags=as_tags(tags),
+        gcps=tuple(GCP.of(g) for g in gcps),
+        gcp_crs=gcp_crs if gcps else None,
+        rpcs=as_tags(ds.tags(ns="RPC")),
     )
 
 
+def _band_meta(ds: Any, i: int, component: float | None) -> BandMeta:
+    """What band ``i`` (1-based) of ``ds`` carries besides pixels."""
+    interp = ds.colorinterp[i - 1].name.lower()
+    return BandMeta(
+        description=ds.descriptions[i - 1] or "",
+        scale=float(ds.scales[i - 1]),
+        offset=float(ds.offsets[i - 1]),
+        unit=ds.units[i - 1] or "",
+        colorinterp=interp,
+        colormap=_colormap(ds, i) if interp == "palette" else (),
+        tags=as_tags(ds.tags(i)),
+        nodata_component=component,
+    )
+
+
+def _colormap(ds: Any, i: int) -> tuple[tuple[int, tuple[int, int, int, int]], ...]:
+    """Band ``i``'s colour table as sorted ``(index, rgba)`` pairs."""
+    try:
+        table = ds.colormap(i)
+    except ValueError:  # "NULL color table": palette interp without a table
+        return ()
+    return tuple(sorted((int(k), tuple(int(c) for c in v)) for k, v in table.items()))
+
+
+def _nodata_components(text: str | None, count: int) -> tuple[float | None, ...]:
+    """GDAL's ``NODATA_VALUES`` item split per band (Nones unless it has
+    one number per band, as GDAL requires)."""
+    values = (text or "").replace(",", " ").split()
+    if len(values) != count:
+        return (None,) * count
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        return (None,) * count
+
+
 def _per_dataset_mask(ds: Any) -> bool:
+    """A real mask band (internal or ``.msk``): not alpha, and not the mask
+    GDAL derives from per-band ``NODATA_VALUES`` (flags per_dataset + nodata),
+    which the output carries as ``NODATA_VALUES`` instead."""
     from rasterio.enums import MaskFlags
 
-    return all(MaskFlags.per_dataset in f and MaskFlags.alpha not in f for f in ds.mask_flag_enums)
+    return all(
+        MaskFlags.per_dataset in f and MaskFlags.alpha not in f and MaskFlags.nodata not in f
+        for f in ds.mask_flag_enums
+    )
 
 
 def _check_local(path: str, shown: str) -> None:

@@ -20,16 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from rdask.config import READ_GDAL_OPTIONS
 from rdask.errors import ForkSafetyError, RasterOpenError, first_line
+from rdask.io.guard import READ_OPTIONS
 
-#: GDAL options entered around every read. The block cache is per process;
-#: reads decode whole blocks straight into the caller's buffer, so a small
-#: cache is enough and keeps peak memory flat in raster size.
-DEFAULT_GDAL_OPTIONS: tuple[tuple[str, Any], ...] = (
-    ("GDAL_CACHEMAX", 128),
-    ("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR"),
-    ("VSI_CACHE", "FALSE"),
-)
+#: GDAL options entered around every read (remote inputs add network
+#: settings, see :mod:`rdask.io.remote`). Local reads let GDAL look for
+#: sidecar files (world files, ``.aux.xml``, ``.msk``, ``.ovr``).
+DEFAULT_GDAL_OPTIONS: tuple[tuple[str, Any], ...] = READ_GDAL_OPTIONS + READ_OPTIONS
 
 #: Open handles kept per thread; old ones are closed when this is exceeded.
 HANDLES_PER_THREAD = 16
@@ -171,7 +169,9 @@ class RasterSource:
         cache: OrderedDict = getattr(_local, "handles", None)
         if cache is None:
             cache = _local.handles = OrderedDict()
-        key = (f.path, f.stamp)
+        # Keyed by the options too: a handle opened under other GDAL
+        # settings (credentials, endpoints, sidecar lookup) is another one.
+        key = (f.path, f.stamp, self.gdal_options)
         ds = cache.get(key)
         if ds is None:
             try:

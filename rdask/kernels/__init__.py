@@ -3,7 +3,9 @@
 The built-in kernels live in :mod:`~rdask.kernels.bands`,
 :mod:`~rdask.kernels.focal` and :mod:`~rdask.kernels.terrain`; user kernels are
 found by :func:`get_kernel` from ``package.module:function`` or
-``path/to/file.py:function``.  Nothing here imports xarray, dask or rasterio,
+``path/to/file.py:function``; :func:`as_kernel` turns whatever a user passes
+(a kernel, a name or reference, an undeclared numba function) into a
+:class:`Kernel`.  Nothing here imports xarray, dask or rasterio,
 and the kernel modules (hence numba) are imported on first use only, so
 importing :mod:`rdask.kernels.spec` stays cheap.
 """
@@ -15,14 +17,21 @@ import hashlib
 import importlib
 import importlib.util
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType, ModuleType
 
 from rdask.errors import KernelError
-from rdask.kernels.spec import Kernel, kernel
+from rdask.kernels.spec import Kernel, compose_band_sources, kernel, probed_kernel
 
-__all__ = ["Kernel", "builtin_kernels", "get_kernel", "kernel"]
+__all__ = [
+    "Kernel",
+    "as_kernel",
+    "builtin_kernels",
+    "compose_band_sources",
+    "get_kernel",
+    "kernel",
+]
 
 
 @functools.cache
@@ -47,7 +56,50 @@ def builtin_kernels() -> Mapping[str, Kernel]:
     return MappingProxyType({k.name: k for k in sorted(found, key=lambda k: k.name)})
 
 
-def get_kernel(name_or_ref: str) -> Kernel:
+def as_kernel(obj: Kernel | str | Callable, *, allow_gil: bool = False) -> Kernel:
+    """The :class:`Kernel` for whatever a user passes as a kernel.
+
+    Parameters
+    ----------
+    obj
+        A :class:`Kernel` (returned as is); a built-in name or a
+        ``module:function`` / ``file.py:function`` reference (resolved by
+        :func:`get_kernel`); or a function compiled with
+        ``numba.njit(nogil=True)`` but not declared with :func:`kernel`,
+        which is run like dask's ``map_blocks`` runs a function: halo 0, the
+        input's nodata, and the output dtype and band count found by calling
+        it once on a tiny block of the input's dtype and band count (cached
+        per dtype, band count and arguments).  Its parameters named
+        ``nodata``, ``xres`` and ``yres`` are filled in as for a declared
+        kernel; every other one needs a default.
+    allow_gil
+        Accept a plain Python function or a numba function without
+        ``nogil`` (with a warning), as :func:`kernel` does.
+
+    Returns
+    -------
+    Kernel
+
+    Raises
+    ------
+    KernelError
+        One line: an unknown name or reference, something not callable, or a
+        function that would hold the GIL (the message names
+        ``allow_gil=True``).
+    """
+    if isinstance(obj, Kernel):
+        return obj
+    if isinstance(obj, str):
+        return get_kernel(obj, allow_gil=allow_gil)
+    if not callable(obj):
+        raise KernelError(
+            f"a kernel must be an rdask Kernel, a kernel name or a numba function, "
+            f"not a {type(obj).__name__}"
+        )
+    return probed_kernel(obj, allow_gil=allow_gil)
+
+
+def get_kernel(name_or_ref: str, *, allow_gil: bool = False) -> Kernel:
     """Find a kernel by built-in name or by reference.
 
     Parameters
@@ -58,6 +110,8 @@ def get_kernel(name_or_ref: str) -> Kernel:
         :class:`Kernel` or a numba ``nogil`` function, which is wrapped by
         :func:`kernel` with the defaults (same dtype, bands and nodata as the
         input, no halo).
+    allow_gil
+        Passed to :func:`kernel` for a function found by reference.
 
     Returns
     -------
@@ -93,7 +147,7 @@ def get_kernel(name_or_ref: str) -> Kernel:
         raise KernelError(
             f"kernel {name_or_ref!r}: {attr!r} is a {type(obj).__name__}, not a function"
         )
-    return kernel(obj)
+    return kernel(obj, allow_gil=allow_gil)
 
 
 def _is_path(where: str) -> bool:

@@ -10,7 +10,9 @@ raster stores its nodata as a float32, so ``0.1`` must be compared as
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
+from numba.np.numpy_support import as_dtype
 
 from rdask.kernels.spec import kernel
 
@@ -89,7 +91,32 @@ def _busy_copy(src: np.ndarray, dst: np.ndarray, iterations: int) -> None:
         dst[k] = val - np.float64(iterations)
 
 
-@kernel(name="reverse-bands", keeps_bands=False)
+def _work_view(values: np.ndarray) -> np.ndarray:
+    """The 1-D contiguous ``values`` as numbers that float64 holds exactly.
+
+    The synthetic work goes through float64, which cannot hold a complex
+    value, nor every 64-bit integer (above 2**53 it would round them), so
+    those run it on their parts: a complex array as its real and imaginary
+    floats, a 64-bit integer array as its 32-bit halves.  Any other dtype is
+    returned as it is.  Compiled per dtype by :func:`_work_view_for`.
+    """
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+@overload(_work_view)
+def _work_view_for(values):
+    # Runs at compile time on numba types: picks the view for this dtype.
+    kind = values.dtype
+    if isinstance(kind, types.Complex):
+        part = as_dtype(kind.underlying_float)
+    elif isinstance(kind, types.Integer) and kind.bitwidth == 64:
+        part = np.dtype(np.uint32)
+    else:
+        return lambda values: values
+    return lambda values: values.view(part)
+
+
+@kernel(name="reverse-bands", bands_from="reversed", accepts="any")
 @njit(nogil=True, cache=True)
 def reverse_bands(block: np.ndarray, iterations: int = 0) -> np.ndarray:
     """Reverse the band order, with optional synthetic CPU work per value.
@@ -100,14 +127,16 @@ def reverse_bands(block: np.ndarray, iterations: int = 0) -> np.ndarray:
     Parameters
     ----------
     block
-        ``(bands, y, x)`` array of any numeric dtype.
+        ``(bands, y, x)`` array of any numeric dtype, complex included.
     iterations
         Synthetic work: each value is converted to float64, ``1.0`` is added
         ``iterations`` times, ``iterations`` is subtracted and the result is
-        cast back (rasterio's example uses 2000).  Integer values, NaN and
-        infinities come back unchanged; a float whose low bits are finer
-        than the spacing of floats near ``iterations`` is rounded, exactly
-        as in the example.
+        cast back (rasterio's example uses 2000).  Complex values get it on
+        their real and imaginary parts, 64-bit integers on each 32-bit half
+        (float64 would round them above 2**53).  Integer values, NaN and
+        infinities come back unchanged; a float (or complex part) whose low
+        bits are finer than the spacing of floats near ``iterations`` is
+        rounded, exactly as in the example.
 
     Returns
     -------
@@ -130,7 +159,7 @@ def reverse_bands(block: np.ndarray, iterations: int = 0) -> np.ndarray:
         else:
             src = np.ascontiguousarray(block[b]).ravel()
             dst = np.empty_like(src)
-            _busy_copy(src, dst, iterations)
+            _busy_copy(_work_view(src), _work_view(dst), iterations)
             out[nb - 1 - b] = dst.reshape(block.shape[1:])
     return out
 
@@ -160,7 +189,9 @@ def _normalized_difference(block: np.ndarray, nodata: float, a: int, b: int) -> 
     return out
 
 
-@kernel(name="normalized-difference", dtype="float32", bands=1, nodata=float("nan"))
+@kernel(
+    name="normalized-difference", dtype="float32", bands=1, nodata=float("nan"), accepts="real"
+)
 @njit(nogil=True, cache=True)
 def normalized_difference(block: np.ndarray, nodata: float, a: int = 1, b: int = 2) -> np.ndarray:
     """Normalized difference (A - B) / (A + B) of two bands, as float32.
@@ -168,7 +199,8 @@ def normalized_difference(block: np.ndarray, nodata: float, a: int = 1, b: int =
     Parameters
     ----------
     block
-        ``(bands, y, x)`` array of any numeric dtype.
+        ``(bands, y, x)`` array of any real dtype (bool, integer, float;
+        complex is refused).
     nodata
         Input nodata (NaN when none); filled in by rdask.
     a, b
@@ -188,7 +220,7 @@ def normalized_difference(block: np.ndarray, nodata: float, a: int = 1, b: int =
     return _normalized_difference(block, nodata, a, b)
 
 
-@kernel(name="ndvi", dtype="float32", bands=1, nodata=float("nan"))
+@kernel(name="ndvi", dtype="float32", bands=1, nodata=float("nan"), accepts="real")
 @njit(nogil=True, cache=True)
 def ndvi(block: np.ndarray, nodata: float, red: int = 1, nir: int = 2) -> np.ndarray:
     """NDVI (NIR - red) / (NIR + red) as float32, NaN where undefined.
@@ -196,7 +228,8 @@ def ndvi(block: np.ndarray, nodata: float, red: int = 1, nir: int = 2) -> np.nda
     Parameters
     ----------
     block
-        ``(bands, y, x)`` array of any numeric dtype.
+        ``(bands, y, x)`` array of any real dtype (bool, integer, float;
+        complex is refused).
     nodata
         Input nodata (NaN when none); filled in by rdask.
     red, nir

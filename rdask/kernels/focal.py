@@ -184,7 +184,9 @@ def _focal_mean(block, nodata, radius):
     return out
 
 
-@kernel(name="focal-mean", dtype="float32", halo="radius", nodata=float("nan"))
+@kernel(
+    name="focal-mean", dtype="float32", halo="radius", nodata=float("nan"), accepts="real"
+)
 @njit(nogil=True, cache=True)
 def focal_mean(block: np.ndarray, nodata: float, radius: int = 1) -> np.ndarray:
     """Mean of the valid pixels in a (2r+1) x (2r+1) window, per band, as float32.
@@ -192,7 +194,8 @@ def focal_mean(block: np.ndarray, nodata: float, radius: int = 1) -> np.ndarray:
     Parameters
     ----------
     block
-        ``(bands, y, x)`` array of any numeric dtype.
+        ``(bands, y, x)`` array of any real dtype (bool, integer, float;
+        complex is refused).
     nodata
         Input nodata (NaN when none); filled in by rdask.
     radius

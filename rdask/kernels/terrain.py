@@ -240,7 +240,9 @@ def _hillshade(block, nodata, xres, yres, azimuth, altitude, z, scale, compute_e
     return out
 
 
-@kernel(name="slope", dtype="float32", halo=1, nodata=-9999.0, keeps_bands=False)
+@kernel(
+    name="slope", dtype="float32", halo=1, nodata=-9999.0, keeps_bands=False, accepts="real"
+)
 @njit(nogil=True, cache=True)
 def slope(
     block: np.ndarray,
@@ -255,8 +257,9 @@ def slope(
     Parameters
     ----------
     block
-        ``(bands, y, x)`` elevations, any numeric dtype; each band is done
-        separately.
+        ``(bands, y, x)`` elevations of any real dtype (complex is refused);
+        each band is done separately, read as float32 like gdaldem does
+        (so 64-bit integers above 2**24 are rounded).
     nodata, xres, yres
         Input nodata (NaN when none) and pixel size (``transform.a`` and
         ``-transform.e``); filled in by rdask.
@@ -277,7 +280,9 @@ def slope(
     return _slope(block, nodata, xres, yres, scale, compute_edges)
 
 
-@kernel(name="hillshade", dtype="uint8", halo=1, nodata=0.0, keeps_bands=False)
+@kernel(
+    name="hillshade", dtype="uint8", halo=1, nodata=0.0, keeps_bands=False, accepts="real"
+)
 @njit(nogil=True, cache=True)
 def hillshade(
     block: np.ndarray,
@@ -295,8 +300,9 @@ def hillshade(
     Parameters
     ----------
     block
-        ``(bands, y, x)`` elevations, any numeric dtype; each band is done
-        separately.
+        ``(bands, y, x)`` elevations of any real dtype (complex is refused);
+        each band is done separately, read as float32 like gdaldem does
+        (so 64-bit integers above 2**24 are rounded).
     nodata, xres, yres
         Input nodata (NaN when none) and pixel size (``transform.a`` and
         ``-transform.e``); filled in by rdask.

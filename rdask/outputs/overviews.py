@@ -26,16 +26,24 @@ picks span, wherever the seams fall.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from dask.base import tokenize
 
-from rdask.io.meta import RasterMeta
-from rdask.io.source import RasterSource
+from rdask.io.source import FileBands, RasterSource, file_stamp
+from rdask.meta import RasterMeta
+from rdask.outputs import gtiff
+from rdask.outputs.base import OutputSpec, RunChunks
+from rdask.outputs.gtiff import pwrite_all
+from rdask.outputs.journal import JobId
+from rdask.plan import plan_chunks
+from rdask.recipe import ChunkJob, ComputeTask, Region
 
 
 def picks(n_prev: int, n: int, start: int, stop: int) -> np.ndarray:
@@ -103,8 +111,6 @@ class LevelPieces:
         rows = picks(self.y_edges[-1], self.shape[0], self.rows[a], self.rows[a + 1]) - self.y_edges[a]
         cols = picks(self.x_edges[-1], self.shape[1], self.cols[b], self.cols[b + 1]) - self.x_edges[b]
         piece = np.ascontiguousarray(_take(block, rows, cols), dtype=self.dtype)
-        from rdask.io.tilesink import pwrite_all
-
         fd = os.open(self.path, os.O_WRONLY)
         try:
             pwrite_all(fd, memoryview(piece).cast("B"), self.offset(a, b))
@@ -124,107 +130,92 @@ class LevelPieces:
 
 @dataclass(frozen=True)
 class LevelTap:
-    """A tile encoder that also stores each chunk's level-1 nearest picks."""
+    """An output's writer that also stores each chunk's level-1 nearest picks."""
 
-    encoder: Any
+    writer: Any
     pieces: LevelPieces
 
-    def __call__(self, block: np.ndarray, region: tuple[slice, slice, slice]) -> list:
+    def __call__(self, block: np.ndarray, region: Region) -> Any:
         _, ysl, xsl = region
         self.pieces.write(self.pieces.y_edges.index(ysl.start), self.pieces.x_edges.index(xsl.start), block)
-        return self.encoder(block, region)
+        return self.writer(block, region)
 
 
-def nearest_levels(
-    partial: str,
-    factors: list[int],
-    *,
-    blocksize: int,
-    compress: str | None,
-    creation_options: dict[str, Any] | None,
-    runner: Any,
-    chunk_mb: float = 4.0,
-    level1: LevelPieces | None = None,
-) -> list[str]:
+def nearest_levels(partial: str, factors: list[int], spec: OutputSpec, run: RunChunks, *,
+                   chunk_mb: float = 4.0, level1: LevelPieces | None = None) -> list[str]:
     """Write one GeoTIFF per overview level beside ``partial``; return their paths.
 
-    ``level1`` describes the scratch file a :class:`LevelTap` filled during
-    the main pass; without it level 1 is picked from ``partial``.
+    ``spec`` is the main output's; each level is a GTiff output of its own,
+    run as a chunk job through ``run``. ``level1`` describes the scratch
+    file a :class:`LevelTap` filled during the main pass; without it level 1
+    is picked from ``partial``.
     """
-    from functools import partial as partial_fn
-
     import rasterio
-
-    from rdask.io.sink import RasterSink
-    from rdask.io.sink import creation_options as build
-    from rdask.io.tiles import encoder_for
-    from rdask.io.tilesink import TileSink
 
     paths: list[str] = []
     prev = partial
-    for level, _ in enumerate(factors, start=1):
-        with rasterio.open(prev) as ds:
-            h_prev, w_prev, count, dtype = ds.height, ds.width, ds.count, ds.dtypes[0]
-            meta = RasterMeta(crs=ds.crs, transform=ds.transform, nodata=ds.nodata)
-        h, w = math.ceil(h_prev / 2), math.ceil(w_prev / 2)
-        source = RasterSource(
-            files=(_file(prev, count),), height=h_prev, width=w_prev, dtype=dtype
-        )
-        if level == 1 and level1 is not None:
-            arr = _scratch_array(level1, blocksize, chunk_mb)
-        else:
-            arr = _level_array(source, (h, w), count, dtype, blocksize, chunk_mb)
-        out = f"{partial}.ovr{level}.tif"
-        # Encoded in the picking tasks, like the main pass, when rdask can.
-        encoder = encoder_for(build(dtype, blocksize, compress, creation_options), dtype, count, w, blocksize)
-        sink = (RasterSink if encoder is None else partial_fn(TileSink, encoder=encoder))(
-            out, (count, h, w), dtype, meta, blocksize=blocksize, compress=compress,
-            creation_options=creation_options, threads=runner.threads, overwrite=True,
-            durable=False,  # copied into the COG, which is synced
-        )
-        try:
-            runner.store(arr, sink)
-            sink.commit()
-        except BaseException:
-            sink.abort()
-            for p in paths:
-                _unlink(p)
-            raise
-        paths.append(out)
-        prev = out
+    try:
+        for level, _ in enumerate(factors, start=1):
+            with rasterio.open(prev) as ds:
+                h_prev, w_prev, count, dtype = ds.height, ds.width, ds.count, ds.dtypes[0]
+                meta = RasterMeta(crs=ds.crs, transform=ds.transform, nodata=ds.nodata)
+            shape = (math.ceil(h_prev / 2), math.ceil(w_prev / 2))
+            if level == 1 and level1 is not None:
+                job = _scratch_job(level1, spec.options.blocksize, chunk_mb)
+            else:
+                source = RasterSource(files=(_file(prev, count),), height=h_prev, width=w_prev, dtype=dtype)
+                job = _level_job(source, shape, count, dtype, spec.options.blocksize, chunk_mb)
+            out = f"{partial}.ovr{level}.tif"
+            paths.append(out)
+            _write_level(out, job, meta, spec, run)
+            prev = out
+    except BaseException:
+        for p in paths:
+            _unlink(p)
+        raise
     return paths
 
 
-def _file(path: str, count: int):
-    from rdask.io.source import FileBands, file_stamp
+def _write_level(path: str, job: ChunkJob, meta: RasterMeta, spec: OutputSpec, run: RunChunks) -> None:
+    """One level through a GTiff output of its own (not durable: it is
+    copied into the COG, which is synced)."""
+    options = replace(spec.options, overwrite=True, resume=False, driver="GTiff")
+    level_spec = replace(spec, target=path, shape=job.shape, chunks=job.chunks, meta=meta,
+                         options=options, job=JobId("", "", ""), mask=None)
+    output = gtiff.open(level_spec, durable=False)
+    try:
+        run(job, output)
+        output.close()
+    except BaseException:
+        output.abort()
+        raise
+    output.staging.publish()
 
+
+def _file(path: str, count: int) -> FileBands:
     return FileBands(path, tuple(range(1, count + 1)), file_stamp(path))
 
 
-def _level_array(source: RasterSource, shape: tuple[int, int], count: int, dtype: str,
-                 blocksize: int, chunk_mb: float):
-    from dask.base import tokenize
-
-    from rdask.plan import plan_chunks
-    from rdask.schedule import ChunkTasks
-
+def _level_job(source: RasterSource, shape: tuple[int, int], count: int, dtype: str,
+               blocksize: int, chunk_mb: float) -> ChunkJob:
     plan = plan_chunks(shape, count, dtype, (blocksize, blocksize), chunk_mb=chunk_mb, tile=blocksize)
     # uuid: a level of this job, not of an earlier one on a shared client.
-    return ChunkTasks(_Picks(source, shape), plan.chunks,
-                      f"rdask-nearest-{tokenize(source, shape, plan.chunks)}-{uuid.uuid4().hex[:8]}")
+    name = f"rdask-nearest-{tokenize(source, shape, plan.chunks)}-{uuid.uuid4().hex[:8]}"
+    return _job((count, *shape), dtype, plan.chunks, name, _Picks(source, shape))
 
 
-def _scratch_array(pieces: LevelPieces, blocksize: int, chunk_mb: float):
+def _scratch_job(pieces: LevelPieces, blocksize: int, chunk_mb: float) -> ChunkJob:
     """Level 1 from the scratch file, in chunks of whole output tiles."""
-    from dask.base import tokenize
-
-    from rdask.plan import plan_chunks
-    from rdask.schedule import ChunkTasks
-
     p = pieces
     plan = plan_chunks(p.shape, p.bands, p.dtype, (blocksize, blocksize), chunk_mb=chunk_mb, tile=blocksize)
-    return ChunkTasks(_FromPieces(p), plan.chunks,
-                      f"rdask-level1-{tokenize(p, os.stat(p.path).st_mtime_ns, plan.chunks)}-{uuid.uuid4().hex[:8]}")
+    token = tokenize(p, os.stat(p.path).st_mtime_ns, plan.chunks)
+    name = f"rdask-level1-{token}-{uuid.uuid4().hex[:8]}"
+    return _job((p.bands, *p.shape), p.dtype, plan.chunks, name, _FromPieces(p))
+
+
+def _job(shape: tuple[int, int, int], dtype: str, chunks: tuple, name: str, compute: Any) -> ChunkJob:
+    return ChunkJob(shape=shape, dtype=np.dtype(dtype), chunks=((shape[0],),) + chunks[1:], name=name,
+                    make=lambda region, key: ComputeTask(region, key, compute))
 
 
 @dataclass(frozen=True)
@@ -279,9 +270,5 @@ def _index(idx: np.ndarray) -> slice | np.ndarray:
 
 
 def _unlink(path: str) -> None:
-    import os
-
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass

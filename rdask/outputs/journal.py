@@ -54,6 +54,8 @@ class Journal:
     ) -> None:
         self.path = path
         self._fh = fh
+        #: What an interrupted job had written, read once on resume (the
+        #: journal itself keeps nothing in memory as a job records chunks).
         self.done = done
         #: tile index -> (file offset, byte count), for sinks that place tiles.
         self.tiles = tiles or {}
@@ -112,7 +114,6 @@ class Journal:
         if windows:
             self._fh.write("".join(f"{r} {c}\n" for r, c in windows))
             _sync(self._fh)
-            self.done.update(windows)
 
     def record_tiles(self, window: tuple[int, int], placed: list[tuple[int, int, int]], *, sync: bool = True) -> None:
         """Add a chunk and where its tiles are: ``(index, offset, bytes)``.
@@ -125,9 +126,6 @@ class Journal:
         self._fh.flush()
         if sync:
             os.fsync(self._fh.fileno())
-        self.done.add(window)
-        for i, o, n in placed:
-            self.tiles[i] = (o, n)
 
     def sync(self) -> None:
         """Force what was recorded to disk."""

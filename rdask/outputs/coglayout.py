@@ -1,4 +1,4 @@
-"""COG output: overviews from GDAL, then a byte-copying re-layout.
+"""COG layout: overviews from GDAL, then a byte-copying re-layout.
 
 A Cloud Optimized GeoTIFF is a tiled GeoTIFF whose IFDs all come first and
 whose tile data is ordered smallest overview first. rdask makes one in three
@@ -30,13 +30,12 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from rdask.config import GDAL_CACHEMAX_MB, OVERVIEW_RESAMPLINGS
+from rdask.config import TIFF_TILE_BYTECOUNTS as _TILE_BYTECOUNTS
+from rdask.config import TIFF_TILE_OFFSETS as _TILE_OFFSETS
 from rdask.errors import OutputError
 
-#: Resampling names accepted for overviews (rio's spelling).
-RESAMPLINGS = ("nearest", "average", "mode", "bilinear", "cubic")
-
 _TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
-_TILE_OFFSETS, _TILE_BYTECOUNTS = 324, 325
 _NEW_SUBFILE_TYPE = 254
 
 
@@ -62,15 +61,15 @@ def build_overviews(path: str, factors: Sequence[int], resampling: str, blocksiz
     import rasterio
     from rasterio.enums import Resampling
 
-    if resampling not in RESAMPLINGS:
-        raise ValueError(f"unknown overview resampling {resampling!r}; use one of {', '.join(RESAMPLINGS)}")
+    if resampling not in OVERVIEW_RESAMPLINGS:
+        raise ValueError(f"unknown overview resampling {resampling!r}; use one of {', '.join(OVERVIEW_RESAMPLINGS)}")
     if not factors:
         return
     env = {
         "GDAL_TIFF_OVR_BLOCKSIZE": str(blocksize),
         "GDAL_NUM_THREADS": str(max(1, threads)),
         "GDAL_TIFF_INTERNAL_MASK": "YES",
-        "GDAL_CACHEMAX": 128,
+        "GDAL_CACHEMAX": GDAL_CACHEMAX_MB,
     }
     with rasterio.open(path) as ds:
         image = ds.tags(ns="IMAGE_STRUCTURE")

@@ -1,0 +1,1 @@
+"""Reading: local, remote and stacked inputs, their metadata and GDAL settings."""

@@ -1,0 +1,383 @@
+"""The core model: a recipe, how one of its chunks is computed, and the
+chunk tasks a scheduler runs.
+
+A :class:`Recipe` is what a file-backed raster is made of: its
+:class:`~rdask.io.source.RasterSource`, the chunk plan, the kernel steps
+applied so far and the :class:`~rdask.meta.RasterMeta` its output carries.
+:func:`open_recipe` reads metadata only; :func:`extend` adds a kernel step.
+A :class:`ChunkReader` computes one chunk: it reads the chunk's window grown
+by the chain's halo (clipped at the raster edge) once, runs the steps and
+trims. A :class:`ChunkJob` is the list of chunk tasks a scheduler runs,
+produced lazily so memory does not grow with the number of chunks.
+
+Nothing here imports xarray, ``dask.array`` or an output format: the xarray
+face (:mod:`rdask.xr`) wraps recipes in DataArrays, and the outputs
+(:mod:`rdask.outputs`) consume chunk results.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from dask.base import tokenize
+
+from rdask.errors import KernelError, RasterMismatchError, RasterOpenError
+from rdask.io.inspect import FileInfo, inspect
+from rdask.io.remote import S3Endpoint, check_options, is_remote, is_s3, network_defaults
+from rdask.io.source import DEFAULT_GDAL_OPTIONS, FileBands, RasterSource, merge_options, redact
+from rdask.kernels import Kernel, as_kernel
+from rdask.meta import RasterMeta, nodata_fits
+from rdask.plan import DEFAULT_CHUNK_MB, ChunkPlan, plan_chunks
+
+#: A chunk's place: ``(bands, rows, cols)`` slices.
+Region = tuple[slice, slice, slice]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One kernel applied with resolved arguments and its raster context
+    (input nodata, pixel size), which differs along a chain."""
+
+    kernel: Kernel
+    args: tuple[tuple[str, Any], ...]
+    ctx: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self, block: np.ndarray, where: str = "") -> np.ndarray:
+        return self.kernel(block, where=where, **dict(self.ctx), **dict(self.args))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a file-backed raster is made: source, plan, steps, metadata.
+
+    ``meta`` and ``dtype`` describe the output of the steps; ``block`` is
+    the input's block shape (the plan's unit); ``name`` identifies the
+    result, as the dask name of the array that :mod:`rdask.xr` wraps it in.
+    """
+
+    source: RasterSource
+    plan: ChunkPlan
+    block: tuple[int, int]
+    meta: RasterMeta
+    dtype: np.dtype
+    steps: tuple[Step, ...] = ()
+    name: str = ""
+
+    @property
+    def halo(self) -> int:
+        return sum(s.kernel.halo_for(dict(s.args)) for s in self.steps)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(bands, height, width)`` after the steps."""
+        return (self.meta.count, self.source.height, self.source.width)
+
+    @property
+    def chunks(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """Chunks in dask's notation; every chunk holds all bands."""
+        return ((self.shape[0],),) + self.plan.chunks[1:]
+
+    @property
+    def nbytes(self) -> int:
+        bands, height, width = self.shape
+        return bands * height * width * self.dtype.itemsize
+
+    @property
+    def mask_source(self) -> RasterSource | None:
+        """Where the output's per-dataset mask comes from: the single input
+        file's own, while the band count is kept; else None."""
+        src = self.source
+        return src if src.per_dataset_mask and src.count == self.shape[0] else None
+
+    def job(self) -> ChunkJob:
+        """The chunk tasks that compute this recipe, for one run."""
+        reader = ChunkReader.of(self)
+        return ChunkJob(
+            shape=self.shape, dtype=self.dtype, chunks=self.chunks,
+            # Unique per run: two runs of one recipe on one cluster are two jobs.
+            name=f"{self.name}-{uuid.uuid4().hex[:8]}",
+            make=lambda region, key: ComputeTask(region, key, reader),
+        )
+
+
+# -- opening ----------------------------------------------------------------
+
+
+def open_recipe(
+    path: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    chunks: str | tuple[int, int] = "auto",
+    chunk_mb: float = DEFAULT_CHUNK_MB,
+    tile: int | None = 512,
+    gdal_options: Mapping[str, Any] | None = None,
+) -> Recipe:
+    """Open a raster (or a stack of files, as bands) as a :class:`Recipe`.
+
+    Reads metadata only. Parameters and errors are those of
+    :func:`rdask.open_raster`.
+    """
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths:
+        raise RasterOpenError("no input raster given")
+    paths = [os.fspath(p) for p in paths]
+    options = _read_options(paths, gdal_options)
+    infos = [inspect(p, options) for p in paths]
+    _check_stack(infos)
+    first = infos[0]
+    source = RasterSource(
+        files=tuple(FileBands(i.path, i.bands, i.stamp) for i in infos),
+        height=first.shape[0],
+        width=first.shape[1],
+        dtype=_one_dtype(infos),
+        gdal_options=options,
+        per_dataset_mask=len(infos) == 1 and first.per_dataset_mask,
+    )
+    block = (math.lcm(*(i.block[0] for i in infos)), math.lcm(*(i.block[1] for i in infos)))
+    explicit = None if chunks == "auto" else tuple(chunks)  # type: ignore[arg-type]
+    plan = plan_chunks((source.height, source.width), source.count, source.dtype, block,
+                       chunk_mb=chunk_mb, tile=tile, chunks=explicit)
+    return _named(Recipe(source, plan, block, _stack_meta(infos), np.dtype(source.dtype)))
+
+
+def replan(recipe: Recipe, *, chunk_mb: float, tile: int | None = 512) -> Recipe:
+    """``recipe`` (before any kernel) with another chunk size, planned from
+    the metadata it already holds: no file is opened again."""
+    if recipe.steps:
+        raise ValueError("replan needs a recipe straight from open_recipe, before any kernel")
+    src = recipe.source
+    plan = plan_chunks((src.height, src.width), src.count, src.dtype, recipe.block,
+                       chunk_mb=chunk_mb, tile=tile)
+    return _named(replace(recipe, plan=plan))
+
+
+def _named(recipe: Recipe) -> Recipe:
+    """``recipe`` with its deterministic name: equal recipes, equal names."""
+    steps = recipe.steps
+    if not steps:
+        return replace(recipe, name="open-" + tokenize(recipe.source, recipe.plan.chunks))
+    prefix = "-".join(s.kernel.name for s in steps)
+    return replace(recipe, name=f"{prefix}-{tokenize(recipe.source, steps, recipe.plan.chunks)}")
+
+
+def _read_options(paths: list[str], gdal_options: Mapping[str, Any] | None) -> tuple:
+    """GDAL options for reading ``paths``: rdask's, network ones for remote
+    inputs, the S3 endpoint's, then the user's."""
+    check_options(gdal_options)
+    layers: list[Mapping[str, Any] | None] = [dict(DEFAULT_GDAL_OPTIONS)]
+    if any(is_remote(p) for p in paths):
+        layers.append(network_defaults())
+    if any(is_s3(p) or p.startswith("/vsis3/") for p in paths):
+        layers.append(S3Endpoint.from_options(gdal_options).gdal_options())
+    return merge_options(*layers, gdal_options)
+
+
+def _one_dtype(infos: list[FileInfo]) -> str:
+    dtypes = {d for info in infos for d in info.dtypes}
+    if len(dtypes) > 1:
+        raise RasterOpenError(
+            f"{redact(infos[0].path)}: bands have different dtypes ({', '.join(sorted(dtypes))}); "
+            "rdask needs one dtype per raster"
+        )
+    return dtypes.pop()
+
+
+def _stack_meta(infos: list[FileInfo]) -> RasterMeta:
+    """The metadata of a stack: the first file's, with every file's bands;
+    unnamed bands of a stack are named after their files."""
+    first = infos[0].meta
+    if len(infos) == 1:
+        return first
+    bands = []
+    for info in infos:
+        name = os.path.basename(info.path.rstrip("/"))
+        bands.extend(replace(b, description=b.description or name) for b in info.meta.bands)
+    return replace(first, bands=tuple(bands))
+
+
+def _check_stack(infos: list[FileInfo]) -> None:
+    first = infos[0]
+    for other in infos[1:]:
+        pairs = (
+            ("size", first.shape, other.shape),
+            ("CRS", first.meta.crs, other.meta.crs),
+            ("transform", first.meta.transform, other.meta.transform),
+        )
+        for label, a, b in pairs:
+            if a != b:
+                raise RasterMismatchError(
+                    f"cannot stack {redact(first.path)} and {redact(other.path)}: "
+                    f"{label} differs ({_fmt(a)} vs {_fmt(b)})"
+                )
+        a, b = sorted(set(first.dtypes)), sorted(set(other.dtypes))
+        if a != b:
+            raise RasterMismatchError(
+                f"cannot stack {redact(first.path)} and {redact(other.path)}: "
+                f"dtype differs ({', '.join(a)} vs {', '.join(b)}); rdask needs one dtype per raster"
+            )
+
+
+def _fmt(v: Any) -> str:
+    if hasattr(v, "to_gdal"):
+        return "(" + ", ".join(repr(x) for x in v.to_gdal()) + ")"
+    if hasattr(v, "to_string"):
+        return v.to_string()
+    return str(v)
+
+
+# -- kernel steps -------------------------------------------------------------
+
+
+def extend(recipe: Recipe, kernel: Kernel | str | Callable, **kernel_args: Any) -> Recipe:
+    """``recipe`` with ``kernel`` applied.
+
+    Chained kernels add their halos; every chunk is still one read of the
+    source (its window grown by the total halo) followed by the steps.
+    """
+    k, step = make_step(kernel, kernel_args, recipe.meta, recipe.dtype)
+    return with_step(recipe, k, step)
+
+
+def with_step(recipe: Recipe, k: Kernel, step: Step) -> Recipe:
+    """``recipe`` with the resolved ``step`` of kernel ``k`` added."""
+    meta, dtype = step_output(k, step, recipe.meta, recipe.dtype)
+    return _named(replace(recipe, steps=recipe.steps + (step,), meta=meta, dtype=dtype))
+
+
+def make_step(kernel: Kernel | str | Callable, kernel_args: Mapping[str, Any], meta: RasterMeta,
+              dtype: Any) -> tuple[Kernel, Step]:
+    """The kernel and its :class:`Step`: resolved arguments and the raster
+    context (nodata, signed pixel size) of its input. Refuses, before any
+    work, a kernel that cannot take ``dtype`` or needs a north-up raster."""
+    k = as_kernel(kernel)
+    args = k.resolve_args(kernel_args)
+    k.check_input(np.dtype(dtype), meta.count)
+    t = meta.transform
+    if ("xres" in k.context or "yres" in k.context) and (t.b or t.d):
+        raise KernelError(
+            f"kernel {k.name!r} needs a north-up raster; this one has a rotated geotransform "
+            "(warp it first, e.g. with gdalwarp)"
+        )
+    # Signed like GDAL's gt[1] and -gt[5]: positive for north-up rasters, so
+    # that hillshade's light direction matches gdaldem on south-up ones too.
+    context = {"nodata": meta.nodata, "xres": t.a, "yres": -t.e}
+    return k, Step(k, tuple(sorted(args.items())), tuple(sorted(context.items())))
+
+
+def step_output(k: Kernel, step: Step, meta: RasterMeta, in_dtype: Any) -> tuple[RasterMeta, np.dtype]:
+    """The metadata and dtype of ``step``'s output: the kernel's nodata, each
+    band's items following the input band it comes from, none for new bands."""
+    args = dict(step.args)
+    in_bands = meta.count
+    out_bands = k.out_bands(in_bands, args, np.dtype(in_dtype))
+    out_dtype = np.dtype(k.out_dtype(np.dtype(in_dtype), in_bands, args))
+    nodata = k.out_nodata(meta.nodata)
+    if nodata is not None and not nodata_fits(nodata, out_dtype):
+        raise KernelError(
+            f"kernel {k.name!r}: its {out_dtype} output cannot hold the nodata value "
+            f"{nodata!r} (give the kernel a nodata of its own or another dtype)"
+        )
+    out = meta.for_bands(k.band_sources(in_bands, args), out_bands).without_statistics()
+    return out.with_nodata(nodata).for_dtype(out_dtype), out_dtype
+
+
+# -- computing chunks -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChunkReader:
+    """Computes one chunk of a recipe: read its window grown by the halo
+    (clipped at the raster edge) from the source, run the steps, trim.
+
+    Small and picklable: this is what a task carries to a worker.
+    """
+
+    source: RasterSource
+    steps: tuple[Step, ...]
+    halo: int
+
+    @classmethod
+    def of(cls, recipe: Recipe) -> ChunkReader:
+        return cls(recipe.source, recipe.steps, recipe.halo)
+
+    def __call__(self, region: Region) -> np.ndarray:
+        _, ys, xs = region
+        y0, y1, x0, x1 = ys.start, ys.stop, xs.start, xs.stop
+        halo, source = self.halo, self.source
+        gy0, gy1 = max(0, y0 - halo), min(source.height, y1 + halo)
+        gx0, gx1 = max(0, x0 - halo), min(source.width, x1 + halo)
+        block = source.read(gy0, gy1, gx0, gx1)
+        where = f"window rows {y0}:{y1}, cols {x0}:{x1}"
+        for step in self.steps:
+            block = step(block, where=where)
+        if halo == 0:
+            return block
+        return block[:, y0 - gy0 : y0 - gy0 + (y1 - y0), x0 - gx0 : x0 - gx0 + (x1 - x0)]
+
+
+@dataclass(frozen=True)
+class ComputeTask:
+    """A chunk made by one picklable function of its region."""
+
+    region: Region
+    key: str
+    compute: Callable[[Region], np.ndarray]
+
+    def run(self, write: Callable[[np.ndarray, Region], Any]) -> Any:
+        """Compute the chunk here and hand it to the output's ``write`` step."""
+        return write(self.compute(self.region), self.region)
+
+    def graph(self, write: Callable[[np.ndarray, Region], Any]) -> tuple[dict, str]:
+        """The same as a one-task dask graph, for a cluster."""
+        return {self.key: (run_compute, self.compute, self.region, write)}, self.key
+
+
+def run_compute(compute: Callable, region: Region, write: Callable) -> Any:
+    """:meth:`ComputeTask.run` as a plain function (what a worker executes)."""
+    return write(compute(region), region)
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """The chunks of a ``(bands, y, x)`` array and how to make their tasks.
+
+    ``make(region, key)`` returns a task with ``run(write)`` (in this
+    process) and ``graph(write)`` (a dask graph for a cluster). Tasks are
+    made one at a time as the scheduler asks for them.
+    """
+
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    chunks: tuple[tuple[int, ...], ...]
+    name: str
+    make: Callable[[Region, str], Any]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Chunks along y and x."""
+        return (len(self.chunks[1]), len(self.chunks[2]))
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+    def tasks(self, skip: Callable[[Region], bool] = lambda region: False) -> Iterator[Any]:
+        """Tasks for every chunk not in ``skip``, row-major, made lazily."""
+        for region in chunk_regions(self.chunks):
+            if not skip(region):
+                yield self.make(region, f"rdask-chunk-{self.name}-{region[1].start}-{region[2].start}")
+
+
+def chunk_regions(chunks: tuple[tuple[int, ...], ...]) -> Iterator[Region]:
+    """The slices of every chunk of a dask ``chunks`` spec, row-major."""
+    edges = []
+    for c in chunks:
+        offsets = np.concatenate([[0], np.cumsum(c)]).tolist()
+        edges.append([slice(a, b) for a, b in itertools.pairwise(offsets)])
+    yield from itertools.product(*edges)
