@@ -153,16 +153,15 @@ def write(job: ChunkJob, meta: RasterMeta, dst: str | os.PathLike, options: Writ
             done = report.done + runner.run(job, output, report.add)
             if done != total:
                 raise OutputError(f"{dst}: only {done} of {total} pixels were written")
-            path = output.commit(runner.run)
+            committed = output.commit(runner.run)
         except BaseException as exc:
             if output.abort(keep_partial=options.resume):
                 exc.add_note(f"partial output kept for --resume: {output.partial}")
             raise
         finally:
             report.close()
-    size = os.path.getsize(path) if "://" not in path else output.size
     nchunks = job.grid[0] * job.grid[1]
-    return Result(path, time.perf_counter() - t0, total, size, nchunks)
+    return Result(committed.path, time.perf_counter() - t0, total, committed.bytes, nchunks)
 
 
 def job_id(job: ChunkJob, meta: RasterMeta, options: WriteOptions, source: Source) -> JobId:

@@ -363,10 +363,6 @@ class ChunkJob:
         """Chunks along y and x."""
         return (len(self.chunks[1]), len(self.chunks[2]))
 
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
-
     def tasks(self, skip: Callable[[Region], bool] = lambda region: False) -> Iterator[Any]:
         """Tasks for every chunk not in ``skip``, row-major, made lazily."""
         for region in chunk_regions(self.chunks):

@@ -8,8 +8,9 @@ results arrive. Tasks are made lazily and fed through a bounded window (a
 few per computing thread), on every scheduler, so neither memory nor
 scheduler work grows with the number of chunks.
 
-* threads / sync: a pool of this process's threads (or this thread)
-  computes chunks and runs the writer; this thread records.
+* threads: a pool of this process's threads computes chunks and runs the
+  writer; this thread records. sync: this thread does all of it, one chunk
+  at a time.
 * distributed (a ``Client``, ``"local[:N]"`` for a ``LocalCluster`` of N
   spawned worker processes, or a ``tcp://`` scheduler address): each chunk
   is one task whose graph is the chunk's computation followed by the
@@ -27,7 +28,7 @@ import os
 import queue
 import socket
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +129,7 @@ class Runner:
             if on_chunk is not None:
                 on_chunk(n)
 
-        limit = max(2, INFLIGHT_PER_THREAD * self.threads)
+        limit = 1 if self.spec.kind == "sync" else max(2, INFLIGHT_PER_THREAD * self.threads)
         drain(job.tasks(skip=output.is_done), submit, record, limit)
         return pixels
 
@@ -137,9 +138,10 @@ class Runner:
         if self.client is not None:
             client = self.client
             return lambda task: client.get(*task.graph(writer), sync=False)
+        if self.spec.kind == "sync":
+            return lambda task: _done(task.run, writer)
         if self._pool is None:
-            workers = 1 if self.spec.kind == "sync" else self.spec.workers
-            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="rdask")
+            self._pool = ThreadPoolExecutor(self.spec.workers, thread_name_prefix="rdask")
         pool = self._pool
         return lambda task: pool.submit(task.run, writer)
 
@@ -195,6 +197,18 @@ def drain(tasks: Iterable[Any], submit: Callable[[Any], Any], record: Callable[[
     finally:
         for fut in inflight.values():
             fut.cancel()
+
+
+def _done(fn: Callable, *args: Any) -> Future:
+    """``fn(*args)`` run here, now, as a finished future (the sync scheduler:
+    chunks run in the calling thread, one at a time, for debuggers and
+    profilers)."""
+    fut: Future = Future()
+    try:
+        fut.set_result(fn(*args))
+    except Exception as exc:  # noqa: BLE001 - delivered through the future, as on threads
+        fut.set_exception(exc)
+    return fut
 
 
 def _next(finished: queue.SimpleQueue) -> Any:

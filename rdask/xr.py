@@ -28,10 +28,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -216,6 +218,8 @@ def _attr_items(attrs: Mapping[str, Any], nb: int) -> tuple:
         return (kind(value),) * nb
 
     names = attrs.get("long_name")
+    if isinstance(names, str) and nb == 1:
+        names = (names,)
     tags = as_tags({k: v for k, v in attrs.items() if k not in RESERVED_ATTRS and not k.startswith("_")})
     return (
         tags,
@@ -239,6 +243,9 @@ def exact_transform(data: xr.DataArray) -> Affine:
         return data.rio.transform(recalc=True)
     if "x" not in data.coords or "y" not in data.coords or cached.b or cached.d:
         return cached
+    if not _same_steps(data, cached):
+        # Strided or flipped: the pixel size itself changed.
+        return data.rio.transform(recalc=True)
     # Coordinates are pixel centres; find which pixel of the cached grid the
     # first one is, and shift by whole pixels (exact, like rasterio's
     # windows.transform) instead of rebuilding the origin from floats.
@@ -248,6 +255,15 @@ def exact_transform(data: xr.DataArray) -> Affine:
     if col == 0 and row == 0:
         return cached
     return cached @ Affine.translation(col, row)
+
+
+def _same_steps(data: xr.DataArray, transform: Affine) -> bool:
+    """Whether ``data``'s coordinate steps are ``transform``'s pixel size."""
+    for axis, size in (("x", transform.a), ("y", transform.e)):
+        values = data.coords[axis].values
+        if len(values) > 1 and not np.isclose(values[1] - values[0], size, rtol=1e-9, atol=0):
+            return False
+    return True
 
 
 # -- kernels --------------------------------------------------------------------
@@ -394,40 +410,36 @@ def to_raster(
 
 
 def dask_job(arr: da.Array) -> ChunkJob:
-    """The chunks of a dask array as a :class:`ChunkJob`: each task is the
-    block's own part of the (optimised) graph. Blocks that share work (as
-    with ``map_overlap``) recompute it per block; rdask's own halo path
-    never shares any."""
-    from dask.optimization import cull
-
-    blocks = arr.to_delayed(optimize_graph=True)
-    graph = dict(blocks.ravel()[0].__dask_graph__()) if blocks.size else {}
+    """The chunks of a dask array as a :class:`ChunkJob`: each task is its
+    block's own (culled, optimised) graph, made when the scheduler asks for
+    it. Blocks that share work (as with ``map_overlap``) recompute it per
+    block; rdask's own halo path never shares any."""
     edges = [np.cumsum((0,) + c) for c in arr.chunks]
 
     def make(region: Region, key: str) -> BlockTask:
         index = tuple(int(np.searchsorted(e, s.start)) for e, s in zip(edges, region, strict=True))
-        block = blocks[index].key
-        return BlockTask(region, key, cull(graph, [block])[0], block)
+        return BlockTask(region, key, arr.blocks[index])
 
-    return ChunkJob(shape=arr.shape, dtype=arr.dtype, chunks=arr.chunks, name=arr.name, make=make)
+    # Unique per run: two writes of one array on one client are two jobs.
+    name = f"{arr.name}-{uuid.uuid4().hex[:8]}"
+    return ChunkJob(shape=arr.shape, dtype=arr.dtype, chunks=arr.chunks, name=name, make=make)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BlockTask:
-    """A dask array block: ``graph`` computes ``block``."""
+    """One block of a dask array, as a one-block dask array."""
 
     region: Region
     key: str
-    graph_: dict
-    block: Any
+    block: da.Array
 
     def run(self, write_: Callable[[np.ndarray, Region], Any]) -> Any:
-        from dask.local import get_sync
-
-        return write_(get_sync(self.graph_, self.block), self.region)
+        return write_(np.asarray(self.block.compute(scheduler="sync")), self.region)
 
     def graph(self, write_: Callable[[np.ndarray, Region], Any]) -> tuple[dict, str]:
-        return {**self.graph_, self.key: (write_, self.block, self.region)}, self.key
+        (block,) = dask.optimize(self.block)
+        (key,) = block.__dask_keys__()[0][0]
+        return {**dict(block.__dask_graph__()), self.key: (write_, key, self.region)}, self.key
 
 
 def _as_dask(data: xr.DataArray) -> da.Array:
@@ -476,7 +488,7 @@ class _Indexable:
         return np.dtype(self.source.dtype)
 
     def __dask_tokenize__(self) -> tuple:
-        return ("rdask.open._Indexable", self.source.__dask_tokenize__())
+        return ("rdask.xr._Indexable", self.source.__dask_tokenize__())
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = _full_key(key)

@@ -157,7 +157,7 @@ def check_declared(ds: Any, shown: str) -> None:
     if ds.count > MAX_BANDS:
         raise RasterOpenError(f"refusing {shown}: {ds.count} bands (rdask's limit is {MAX_BANDS})")
     by, bx = ds.block_shapes[0]
-    itemsize = max(np.dtype(d).itemsize for d in ds.dtypes)
+    itemsize = max(np.dtype(read_dtype(d)).itemsize for d in ds.dtypes)
     nbytes = by * bx * itemsize * ds.count
     if nbytes > MAX_BLOCK_BYTES:
         raise RasterOpenError(
@@ -165,6 +165,13 @@ def check_declared(ds: Any, shown: str) -> None:
             f"{_human(nbytes)} (rdask's limit is {_human(MAX_BLOCK_BYTES)}); "
             "rewrite it with smaller tiles, e.g. gdal_translate -co TILED=YES"
         )
+
+
+def read_dtype(name: str) -> str:
+    """The numpy dtype rasterio reads a band of GDAL type ``name`` as:
+    ``complex_int16`` (GDAL's CInt16, which numpy lacks) is read as
+    ``complex64``; every other name is numpy's already."""
+    return "complex64" if name.startswith("complex_int") else name
 
 
 # -- the TIFF structure ----------------------------------------------------

@@ -48,7 +48,7 @@ def inspect(path: str, options: tuple[tuple[str, Any], ...]) -> FileInfo:
                 stamp=file_stamp(path),
                 shape=(ds.height, ds.width),
                 bands=tuple(ds.indexes),
-                dtypes=tuple(ds.dtypes),
+                dtypes=tuple(guard.read_dtype(d) for d in ds.dtypes),
                 block=tuple(ds.block_shapes[0]),
                 meta=read_meta(ds),
                 per_dataset_mask=_per_dataset_mask(ds),

@@ -11,8 +11,10 @@ An output kind is a module with ``accepts(target, options)`` and
 * the client half, in the process that runs the job: ``is_done(region)``
   (chunks an interrupted job already wrote), ``record(region, result)``
   (write what the worker could not, journal), ``commit(run)`` (finish and
-  publish; ``run`` lets an output run further chunk jobs, e.g. overview
-  levels) and ``abort(keep_partial)``.
+  publish, returning a :class:`Committed`; ``run`` lets an output run
+  further chunk jobs, e.g. overview levels) and ``abort(keep_partial)``
+  (returns whether the partial output is there for a resume); ``partial``
+  names that partial output.
 
 The partial file, its journal, the lock and the final rename are one piece,
 :class:`~rdask.outputs.staging.Staging`, that every file output reuses.
@@ -20,6 +22,7 @@ The partial file, its journal, the lock and the final rename are one piece,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,6 +36,19 @@ from rdask.recipe import ChunkJob, Region
 
 #: ``run(job, output)``: how an output runs a chunk job of its own.
 RunChunks = Callable[[ChunkJob, "Output"], int]
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What a commit published: where, and how many bytes."""
+
+    path: str
+    bytes: int
+
+    @classmethod
+    def of(cls, path: str) -> Committed:
+        """A published local file."""
+        return cls(path, os.path.getsize(path))
 
 
 @dataclass(frozen=True)
@@ -68,7 +84,7 @@ class Output(Protocol):
 
     def record(self, region: Region, result: Any) -> None: ...
 
-    def commit(self, run: RunChunks) -> str: ...
+    def commit(self, run: RunChunks) -> Committed: ...
 
     def abort(self, *, keep_partial: bool = False) -> bool: ...
 
@@ -98,11 +114,3 @@ class ChunkGrid:
 
     def __contains__(self, region: Region) -> bool:
         return bool(self._done[self.index(region[1].start, region[2].start)])
-
-    def count(self) -> int:
-        return int(self._done.sum())
-
-    def pixels(self) -> int:
-        """Pixels (per band) of the chunks marked written."""
-        heights, widths = np.diff(self._rows), np.diff(self._cols)
-        return int((self._done * heights[:, None] * widths[None, :]).sum())

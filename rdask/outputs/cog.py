@@ -15,16 +15,14 @@ level 1 comes from the main pass itself: the writer is wrapped in a
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 from rdask.errors import OutputError
 from rdask.outputs import gtiff
-from rdask.outputs.base import OutputSpec, RunChunks
+from rdask.outputs.base import Committed, OutputSpec, RunChunks
 from rdask.outputs.coglayout import assemble_cog, build_overviews, overview_factors
 from rdask.outputs.gtiff import TileOutput
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.overviews import LevelPieces, LevelTap, nearest_levels
+from rdask.outputs.staging import unlink_quietly
 from rdask.recipe import Region
 
 
@@ -47,17 +45,24 @@ class CogOutput:
         self.staging = self.inner.staging
         opts = spec.options
         self.factors = overview_factors(spec.shape[1], spec.shape[2], opts.blocksize, opts.overview_levels)
-        self.own_levels = opts.overview_resampling == "nearest" and spec.mask is None
-        # A scratch file left by a killed job is stale either way.
-        _unlink(LevelPieces.path_for(self.partial))
-        self.scratch = self._tap()
+        # rdask's own nearest levels run as chunk jobs that read the partial
+        # file: only where the tasks see it; elsewhere GDAL's builder (same
+        # picks) runs here.
+        self.own_levels = (opts.overview_resampling == "nearest" and spec.mask is None
+                           and spec.shares_files(self.partial))
+        try:
+            # A scratch file left by a killed job is stale either way.
+            unlink_quietly(LevelPieces.path_for(self.partial))
+            self.scratch = self._tap()
+        except BaseException:
+            self.inner.abort(keep_partial=self.staging.resuming)
+            raise
         self.writer = self.inner.writer if self.scratch is None else LevelTap(self.inner.writer, self.scratch)
 
     def _tap(self) -> LevelPieces | None:
         """Level 1 from the main pass: nearest, tile output, fresh job, shared files."""
         inner, spec = self.inner, self.spec
-        if (not self.own_levels or not isinstance(inner, TileOutput) or inner.staging.resuming
-                or not self.factors or not spec.shares_files(self.partial)):
+        if not self.own_levels or not isinstance(inner, TileOutput) or self.staging.resuming or not self.factors:
             return None
         return LevelPieces.create(self.partial, spec.shape, spec.chunks, spec.dtype)
 
@@ -67,8 +72,13 @@ class CogOutput:
     def record(self, region: Region, result) -> None:
         self.inner.record(region, result)
 
-    def commit(self, run: RunChunks) -> str:
-        """Finish the main pass, make the overviews, lay out and publish the COG."""
+    def commit(self, run: RunChunks) -> Committed:
+        """Finish the main pass, make the overviews, lay out and publish the COG.
+
+        On failure the finished main pass stays as it is: the job's abort
+        keeps it for a resume (which then only makes the overviews again)
+        or removes it.
+        """
         self.inner.close()
         final = self.partial + ".final"
         try:
@@ -80,14 +90,14 @@ class CogOutput:
                                 self.spec.threads)
                 assemble_cog(self.partial, final)
         except OSError as exc:
-            self.abort()
-            raise _finish_error(self.spec.target, exc) from None
+            unlink_quietly(final)
+            raise OutputError(f"cannot finish {self.spec.target}: {exc.strerror or exc}") from None
         except BaseException:
-            self.abort()
+            unlink_quietly(final)
             raise
         finally:
             self._discard_scratch()
-        return self.staging.publish(final)
+        return Committed.of(self.staging.publish(final))
 
     def _nearest(self, final: str, run: RunChunks) -> None:
         chunk_bytes = self.spec.shape[0] * self.spec.dtype.itemsize * self._chunk_pixels()
@@ -99,7 +109,7 @@ class CogOutput:
             assemble_cog(self.partial, final, files)
         finally:
             for f in files:
-                _unlink(f)
+                unlink_quietly(f)
 
     def _chunk_pixels(self) -> float:
         """Pixels per main-pass chunk: the levels use chunks of the same size."""
@@ -108,19 +118,10 @@ class CogOutput:
 
     def abort(self, *, keep_partial: bool = False) -> bool:
         self._discard_scratch()
-        _unlink(self.partial + ".final")
+        unlink_quietly(self.partial + ".final")
         return self.inner.abort(keep_partial=keep_partial)
 
     def _discard_scratch(self) -> None:
         if self.scratch is not None:
-            _unlink(self.scratch.path)
+            unlink_quietly(self.scratch.path)
             self.scratch = None
-
-
-def _finish_error(target: str, exc: OSError) -> Exception:
-    return OutputError(f"cannot finish {target}: {exc.strerror or exc}")
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)

@@ -4,7 +4,9 @@ A Cloud Optimized GeoTIFF is a tiled GeoTIFF whose IFDs all come first and
 whose tile data is ordered smallest overview first. rdask makes one in three
 steps after the kernel pass has written the full-resolution partial GeoTIFF:
 
-1. GDAL builds internal overviews into the partial file (``BuildOverviews``,
+1. The overview levels: for ``nearest`` rdask's own pass
+   (:mod:`.overviews`: GDAL's picks, one GeoTIFF per level); otherwise
+   GDAL builds internal overviews into the partial file (``BuildOverviews``,
    each level from the previous one, with GDAL's multi-threaded resampling
    and compression). Overview pixels are therefore exactly GDAL's, for every
    resampling, and seams between chunks cannot exist: the overview builder

@@ -1,7 +1,7 @@
 """Write a :class:`~rdask.meta.RasterMeta` into a GDAL dataset being created.
 
-Every output kind that has GDAL create its file (the tile sink, the GDAL
-sink, COG levels) adds :func:`creation_options_for` to its creation
+Every output that has GDAL create its file (the GTiff output and its GDAL
+fallback, COG levels: :func:`rdask.outputs.gdalsink.create_dataset`) adds :func:`creation_options_for` to its creation
 options, passes :func:`creation_kwargs` to ``rasterio.open(..., "w")`` and
 calls :func:`write_meta` on the new dataset before writing pixels. What the
 GeoTIFF cannot hold GDAL writes beside it in ``<file>.aux.xml`` when the
@@ -200,7 +200,9 @@ def _write_band(ds: Any, i: int, band: BandMeta) -> None:
         ds.set_band_description(i, band.description)
     if band.tags:
         ds.update_tags(i, **dict(band.tags))
-    if band.colormap:
+    if band.colormap and i == 1:
+        # A GeoTIFF holds one colour table, band 1's (GDAL refuses others,
+        # and gdal_translate drops them)
         ds.write_colormap(i, dict(band.colormap))
 
 

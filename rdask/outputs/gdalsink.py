@@ -11,6 +11,7 @@ partial file and journal agree and a resume writes only what is missing.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from rdask.config import WRITE_GDAL_OPTIONS
 from rdask.errors import OutputError, first_line
 from rdask.io.source import check_not_forked
 from rdask.meta import RasterMeta
-from rdask.outputs.base import ChunkGrid, OutputSpec, RunChunks
+from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
 from rdask.outputs.gdalmeta import creation_kwargs, creation_options_for, write_meta
 from rdask.outputs.staging import Staging, space_note
 from rdask.recipe import Region
@@ -35,13 +36,20 @@ def gdal_env():
 
 
 def create_dataset(path: str, shape: tuple[int, int, int], dtype: Any, meta: RasterMeta,
-                   creation_options: dict[str, Any]):
+                   creation_options: dict[str, Any], shown: str = "", *, mask: bool = False):
     """Have GDAL create the GeoTIFF ``path`` with ``meta``; return it open for writing.
+
+    With ``mask`` and ``NODATA_VALUES`` to write, the per-dataset mask band
+    is created first: once ``NODATA_VALUES`` is set, GDAL hands out its
+    read-only nodata mask instead, and writing the mask fails ("Write
+    operation not permitted"). The file then keeps both, as
+    ``gdal_translate`` does (its mask wins).
 
     Raises
     ------
     OutputError
-        GDAL cannot create it (one line).
+        GDAL cannot create it (one line naming ``shown``, the target the
+        user asked for, rather than the partial file).
     """
     import rasterio
 
@@ -55,9 +63,15 @@ def create_dataset(path: str, shape: tuple[int, int, int], dtype: Any, meta: Ras
             ds = rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=bands,
                                dtype=np.dtype(dtype), **creation_kwargs(meta, dtype), **options)
     except Exception as exc:  # noqa: BLE001 - GDAL errors vary; report one line
-        raise OutputError(f"cannot create {path}: {first_line(exc)}") from None
+        reason = first_line(exc).replace(f"{path}: ", "").replace(f"{os.path.basename(path)}: ", "")
+        raise OutputError(f"cannot create {shown or path}: {reason}") from None
     try:
         with gdal_env():
+            if mask and len(meta.nodata_values) == bands:
+                from rasterio.windows import Window
+
+                # Creates the mask band; the chunk at (0, 0) writes this pixel again.
+                ds.write_mask(np.zeros((1, 1), np.uint8), window=Window(0, 0, 1, 1))
             write_meta(ds, meta)
     except BaseException:
         ds.close()
@@ -94,7 +108,8 @@ class GdalOutput:
                     self.grid.claim(y0, x0)
                 self._ds = self._reopen()
             else:
-                self._ds = create_dataset(self.partial, spec.shape, self.dtype, spec.meta, self._options)
+                self._ds = create_dataset(self.partial, spec.shape, self.dtype, spec.meta, self._options,
+                                          spec.target, mask=spec.mask is not None)
         except BaseException:
             self.staging.discard(keep_partial=self.staging.resuming)
             raise
@@ -162,9 +177,9 @@ class GdalOutput:
         if self.durable:
             _fsync(self.partial)
 
-    def commit(self, run: RunChunks) -> str:
+    def commit(self, run: RunChunks) -> Committed:
         self.close()
-        return self.staging.publish()
+        return Committed.of(self.staging.publish())
 
     def abort(self, *, keep_partial: bool = False) -> bool:
         if not self._closed:
@@ -186,8 +201,6 @@ class GdalOutput:
         neither by ``write()`` nor by ``close()``, only logged: without this
         check a truncated file would be committed as a success.
         """
-        import os
-
         import rasterio
         from rasterio.errors import RasterBlockError
 
@@ -211,8 +224,6 @@ class GdalOutput:
 
 
 def _fsync(path: str) -> None:
-    import os
-
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -30,7 +30,7 @@ import numpy as np
 
 from rdask.config import TIFF_TILE_BYTECOUNTS, TIFF_TILE_OFFSETS
 from rdask.errors import OutputError
-from rdask.outputs.base import ChunkGrid, OutputSpec, RunChunks
+from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
 from rdask.outputs.gdalsink import GdalOutput, create_dataset, gdal_env
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.staging import Staging, space_note
@@ -119,7 +119,7 @@ class TileOutput:
         if not self.staging.resuming:
             options = self.spec.options.gtiff_creation_options(self.spec.dtype, self.spec.threads)
             ds = create_dataset(self.partial, self.spec.shape, self.spec.dtype, self.spec.meta,
-                                {**options, "SPARSE_OK": "TRUE"})
+                                {**options, "SPARSE_OK": "TRUE"}, self.spec.target)
             # GDAL has written the structure; from here on the file is ours.
             with gdal_env():
                 ds.close()
@@ -198,9 +198,9 @@ class TileOutput:
             os.close(self._fd)
             self._fd = None
 
-    def commit(self, run: RunChunks) -> str:
+    def commit(self, run: RunChunks) -> Committed:
         self.close()
-        return self.staging.publish()
+        return Committed.of(self.staging.publish())
 
     def abort(self, *, keep_partial: bool = False) -> bool:
         """Stop; keep partial file and journal (consistent) for a resume, or remove them."""

@@ -1,12 +1,15 @@
 """The job journal: what a partial output already holds, for ``--resume``.
 
 Beside the target ``out.tif`` a job keeps ``.out.tif.rdask-partial`` (the
-GeoTIFF being written) and ``.out.tif.rdask-journal`` (text). The journal's
-first line is JSON naming the job (fingerprints of its input, kernel chain
-and output options); each further line is ``row col`` of a chunk whose
-pixels are durably in the partial file. A chunk is journaled only after a
-checkpoint has closed the partial file (so its tile index is on disk), which
-is what makes the pair consistent after a SIGKILL at any moment.
+file being written) and ``.out.tif.rdask-journal`` (text). The journal's
+first line is JSON naming the job (fingerprints of its input, kernel chain,
+output options and chunk plan); each further line records a chunk whose
+pixels are in the partial file: ``row col idx:offset:size ... .`` (where its
+tiles are, for the GTiff output, which writes the tile index itself on
+commit) or ``row col`` (the GDAL fallback, journaled only after a
+checkpoint has put GDAL's tile index on disk). Either way the pair is
+consistent after a SIGKILL at any moment; a torn last line is ignored and
+its chunk redone. The journal keeps nothing in memory while a job runs.
 
 The journal is also the job's lock (``flock``): a second job on the same
 target is refused instead of interleaving with the first.
@@ -57,7 +60,7 @@ class Journal:
         #: What an interrupted job had written, read once on resume (the
         #: journal itself keeps nothing in memory as a job records chunks).
         self.done = done
-        #: tile index -> (file offset, byte count), for sinks that place tiles.
+        #: tile index -> (file offset, byte count), for outputs that place tiles.
         self.tiles = tiles or {}
 
     @classmethod
@@ -81,7 +84,11 @@ class Journal:
         """
         fh = _open_locked(path, "a+")
         fh.seek(0)
-        lines = fh.read().splitlines()
+        text = fh.read()
+        lines = text.splitlines()
+        if lines and not text.endswith("\n"):
+            # A torn last line (a SIGKILL mid-write): that chunk is redone.
+            lines.pop()
         try:
             head = json.loads(lines[0])
             old = JobId(head["input"], head["kernel"], head["options"], head.get("chunks", ""))
@@ -99,7 +106,7 @@ class Journal:
         tiles: dict[int, tuple[int, int]] = {}
         for line in lines[1:]:
             parts = line.split()
-            # A torn last line (no trailing "." marker) is ignored: that chunk is redone.
+            # A line without its "." marker is torn too: that chunk is redone.
             if len(parts) == 2:
                 done.add((int(parts[0]), int(parts[1])))
             elif len(parts) > 3 and parts[-1] == ".":

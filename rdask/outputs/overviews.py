@@ -6,8 +6,8 @@ tiles several times; on a 2-core machine it costs about as much CPU as the
 kernel pass. For ``nearest`` rdask builds each level with its own pipeline
 instead: chunks of the level are read (each source tile decoded once, in
 parallel), picked, encoded in the same tasks and written through the same
-sink as the main pass, one single-image GeoTIFF per level, which
-``cog.assemble_cog`` then copies into place.
+GTiff output as the main pass, one single-image GeoTIFF per level, which
+:func:`~rdask.outputs.coglayout.assemble_cog` then copies into place.
 
 When the main pass can write beside the output (threads, or workers on this
 machine) and is not a resumed job, level 1 does not even need the
@@ -26,7 +26,6 @@ picks span, wherever the seams fall.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import uuid
@@ -42,6 +41,7 @@ from rdask.outputs import gtiff
 from rdask.outputs.base import OutputSpec, RunChunks
 from rdask.outputs.gtiff import pwrite_all
 from rdask.outputs.journal import JobId
+from rdask.outputs.staging import unlink_quietly
 from rdask.plan import plan_chunks
 from rdask.recipe import ChunkJob, ComputeTask, Region
 
@@ -171,7 +171,7 @@ def nearest_levels(partial: str, factors: list[int], spec: OutputSpec, run: RunC
             prev = out
     except BaseException:
         for p in paths:
-            _unlink(p)
+            unlink_quietly(p)
         raise
     return paths
 
@@ -269,6 +269,4 @@ def _index(idx: np.ndarray) -> slice | np.ndarray:
     return idx
 
 
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+

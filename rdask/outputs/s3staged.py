@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from rdask.io.remote import S3Upload, staging_path
 from rdask.outputs import cog, gtiff
-from rdask.outputs.base import OutputSpec, RunChunks
+from rdask.outputs.base import Committed, OutputSpec, RunChunks
 from rdask.outputs.options import WriteOptions
 from rdask.recipe import Region
 
@@ -50,14 +50,13 @@ class StagedUpload:
     def record(self, region: Region, result) -> None:
         self.inner.record(region, result)
 
-    def commit(self, run: RunChunks) -> str:
+    def commit(self, run: RunChunks) -> Committed:
         local = self.inner.commit(run)
-        self.size = os.path.getsize(local)
         try:
-            self.upload.upload(local)
+            self.upload.upload(local.path)
         finally:
-            os.unlink(local)
-        return self.url
+            os.unlink(local.path)
+        return Committed(self.url, local.bytes)
 
     def abort(self, *, keep_partial: bool = False) -> bool:
         return self.inner.abort(keep_partial=keep_partial)

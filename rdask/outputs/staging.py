@@ -81,22 +81,22 @@ class Staging:
             self._place(path)
         finally:
             if path != self.partial:
-                _unlink(path)
+                unlink_quietly(path)
             self.remove_partial()
             self.journal.close(remove=True)
         return self.target
 
     def discard(self, *, keep_partial: bool) -> bool:
         """Remove partial file and journal unless ``keep_partial``; return
-        whether they were kept. Safe to call twice."""
+        whether they are there for a resume. Safe to call twice."""
         if not keep_partial:
             self.remove_partial()
         self.journal.close(remove=not keep_partial)
-        return keep_partial
+        return keep_partial and os.path.exists(self.partial) and os.path.exists(self.journal.path)
 
     def remove_partial(self) -> None:
         for p in (self.partial, *sidecars(self.partial)):
-            _unlink(p)
+            unlink_quietly(p)
 
     def _place(self, path: str) -> None:
         if self.overwrite:
@@ -130,6 +130,7 @@ def space_note(path: str) -> str:
     return f" (No space left on device: {free} bytes free in {directory})"
 
 
-def _unlink(path: str) -> None:
+def unlink_quietly(path: str) -> None:
+    """Remove ``path`` if it is there."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)

@@ -5,7 +5,7 @@ GDAL's GeoTIFF writer compresses in the thread that calls ``write`` (its
 3.10), so with one writer and a lock, compression runs on one core. rdask
 instead encodes each chunk's tiles in the task that computed the chunk, in
 parallel on every core (or on the workers of a cluster, so only compressed
-bytes travel), and the sink only appends bytes under its lock.
+bytes travel), and the output only appends bytes, with no lock.
 
 The encodings are the TIFF ones GDAL reads: predictor 2 (horizontal
 differencing of samples) and 3 (floating point: bytes of each row split
