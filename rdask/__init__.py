@@ -18,6 +18,7 @@ __version__ = "0.2.0.dev0"
 _EXPORTS = {
     "open_raster": "rdask.xr",
     "apply": "rdask.xr",
+    "warp": "rdask.xr",
     "to_raster": "rdask.xr",
     "process": "rdask.pipeline",
     "Result": "rdask.pipeline",

@@ -30,6 +30,12 @@ TIFF_TILE_BYTECOUNTS = 325
 #: Overview resamplings a COG output accepts.
 OVERVIEW_RESAMPLINGS = ("nearest", "average", "mode", "bilinear", "cubic")
 
+#: Resamplings of the warp step (GDAL's warper's names). Not ``sum``: GDAL's
+#: sum (GWKSumPreserving) is not chunk-independent, not even in gdalwarp's
+#: own block-by-block warp, so a chunked result could not equal the whole one.
+WARP_RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode",
+                    "min", "max", "med", "q1", "q3", "rms")
+
 #: glibc allocator settings for rdask's own processes (the CLI and the workers
 #: of a ``local`` cluster). Every chunk allocates a few MB of pixels and
 #: tiles; above glibc's mmap threshold (and with distributed's trim-at-64-KB

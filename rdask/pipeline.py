@@ -9,6 +9,7 @@ both end here.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +28,16 @@ from rdask.outputs.options import WriteOptions
 from rdask.outputs.staging import check_target
 from rdask.plan import CLUSTER_CHUNK_MB, DEFAULT_CHUNK_MB
 from rdask.progress import TerminalProgress
-from rdask.recipe import ChunkJob, Recipe, chunk_regions, extend, open_recipe, replan
+from rdask.recipe import (
+    ChunkJob,
+    Recipe,
+    chunk_regions,
+    extend,
+    open_recipe,
+    replan,
+    warp,
+    warp_args,
+)
 from rdask.schedule import open_runner, parse_scheduler
 
 #: ``progress=``: True for a bar on stderr, or ``callable(pixels_done, pixels_total)``.
@@ -80,6 +90,8 @@ def process(
     chunk_mb: float | None = None,
     progress: Progress = False,
     gdal_options: Mapping[str, Any] | None = None,
+    grid: str | os.PathLike | None = None,
+    resampling: str = "nearest",
     options: WriteOptions | None = None,
     **write_options: Any,
 ) -> Result:
@@ -93,7 +105,10 @@ def process(
         Output path (``s3://bucket/key`` too).
     kernel
         A kernel, a kernel name, a numba function, or a chain: a sequence of
-        ``(kernel, args)`` pairs applied in order in one pass.
+        ``(kernel, args)`` pairs applied in order in one pass. A step named
+        ``"warp"`` reprojects (arguments of :func:`rdask.recipe.warp`, or
+        the CLI's ``crs=``, ``res=``, ``bounds=``, ``like=``,
+        ``resampling=``, ``nodata=``, ``et=``).
     kernel_args
         Arguments for a single kernel.
     scheduler, workers
@@ -107,6 +122,10 @@ def process(
         ``(pixels_done, pixels_total)`` called after every chunk.
     gdal_options
         GDAL/S3 settings for reading and writing (no secrets).
+    grid, resampling
+        For a stack of files on different grids: ``"first"`` (the first
+        file's grid) or the path of a raster whose grid to use; every other
+        file is warped onto it with ``resampling``.
     options, **write_options
         How to write: a :class:`~rdask.outputs.WriteOptions`, and/or its
         fields by name (``driver="COG"``, ``overwrite=True``...).
@@ -119,9 +138,16 @@ def process(
     dst = os.fspath(dst)
     _check_output(dst, opts)
     sched = parse_scheduler(scheduler, workers)
-    recipe = _open(src, chunk_mb, sched.distributed, sched.workers, opts.blocksize, gdal_options)
+    size = functools.partial(_sized, chunk_mb=chunk_mb, distributed=sched.distributed,
+                             workers=sched.workers, tile=opts.blocksize)
+    recipe = size(open_recipe(src, chunk_mb=_target_mb(chunk_mb, sched.distributed), tile=opts.blocksize,
+                              gdal_options=gdal_options, grid=grid, resampling=resampling))
     for k, args in _chain(kernel, kernel_args):
-        recipe = extend(recipe, k, **args)
+        if k == "warp":
+            recipe = size(warp(recipe, **warp_args(args), tile=opts.blocksize,
+                               chunk_mb=_target_mb(chunk_mb, sched.distributed)))
+        else:
+            recipe = extend(recipe, k, **args)
     return write(recipe.job(), recipe.meta, dst, opts, Source.of(recipe), scheduler=scheduler,
                  workers=workers, progress=progress, gdal_options=gdal_options)
 
@@ -183,13 +209,16 @@ def _check_output(dst: str, options: WriteOptions) -> None:
         check_target(dst, overwrite=options.overwrite)
 
 
-def _open(src: Any, chunk_mb: float | None, distributed: bool, workers: int, tile: int,
-          gdal_options: Mapping[str, Any] | None) -> Recipe:
-    """The input as a recipe, with chunks sized for the scheduler."""
-    target_mb = chunk_mb or (CLUSTER_CHUNK_MB if distributed else DEFAULT_CHUNK_MB)
-    recipe = open_recipe(src, chunk_mb=target_mb, tile=tile, gdal_options=gdal_options)
+def _target_mb(chunk_mb: float | None, distributed: bool) -> float:
+    return chunk_mb or (CLUSTER_CHUNK_MB if distributed else DEFAULT_CHUNK_MB)
+
+
+def _sized(recipe: Recipe, *, chunk_mb: float | None, distributed: bool, workers: int,
+           tile: int) -> Recipe:
+    """``recipe`` (before any kernel) with chunks sized for the scheduler:
+    small rasters get >= 4 chunks per thread so all cores work."""
+    target_mb = _target_mb(chunk_mb, distributed)
     if chunk_mb is None:
-        # Small rasters: aim for >= 4 chunks per thread so all cores work.
         per_thread = recipe.nbytes / 1e6 / (4 * workers)
         if per_thread < target_mb:
             recipe = replan(recipe, chunk_mb=max(per_thread, 0.05), tile=tile)

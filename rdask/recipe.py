@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from dask.base import tokenize
 
+from rdask.config import WARP_RESAMPLINGS
 from rdask.errors import KernelError, RasterMismatchError, RasterOpenError
 from rdask.io.inspect import FileInfo, inspect
 from rdask.io.remote import S3Endpoint, check_options, is_remote, is_s3, network_defaults
@@ -117,16 +118,23 @@ def open_recipe(
     chunk_mb: float = DEFAULT_CHUNK_MB,
     tile: int | None = 512,
     gdal_options: Mapping[str, Any] | None = None,
+    grid: str | os.PathLike | None = None,
+    resampling: str = "nearest",
 ) -> Recipe:
     """Open a raster (or a stack of files, as bands) as a :class:`Recipe`.
 
     Reads metadata only. Parameters and errors are those of
-    :func:`rdask.open_raster`.
+    :func:`rdask.open_raster`; with ``grid`` (``"first"``, or the path of
+    a raster whose grid to use) the files of a stack may be on different
+    grids: each is warped onto that one, with ``resampling``, on the fly.
     """
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths:
         raise RasterOpenError("no input raster given")
     paths = [os.fspath(p) for p in paths]
+    if grid is not None:
+        return _open_on_grid(paths, grid, resampling, chunk_mb=chunk_mb, tile=tile,
+                             gdal_options=gdal_options)
     options = _read_options(paths, gdal_options)
     infos = [inspect(p, options) for p in paths]
     _check_stack(infos)
@@ -144,6 +152,37 @@ def open_recipe(
     plan = plan_chunks((source.height, source.width), source.count, source.dtype, block,
                        chunk_mb=chunk_mb, tile=tile, chunks=explicit)
     return _named(Recipe(source, plan, block, _stack_meta(infos), np.dtype(source.dtype)))
+
+
+def _open_on_grid(paths: list[str], grid: str | os.PathLike, resampling: str, *, chunk_mb: float,
+                  tile: int | None, gdal_options: Mapping[str, Any] | None) -> Recipe:
+    """A stack of files on different grids, each warped onto ``grid``."""
+    from rdask.io.stack import StackSource
+    from rdask.io.warped import Grid
+
+    recipes = [open_recipe(p, chunk_mb=chunk_mb, tile=tile, gdal_options=gdal_options) for p in paths]
+    first = recipes[0]
+    if os.fspath(grid) == "first":
+        target = Grid(first.meta.crs, first.meta.transform, first.source.width, first.source.height)
+    else:
+        target = Grid.of(os.fspath(grid))
+    parts = []
+    for r in recipes:
+        on_grid = (r.meta.crs == target.crs and r.meta.transform == target.transform
+                   and (r.source.height, r.source.width) == (target.height, target.width))
+        parts.append(r if on_grid else warp(r, like=target, resampling=resampling, chunk_mb=chunk_mb,
+                                            tile=tile))
+    if len({np.dtype(r.dtype) for r in parts}) > 1:
+        raise RasterMismatchError(f"cannot stack {', '.join(map(redact, paths))}: their dtypes differ; "
+                                  "rdask needs one dtype per raster")
+    infos = [FileInfo(p, (0.0, 0), (target.height, target.width), (), (), (1, 1), r.meta, False)
+             for p, r in zip(paths, parts, strict=True)]
+    meta = replace(_stack_meta(infos), crs=target.crs, transform=target.transform)
+    block = (tile or 256, tile or 256)
+    plan = plan_chunks((target.height, target.width), meta.count, parts[0].dtype, block,
+                       chunk_mb=chunk_mb, tile=tile)
+    source = StackSource(tuple(r.source for r in parts))
+    return _named(Recipe(source, plan, block, meta, np.dtype(parts[0].dtype)))
 
 
 def replan(recipe: Recipe, *, chunk_mb: float, tile: int | None = 512) -> Recipe:
@@ -213,7 +252,8 @@ def _check_stack(infos: list[FileInfo]) -> None:
             if a != b:
                 raise RasterMismatchError(
                     f"cannot stack {redact(first.path)} and {redact(other.path)}: "
-                    f"{label} differs ({_fmt(a)} vs {_fmt(b)})"
+                    f"{label} differs ({_fmt(a)} vs {_fmt(b)}); use --grid first (grid='first') "
+                    "to warp them onto one grid"
                 )
         a, b = sorted(set(first.dtypes)), sorted(set(other.dtypes))
         if a != b:
@@ -377,3 +417,113 @@ def chunk_regions(chunks: tuple[tuple[int, ...], ...]) -> Iterator[Region]:
         offsets = np.concatenate([[0], np.cumsum(c)]).tolist()
         edges.append([slice(a, b) for a, b in itertools.pairwise(offsets)])
     yield from itertools.product(*edges)
+
+
+# -- reprojection -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepsSource:
+    """A recipe's output read like a source: what a warp after kernel steps
+    reads from (each window computed by a :class:`ChunkReader`)."""
+
+    reader: ChunkReader
+    count: int
+    height: int
+    width: int
+    dtype: str
+    files: tuple = ()
+    gdal_options: tuple = ()
+    per_dataset_mask: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.count, self.height, self.width)
+
+    def __dask_tokenize__(self) -> tuple:
+        return ("rdask.StepsSource", tokenize(self.reader.source, self.reader.steps), self.dtype)
+
+    def env(self) -> Any:
+        """The GDAL settings of the source the steps read from."""
+        return self.reader.source.env()
+
+    def read(self, y0: int, y1: int, x0: int, x1: int, *, bands: tuple[int, int] | None = None) -> np.ndarray:
+        block = self.reader((slice(0, self.count), slice(y0, y1), slice(x0, x1)))
+        return block if bands is None else block[bands[0] : bands[1]]
+
+
+def warp(recipe: Recipe, *, crs: Any = None, resolution: Any = None, bounds: Any = None,
+         like: Any = None, resampling: str = "nearest", nodata: float | None = None,
+         error_threshold: float = 0.0, chunk_mb: float = DEFAULT_CHUNK_MB, tile: int | None = 512,
+         ) -> Recipe:
+    """``recipe`` reprojected onto another grid, chunk by chunk, as ``gdalwarp -et 0``.
+
+    The target grid is ``like`` (a :class:`~rdask.io.warped.Grid`, or a
+    path: CRS, transform and size of that raster), or the one gdalwarp
+    makes for ``crs``, ``resolution`` (one number or ``(x, y)``) and
+    ``bounds`` (``left, bottom, right, top`` in the target CRS). Each chunk
+    of the result reads only the source window it needs (see
+    :mod:`rdask.io.warped`); kernel steps after a warp run on the new grid.
+    """
+    from rdask.io.warped import Grid, target_grid, warped
+
+    meta = recipe.meta
+    if meta.crs is None:
+        raise KernelError("warp needs a source with a CRS (this one has none)")
+    if resampling not in WARP_RESAMPLINGS:
+        hint = ("GDAL's sum is not chunk-independent, not even in gdalwarp; use average, times the "
+                "footprint's area" if resampling == "sum" else "use one of " + ", ".join(WARP_RESAMPLINGS))
+        raise KernelError(f"warp: resampling {resampling!r} is not available ({hint})")
+    src_grid = Grid(meta.crs, meta.transform, recipe.source.width, recipe.source.height)
+    if isinstance(like, (str, os.PathLike)):
+        like = Grid.of(os.fspath(like))
+    dst = target_grid(src_grid, crs=crs, resolution=resolution, bounds=bounds, like=like)
+    inner = recipe.source if not recipe.steps else _steps_source(recipe)
+    out_nodata = meta.nodata if nodata is None else float(nodata)
+    source = warped(inner, src_grid, dst, resampling=resampling, nodata=out_nodata,
+                    src_nodata=meta.nodata, error_threshold=error_threshold)
+    out_meta = replace(meta.without_statistics(), crs=dst.crs, transform=dst.transform, gcps=(),
+                       gcp_crs=None, rpcs=()).with_nodata(out_nodata)
+    block = (tile or 256, tile or 256)
+    plan = plan_chunks((dst.height, dst.width), recipe.shape[0], recipe.dtype, block,
+                       chunk_mb=chunk_mb, tile=tile)
+    return _named(Recipe(source, plan, block, out_meta, recipe.dtype))
+
+
+#: ``warp`` arguments as the CLI spells them, and the API's names.
+WARP_ARGS = {"crs": "crs", "res": "resolution", "resolution": "resolution", "bounds": "bounds",
+             "like": "like", "resampling": "resampling", "nodata": "nodata", "et": "error_threshold",
+             "error_threshold": "error_threshold"}
+
+
+def warp_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`warp` from a chain step's
+    ``NAME=VALUE`` strings (``res=30`` or ``res=30,20``,
+    ``bounds=left,bottom,right,top``, ``et=0.125``...)."""
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        name = WARP_ARGS.get(key)
+        if name is None:
+            raise KernelError(f"warp has no argument {key!r}; it takes {', '.join(sorted(set(WARP_ARGS)))}")
+        out[name] = _warp_value(name, value)
+    return out
+
+
+def _warp_value(name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        if name in ("resolution", "bounds"):
+            numbers = tuple(float(v) for v in value.split(","))
+            return numbers[0] if len(numbers) == 1 else numbers
+        if name in ("nodata", "error_threshold"):
+            return float(value)
+    except ValueError:
+        raise KernelError(f"warp: bad {name} {value!r}") from None
+    return value
+
+
+def _steps_source(recipe: Recipe) -> StepsSource:
+    src = recipe.source
+    return StepsSource(ChunkReader.of(recipe), recipe.shape[0], src.height, src.width,
+                       str(recipe.dtype), getattr(src, "files", ()), src.gdal_options)

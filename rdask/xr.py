@@ -25,6 +25,7 @@ its recipe, anything else through its own dask graph; both end in
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -45,7 +46,7 @@ from rdask.kernels import Kernel
 from rdask.meta import BandMeta, RasterMeta, as_tags
 from rdask.outputs.options import WriteOptions
 from rdask.pipeline import Progress, Result, Source, write
-from rdask.plan import DEFAULT_CHUNK_MB, ChunkPlan
+from rdask.plan import DEFAULT_CHUNK_MB, ChunkPlan, plan_chunks
 from rdask.recipe import (
     ChunkJob,
     ChunkReader,
@@ -57,6 +58,7 @@ from rdask.recipe import (
     step_output,
     with_step,
 )
+from rdask.recipe import warp as warp_recipe
 
 log = logging.getLogger("rdask")
 
@@ -131,7 +133,9 @@ def from_recipe(recipe: Recipe) -> xr.DataArray:
         )
     out = wrap(arr, recipe.meta)
     out.encoding[RECIPE_KEY] = recipe
-    out.encoding["source"] = recipe.source.files[0].path
+    files = recipe.source.files
+    if files:
+        out.encoding["source"] = files[0].path
     return out
 
 
@@ -346,6 +350,108 @@ def _where(block_info: Any) -> str:
     return f"window rows {y0}:{y1}, cols {x0}:{x1}"
 
 
+# -- reprojection ---------------------------------------------------------------
+
+
+def warp(data: xr.DataArray, *, crs: Any = None, resolution: Any = None, bounds: Any = None,
+         like: xr.DataArray | str | os.PathLike | None = None, resampling: str = "nearest",
+         nodata: float | None = None, error_threshold: float = 0.0) -> xr.DataArray:
+    """Lazily reproject ``data`` onto another grid, as ``gdalwarp -et 0`` would.
+
+    Parameters
+    ----------
+    data
+        A ``(band, y, x)`` DataArray with a CRS.
+    crs, resolution, bounds
+        The target grid as gdalwarp's ``-t_srs``, ``-tr`` (one number or
+        ``(x, y)``) and ``-te`` (``left, bottom, right, top``) make it.
+    like
+        Instead: another DataArray or a raster path whose grid (CRS,
+        transform, size) to use.
+    resampling
+        ``nearest``, ``bilinear``, ``cubic``, ``cubic_spline``,
+        ``lanczos``, ``average``, ``mode``, ``min``, ``max``, ``med``,
+        ``q1``, ``q3``, ``sum`` or ``rms``.
+    nodata
+        Output nodata (default: the input's).
+    error_threshold
+        GDAL's transformer error in pixels: 0 (default) is exact, and only
+        then is the result independent of the chunking; 0.125 is
+        gdalwarp's default approximation.
+
+    Returns
+    -------
+    xarray.DataArray
+        Lazy; each chunk reads only the source window it needs.
+    """
+    from rdask.io.warped import Grid
+
+    recipe = recipe_of(data)
+    if recipe is None:
+        recipe = _array_recipe(data)
+    else:
+        recipe = replace(recipe, meta=meta_of(data, recipe))
+    if isinstance(like, xr.DataArray):
+        like = Grid(like.rio.crs, exact_transform(like), like.sizes["x"], like.sizes["y"])
+    chunks = data.data.chunks if isinstance(data.data, da.Array) else None
+    chunk_mb = DEFAULT_CHUNK_MB if chunks is None else max(
+        data.dtype.itemsize * data.sizes["band"] * chunks[1][0] * chunks[2][0] / 1e6, 0.05)
+    return from_recipe(warp_recipe(recipe, crs=crs, resolution=resolution, bounds=bounds, like=like,
+                                   resampling=resampling, nodata=nodata,
+                                   error_threshold=error_threshold, chunk_mb=chunk_mb))
+
+
+def _array_recipe(data: xr.DataArray) -> Recipe:
+    """Any DataArray as a recipe whose source computes windows of its array."""
+    arr = _as_dask(data)
+    meta = meta_of(data, None)
+    nb, h, w = arr.shape
+    source = ArraySource(arr, str(arr.dtype))
+    plan = plan_chunks((h, w), nb, arr.dtype, (arr.chunks[1][0], arr.chunks[2][0]), tile=None,
+                       chunks=(arr.chunks[1][0], arr.chunks[2][0]))
+    return Recipe(source, plan, (plan.block.y, plan.block.x), meta, np.dtype(arr.dtype),
+                  name=f"array-{arr.name}")
+
+
+@dataclass(frozen=True, eq=False)
+class ArraySource:
+    """A dask array read like a file: each window computed on its own."""
+
+    array: da.Array
+    dtype: str
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.array.shape)
+
+    @property
+    def count(self) -> int:
+        return self.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.shape[2]
+
+    files: tuple = ()
+    gdal_options: tuple = ()
+    per_dataset_mask: bool = False
+
+    def __dask_tokenize__(self) -> tuple:
+        return ("rdask.ArraySource", self.array.name)
+
+    def env(self) -> Any:
+        """No GDAL settings: the pixels come from dask."""
+        return contextlib.nullcontext()
+
+    def read(self, y0: int, y1: int, x0: int, x1: int, *, bands: tuple[int, int] | None = None) -> np.ndarray:
+        b0, b1 = bands or (0, self.count)
+        return np.asarray(self.array[b0:b1, y0:y1, x0:x1].compute(scheduler="sync"), dtype=self.dtype)
+
+
 # -- writing ------------------------------------------------------------------
 
 
@@ -530,8 +636,9 @@ def _axis(k: Any, n: int) -> tuple[tuple[int, int], Any]:
 
 @xr.register_dataarray_accessor("rdask")
 class RdaskAccessor:
-    """``da.rdask.apply(kernel, **args)``, ``da.rdask.to_raster(path, **options)``,
-    ``da.rdask.plan`` and ``da.rdask.meta``: one-line wrappers."""
+    """``da.rdask.apply(kernel, **args)``, ``da.rdask.warp(**grid)``,
+    ``da.rdask.to_raster(path, **options)``, ``da.rdask.plan`` and
+    ``da.rdask.meta``: one-line wrappers."""
 
     def __init__(self, data: xr.DataArray) -> None:
         self._data = data
@@ -539,6 +646,10 @@ class RdaskAccessor:
     def apply(self, kernel: Any, **kernel_args: Any) -> xr.DataArray:
         """See :func:`rdask.apply`."""
         return apply(self._data, kernel, **kernel_args)
+
+    def warp(self, **grid: Any) -> xr.DataArray:
+        """See :func:`rdask.warp`."""
+        return warp(self._data, **grid)
 
     def to_raster(self, path: Any, **options: Any) -> Result:
         """See :func:`rdask.to_raster`."""

@@ -16,7 +16,12 @@ from rdask.cli.options import (
     verbosity_options,
     workers_option,
 )
-from rdask.config import MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD, OVERVIEW_RESAMPLINGS
+from rdask.config import (
+    MALLOC_MMAP_THRESHOLD,
+    MALLOC_TRIM_THRESHOLD,
+    OVERVIEW_RESAMPLINGS,
+    WARP_RESAMPLINGS,
+)
 
 
 @click.command(context_settings={"show_default": True})
@@ -45,12 +50,17 @@ from rdask.config import MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD, OVERVIEW_
                    "if this job is interrupted, keep its partial output for the next --resume.")
 @click.option("--checkpoint-seconds", type=click.FloatRange(min=0), default=10.0,
               help="Seconds between checkpoints of the partial output (what --resume can skip).")
+@click.option("--grid", default=None, metavar="first|like=PATH",
+              help="Several INPUTs on different grids: warp each onto the first one's grid, "
+                   "or onto PATH's (its CRS, transform and size).")
+@click.option("--resampling", default="nearest", type=click.Choice(WARP_RESAMPLINGS),
+              help="Resampling for --grid.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: on when stderr is a terminal).")
 @click.pass_context
 def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, driver, overview_levels,
         overview_resampling, compress, blocksize,
-        creation_options, overwrite, resume, checkpoint_seconds, progress):
+        creation_options, overwrite, resume, checkpoint_seconds, grid, resampling, progress):
     """Apply KERNEL to INPUT (several inputs are stacked as bands) and write OUTPUT.
 
     KERNEL is a built-in name (see `rdask kernels`), `package.module:function`,
@@ -94,6 +104,8 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, driver, o
             driver=driver,
             overview_levels=overview_levels,
             overview_resampling=overview_resampling,
+            grid=_grid(grid),
+            resampling=resampling,
             progress=bar if bar is not None else False,
         )
     finally:
@@ -101,6 +113,16 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, driver, o
             bar.close()
     if not quiet:
         click.echo(result.summary(), err=True)
+
+
+def _grid(value: str | None) -> str | None:
+    """``--grid first`` or ``--grid like=PATH`` as ``process(grid=...)`` takes it."""
+    if value is None or value == "first":
+        return value
+    name, sep, path = value.partition("=")
+    if sep and name == "like" and path:
+        return path
+    raise click.BadParameter(f"{value!r}: use first or like=PATH", param_hint="--grid")
 
 
 def _terminate(signum, frame):
