@@ -33,6 +33,8 @@ from rdask.errors import KernelError, RasterMismatchError, RasterOpenError
 from rdask.io.inspect import FileInfo, inspect
 from rdask.io.remote import S3Endpoint, check_options, is_remote, is_s3, network_defaults
 from rdask.io.source import DEFAULT_GDAL_OPTIONS, FileBands, RasterSource, merge_options, redact
+from rdask.io.stack import StackSource
+from rdask.io.warped import Grid, target_grid, warped
 from rdask.kernels import Kernel, as_kernel
 from rdask.meta import RasterMeta, nodata_fits
 from rdask.plan import DEFAULT_CHUNK_MB, ChunkPlan, plan_chunks
@@ -157,9 +159,6 @@ def open_recipe(
 def _open_on_grid(paths: list[str], grid: str | os.PathLike, resampling: str, *, chunk_mb: float,
                   tile: int | None, gdal_options: Mapping[str, Any] | None) -> Recipe:
     """A stack of files on different grids, each warped onto ``grid``."""
-    from rdask.io.stack import StackSource
-    from rdask.io.warped import Grid
-
     recipes = [open_recipe(p, chunk_mb=chunk_mb, tile=tile, gdal_options=gdal_options) for p in paths]
     first = recipes[0]
     if os.fspath(grid) == "first":
@@ -465,8 +464,6 @@ def warp(recipe: Recipe, *, crs: Any = None, resolution: Any = None, bounds: Any
     of the result reads only the source window it needs (see
     :mod:`rdask.io.warped`); kernel steps after a warp run on the new grid.
     """
-    from rdask.io.warped import Grid, target_grid, warped
-
     meta = recipe.meta
     if meta.crs is None:
         raise KernelError("warp needs a source with a CRS (this one has none)")

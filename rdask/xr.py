@@ -42,6 +42,7 @@ import xarray as xr
 from affine import Affine
 from dask.base import tokenize
 
+from rdask.io.warped import Grid
 from rdask.kernels import Kernel
 from rdask.meta import BandMeta, RasterMeta, as_tags
 from rdask.outputs.options import WriteOptions
@@ -384,8 +385,6 @@ def warp(data: xr.DataArray, *, crs: Any = None, resolution: Any = None, bounds:
     xarray.DataArray
         Lazy; each chunk reads only the source window it needs.
     """
-    from rdask.io.warped import Grid
-
     recipe = recipe_of(data)
     if recipe is None:
         recipe = _array_recipe(data)

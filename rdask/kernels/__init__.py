@@ -43,6 +43,8 @@ def builtin_kernels() -> Mapping[str, Kernel]:
     Mapping[str, Kernel]
         A read-only mapping (it is cached and shared), sorted by name.
     """
+    # Here, not at the top: importing the built-in modules loads (or compiles)
+    # their numba functions, ~0.3 s that `rdask --help` and user kernels skip.
     from rdask.kernels import bands, focal, terrain
 
     found = [
