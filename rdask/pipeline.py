@@ -138,13 +138,15 @@ def process(
     dst = os.fspath(dst)
     _check_output(dst, opts)
     sched = parse_scheduler(scheduler, workers)
+    # Chunks are whole output tiles; in a mosaic, whole mosaic tiles.
+    tile = opts.tile_size or opts.blocksize
     size = functools.partial(_sized, chunk_mb=chunk_mb, distributed=sched.distributed,
-                             workers=sched.workers, tile=opts.blocksize)
-    recipe = size(open_recipe(src, chunk_mb=_target_mb(chunk_mb, sched.distributed), tile=opts.blocksize,
+                             workers=sched.workers, tile=tile)
+    recipe = size(open_recipe(src, chunk_mb=_target_mb(chunk_mb, sched.distributed), tile=tile,
                               gdal_options=gdal_options, grid=grid, resampling=resampling))
     for k, args in _chain(kernel, kernel_args):
         if k == "warp":
-            recipe = size(warp(recipe, **warp_args(args), tile=opts.blocksize,
+            recipe = size(warp(recipe, **warp_args(args), tile=tile,
                                chunk_mb=_target_mb(chunk_mb, sched.distributed)))
         else:
             recipe = extend(recipe, k, **args)
@@ -204,8 +206,12 @@ def job_id(job: ChunkJob, meta: RasterMeta, options: WriteOptions, source: Sourc
 def _check_output(dst: str, options: WriteOptions) -> None:
     """Refuse an output that cannot be written before reading anything (S3
     targets are checked when the output opens)."""
-    kind_for(dst, options)
-    if "://" not in dst:
+    kind = kind_for(dst, options)
+    # A kind whose target is not one file (a mosaic's directory) checks it itself.
+    check = getattr(kind, "check_target", None)
+    if check is not None:
+        check(dst, overwrite=options.overwrite)
+    elif "://" not in dst:
         check_target(dst, overwrite=options.overwrite)
 
 

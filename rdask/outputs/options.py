@@ -50,6 +50,10 @@ class WriteOptions:
         keep this job's partial output if it is interrupted too.
     checkpoint_seconds
         Seconds between checkpoints of the partial output.
+    tile_size
+        Write a tiled mosaic instead of one file: the target is a directory
+        of COG tiles of this many pixels a side (a multiple of
+        ``blocksize``) with ``index.vrt`` (see :mod:`rdask.outputs.mosaic`).
 
     Raises
     ------
@@ -66,6 +70,7 @@ class WriteOptions:
     overwrite: bool = False
     resume: bool = False
     checkpoint_seconds: float = CHECKPOINT_SECONDS
+    tile_size: int | None = None
 
     def __post_init__(self) -> None:
         drivers = {d.upper(): d for d in DRIVERS}
@@ -81,6 +86,10 @@ class WriteOptions:
             raise ValueError(f"blocksize must be a multiple of 16, got {self.blocksize}")
         if self.checkpoint_seconds < 0:
             raise ValueError(f"checkpoint_seconds must be >= 0, got {self.checkpoint_seconds}")
+        if self.tile_size is not None and (int(self.tile_size) != self.tile_size or self.tile_size < 1
+                                           or self.tile_size % self.blocksize):
+            raise ValueError(f"tile_size must be a multiple of the blocksize ({self.blocksize}), "
+                             f"got {self.tile_size}")
         if self.driver == "COG":
             self._check_cog()
 
