@@ -42,6 +42,9 @@ from rdask.config import (
               help="COG: overview resampling.")
 @click.option("--compress", default="deflate", help="Output compression (deflate, lzw, zstd, none...).")
 @click.option("--blocksize", type=click.IntRange(min=16), default=512, help="Output tile size.")
+@click.option("--tile-size", type=click.IntRange(min=16), default=None, metavar="N",
+              help="Write a tiled mosaic: OUTPUT is a directory of N x N COG tiles with index.vrt "
+                   "(N a multiple of --blocksize).")
 @click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
               help="GTiff creation option (repeatable), e.g. --co PREDICTOR=2.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
@@ -59,7 +62,7 @@ from rdask.config import (
               help="Progress bar (default: on when stderr is a terminal).")
 @click.pass_context
 def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, driver, overview_levels,
-        overview_resampling, compress, blocksize,
+        overview_resampling, compress, blocksize, tile_size,
         creation_options, overwrite, resume, checkpoint_seconds, grid, resampling, progress):
     """Apply KERNEL to INPUT (several inputs are stacked as bands) and write OUTPUT.
 
@@ -97,6 +100,7 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, driver, o
             chunk_mb=chunk_mb,
             compress=compress,
             blocksize=blocksize,
+            tile_size=tile_size,
             creation_options=parse_pairs(creation_options, "--co"),
             overwrite=overwrite,
             resume=resume,

@@ -203,7 +203,7 @@ def tile_meta(meta: RasterMeta, y0: int, x0: int) -> RasterMeta:
         gcps = tuple(g._replace(row=g.row - y0, col=g.col - x0) for g in meta.gcps)
         meta = replace(meta, gcps=gcps)
     elif meta.transform is not None:
-        meta = replace(meta, transform=meta.transform * Affine.translation(x0, y0))
+        meta = replace(meta, transform=meta.transform @ Affine.translation(x0, y0))
     if meta.rpcs:
         shift = {"LINE_OFF": y0, "SAMP_OFF": x0}
         meta = replace(meta, rpcs=tuple((k, repr(float(v) - shift[k]) if k in shift else v)
@@ -321,10 +321,11 @@ class MosaicOutput:
     def _prepare(self) -> None:
         """Create the partial directory, or keep what a resumed job wrote."""
         if self.resuming:
+            _remove_stray(os.path.join(self.partial, TILES))
             kept = self._resumed()
             log.info("resuming %s: %d chunks already written", self.target, kept)
         else:
-            _remove_tree(self.partial)
+            _discard_tree(self.partial)
         try:
             os.makedirs(os.path.join(self.partial, TILES), exist_ok=True)
             with builtins.open(os.path.join(self.partial, MARKER), "w") as fh:
@@ -386,6 +387,7 @@ class MosaicOutput:
             if reason:
                 log.info("%s: no GTI index (%s)", self.spec.target, reason)
             _unlink(os.path.join(self.partial, MARKER))
+            _remove_stray(os.path.join(self.partial, TILES))
             for d in (os.path.join(self.partial, TILES), self.partial):
                 _fsync_dir(d)
         except OSError as exc:
@@ -425,7 +427,7 @@ class MosaicOutput:
         if keep_partial:
             self.journal.sync()
         else:
-            _remove_tree(self.partial)
+            _discard_tree(self.partial)
         self.journal.close(remove=not keep_partial)
         return keep_partial and os.path.isdir(self.partial) and os.path.exists(self.journal.path)
 
@@ -537,11 +539,11 @@ def write_gpkg(path: str, meta: RasterMeta, grid: TileGrid, layer_metadata: str)
     rows = []
     for index in range(len(grid)):
         y0, x0, h, w = grid.window(index)
-        minx, maxy = t * (x0, y0)
-        maxx, miny = t * (x0 + w, y0 + h)
+        minx, maxy = t @ (x0, y0)
+        maxx, miny = t @ (x0 + w, y0 + h)
         rows.append((_gpkg_polygon(srs_id, minx, miny, maxx, maxy), grid.name(index)))
-    left, top = t * (0, 0)
-    right, bottom = t * (grid.width, grid.height)
+    left, top = t @ (0, 0)
+    right, bottom = t @ (grid.width, grid.height)
     with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.executescript(GPKG_SCHEMA)
         db.executemany("INSERT INTO gpkg_spatial_ref_sys VALUES (?, ?, ?, ?, ?, ?)", [
@@ -609,7 +611,7 @@ def _check_chunks(chunks: tuple[tuple[int, ...], ...], size: int) -> None:
         edges = np.cumsum(sizes)[:-1]
         if np.any(edges % size):
             raise OutputError(f"chunks straddle mosaic tiles: {name} chunk edges must be multiples of "
-                              f"tile_size {size} (got chunks {tuple(sizes)[:4]}...)")
+                              f"tile_size {size}; rechunk to whole tiles (got {tuple(sizes)[:4]}...)")
 
 
 def _fingerprint(options: str, size: int, cog: dict[str, str]) -> str:
@@ -635,6 +637,32 @@ def _remove_tree(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         _unlink(path)
+
+
+def _discard_tree(path: str) -> None:
+    """Remove a partial directory that tasks still in flight may write into:
+    renamed first, so no new file can appear in it, then removed."""
+    if not os.path.lexists(path):
+        return
+    trash = f"{path}.{uuid.uuid4().hex[:12]}.discard"
+    try:
+        os.rename(path, trash)
+    except OSError:
+        trash = path
+    for _ in range(20):
+        _remove_tree(trash)
+        if not os.path.lexists(trash):
+            return
+        time.sleep(0.05)  # a task was finishing a tile in it
+
+
+def _remove_stray(directory: str) -> None:
+    """Remove the temporary files of tiles that were being written when a
+    job stopped (a resumed job redoes those tiles)."""
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(directory):
+            if name.endswith(".tmp"):
+                _unlink(os.path.join(directory, name))
 
 
 def _fsync_dir(path: str) -> None:
