@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -414,7 +415,7 @@ class MosaicOutput:
         except OSError as exc:
             if old is not None:
                 os.rename(old, self.target)
-            if exc.errno in (39, 17):  # ENOTEMPTY, EEXIST: it appeared meanwhile
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # it appeared meanwhile
                 raise OutputError(f"output appeared while writing: {self.target}") from None
             raise OutputError(f"cannot move {self.spec.target} into place: {exc.strerror}") from None
         _fsync_dir(os.path.dirname(self.target))
