@@ -504,11 +504,13 @@ def to_raster(
     recipe = recipe_of(data)
     meta = meta_of(data, recipe)
     mask = recipe.mask_source if recipe is not None else None
-    if recipe is not None and _aligned_chunks(recipe.chunks, opts.blocksize):
+    # Chunks end on output tile edges (mosaic tile edges for a mosaic).
+    unit = opts.tile_size or opts.blocksize
+    if recipe is not None and _aligned_chunks(recipe.chunks, unit):
         # Still exactly what rdask built: run its chunks directly.
         job, source = recipe.job(), replace(Source.of(recipe), mask=mask)
     else:
-        arr = _aligned(_as_dask(data), opts.blocksize)
+        arr = _aligned(_as_dask(data), unit)
         job, source = dask_job(arr), Source(arr.name, "", mask)
     return write(job, meta, path, opts, source, scheduler=scheduler, workers=workers,
                  progress=progress, gdal_options=gdal_options)
