@@ -204,9 +204,10 @@ def job_id(job: ChunkJob, meta: RasterMeta, options: WriteOptions, source: Sourc
 def _check_output(dst: str, options: WriteOptions) -> None:
     """Refuse an output that cannot be written before reading anything (S3
     targets are checked when the output opens)."""
-    kind_for(dst, options)
+    kind = kind_for(dst, options)
     if "://" not in dst:
-        check_target(dst, overwrite=options.overwrite)
+        # A kind whose target is a directory (a Zarr store) checks it itself.
+        getattr(kind, "check_target", check_target)(dst, overwrite=options.overwrite)
 
 
 def _target_mb(chunk_mb: float | None, distributed: bool) -> float:
