@@ -200,3 +200,20 @@ def test_zarr_options_are_checked():
     with pytest.raises(ValueError, match="nearest or average"):
         rdask.WriteOptions(driver="Zarr", overview_resampling="cubic")
     assert rdask.WriteOptions(driver="zarr", compress="zstd").driver == "Zarr"
+    with pytest.raises(ValueError, match="local paths only"):
+        rdask.process("nothing.tif", "s3://bucket/out.zarr", "reverse-bands")
+    with pytest.raises(ValueError, match="V2_METADATA"):
+        rdask.WriteOptions(driver="Zarr", creation_options={"PREDICTOR": 2})
+
+
+def test_pure_v3_store_without_v2_metadata(src, tif, tmp_path):
+    out = tmp_path / "out.zarr"
+    rdask.process(src, out, "reverse-bands", chunk_mb=0.5, compress="zstd",
+                  creation_options={"V2_METADATA": "NO"}, overview_levels=1)
+    assert not [f for _, _, files in os.walk(out) for f in files if f.startswith(".z")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "both zarr.json and .zgroup" warning
+        da = xr.open_zarr(out, decode_coords="all", mask_and_scale=False)["band_data"]
+    np.testing.assert_array_equal(da.values, tif["pixels"])
+    assert da.rio.transform() == tif["transform"] and da.rio.crs == tif["crs"]
+    np.testing.assert_array_equal(rdask.open_raster(out).values, tif["pixels"])

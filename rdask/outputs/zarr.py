@@ -90,10 +90,18 @@ ZARR_RESAMPLINGS = ("nearest", "average")
 
 
 def accepts(target: str, options: WriteOptions) -> bool:
-    """A local ``.zarr`` store, or ``driver="Zarr"``."""
-    if "://" in target:
-        return False
-    return options.driver == "Zarr" or (options.driver == "GTiff" and is_zarr_path(target))
+    """A local ``.zarr`` store, or ``driver="Zarr"``.
+
+    Raises
+    ------
+    ValueError
+        A Zarr store at a URL (not supported yet), rather than upload a
+        GeoTIFF under that name.
+    """
+    zarr_asked = options.driver == "Zarr" or (options.driver == "GTiff" and is_zarr_path(target))
+    if zarr_asked and "://" in target:
+        raise ValueError(f"rdask writes Zarr stores to local paths only, not {target!r}")
+    return zarr_asked
 
 
 def open(spec: OutputSpec) -> ZarrOutput:  # noqa: A001
@@ -169,6 +177,12 @@ def _codec(options: WriteOptions) -> tuple[Any, dict[str, Any] | None]:
     return ZstdCodec(level=level, checksum=False), {"id": "zstd", "level": level, "checksum": False}
 
 
+def v2_metadata(options: WriteOptions) -> bool:
+    """Whether to write the v2 metadata GDAL <= 3.10 reads (``--co V2_METADATA=NO``: not)."""
+    value = dict(options.creation_options).get("V2_METADATA", "YES").upper()
+    return value not in ("NO", "FALSE", "OFF", "0")
+
+
 def _fill_v3(nodata: float | None, dtype: np.dtype) -> Any:
     if nodata is None:
         return 0
@@ -228,13 +242,13 @@ def geo_attrs(meta: RasterMeta, transform: Any, shape: tuple[int, int]) -> dict[
         auth = crs.to_authority()
         if auth:
             attrs["proj:code"] = f"{auth[0]}:{auth[1]}"
-        attrs["proj:wkt2"] = crs.to_wkt("WKT2_2019")
+        attrs["proj:wkt2"] = crs.to_wkt(version="WKT2_2019")
     return attrs
 
 
 def _gdal_crs(crs: Any) -> dict[str, Any]:
     """GDAL's own ``_CRS`` attribute (what its Zarr driver reads)."""
-    out: dict[str, Any] = {"wkt": crs.to_wkt("WKT2_2019")}
+    out: dict[str, Any] = {"wkt": crs.to_wkt(version="WKT2_2019")}
     auth = crs.to_authority()
     if auth and auth[0] == "EPSG":
         out["url"] = f"http://www.opengis.net/def/crs/EPSG/0/{auth[1]}"
@@ -249,6 +263,7 @@ class Layout:
         self.dtype = np.dtype(spec.dtype)
         self.meta = spec.meta
         self.compressor, self.v2_compressor = _codec(spec.options)
+        self.v2 = v2_metadata(spec.options)
 
     def create_root(self, attrs: dict[str, Any]) -> None:
         import zarr
@@ -314,8 +329,9 @@ class Layout:
         v2_attrs["_ARRAY_DIMENSIONS"] = list(dims)
         self._v2(os.path.join(base, name), v2, v2_attrs, group=False)
 
-    @staticmethod
-    def _v2(path: str, meta: dict[str, Any], attrs: dict[str, Any], *, group: bool) -> None:
+    def _v2(self, path: str, meta: dict[str, Any], attrs: dict[str, Any], *, group: bool) -> None:
+        if not self.v2:
+            return
         with builtins.open(os.path.join(path, ".zgroup" if group else ".zarray"), "w") as fh:
             json.dump(meta, fh, indent=2)
         with builtins.open(os.path.join(path, ".zattrs"), "w") as fh:
@@ -489,8 +505,9 @@ class ZarrOutput:
         attrs["zarr_conventions"] = [*attrs.get("zarr_conventions", []), MULTISCALES_CONVENTION]
         attrs["multiscales"] = {"layout": layouts, "resampling_method": method}
         group.attrs.put(attrs)
-        with builtins.open(os.path.join(self.partial, ".zattrs"), "w") as fh:
-            json.dump(attrs, fh, indent=2)
+        if layout.v2:
+            with builtins.open(os.path.join(self.partial, ".zattrs"), "w") as fh:
+                json.dump(attrs, fh, indent=2)
 
     @staticmethod
     def _layout_entry(level: Level, prev: Level | None, method: str) -> dict[str, Any]:
