@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -217,3 +218,17 @@ def test_pure_v3_store_without_v2_metadata(src, tif, tmp_path):
     np.testing.assert_array_equal(da.values, tif["pixels"])
     assert da.rio.transform() == tif["transform"] and da.rio.crs == tif["crs"]
     np.testing.assert_array_equal(rdask.open_raster(out).values, tif["pixels"])
+
+
+def test_workers_that_cannot_see_the_store_return_pixels(src, tif, tmp_path, monkeypatch):
+    """What a worker on another machine does: the client writes the chunks
+    and makes the levels itself."""
+    from rdask.outputs import zarr as zarr_output
+
+    original = zarr_output.ZarrOutput.__init__
+    monkeypatch.setattr(zarr_output.ZarrOutput, "__init__",
+                        lambda self, spec: original(self, replace(spec, shares_files=lambda path: False)))
+    out = tmp_path / "out.zarr"
+    rdask.process(src, out, "reverse-bands", chunk_mb=0.5, overview_levels=1)
+    np.testing.assert_array_equal(_zarr(out).values, tif["pixels"])
+    assert _zarr(out, group="1").shape == (3, 350, 450)

@@ -494,8 +494,15 @@ class ZarrOutput:
             source = ZarrSource.of_array(self.partial, prev.data)
             job = level_job(source, level, method, spec.meta.nodata, opts.blocksize,
                             max(chunk_bytes, 1.0) / 1e6)
-            run(job, _LevelOutput(ZarrWriter(self.writer.root, level.data, spec.target), self.partial,
-                                  level.data, spec.target))
+            if self.writer.root is None:
+                # The tasks cannot read the store (workers elsewhere): the
+                # levels, a third of the main pass at most, are made here.
+                for task in job.tasks():
+                    write_block(self.partial, level.data, task.compute(task.region), task.region,
+                                spec.target)
+            else:
+                run(job, _LevelOutput(ZarrWriter(self.partial, level.data, spec.target), self.partial,
+                                      level.data, spec.target))
             layouts.append(self._layout_entry(level, prev, method))
             prev = level
         import zarr
