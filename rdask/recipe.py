@@ -35,6 +35,7 @@ from rdask.io.remote import S3Endpoint, check_options, is_remote, is_s3, network
 from rdask.io.source import DEFAULT_GDAL_OPTIONS, FileBands, RasterSource, merge_options, redact
 from rdask.io.stack import StackSource
 from rdask.io.warped import Grid, target_grid, warped
+from rdask.io.zarrsource import is_zarr_path, open_zarr
 from rdask.kernels import Kernel, as_kernel
 from rdask.meta import RasterMeta, nodata_fits
 from rdask.plan import DEFAULT_CHUNK_MB, ChunkPlan, plan_chunks
@@ -137,6 +138,13 @@ def open_recipe(
     if grid is not None:
         return _open_on_grid(paths, grid, resampling, chunk_mb=chunk_mb, tile=tile,
                              gdal_options=gdal_options)
+    if len(paths) == 1 and is_zarr_path(paths[0]):
+        # A Zarr store, read through the zarr package; chunks align to its chunks.
+        zsource, zmeta, zblock = open_zarr(paths[0])
+        explicit = None if chunks == "auto" else tuple(chunks)  # type: ignore[arg-type]
+        plan = plan_chunks((zsource.height, zsource.width), zsource.count, zsource.dtype, zblock,
+                           chunk_mb=chunk_mb, tile=tile, chunks=explicit)
+        return _named(Recipe(zsource, plan, zblock, zmeta, np.dtype(zsource.dtype)))
     options = _read_options(paths, gdal_options)
     infos = [inspect(p, options) for p in paths]
     _check_stack(infos)

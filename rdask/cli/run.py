@@ -33,13 +33,15 @@ from rdask.config import (
 @click.option("-a", "--kernel-arg", "kernel_args", multiple=True, metavar="NAME=VALUE",
               help="Kernel argument (repeatable).")
 @chunk_mb_option()
-@click.option("--driver", type=click.Choice(["GTiff", "COG"], case_sensitive=False), default="GTiff",
-              help="Output format: a tiled GeoTIFF, or a Cloud Optimized GeoTIFF with overviews.")
+@click.option("--driver", type=click.Choice(["GTiff", "COG", "Zarr"], case_sensitive=False), default="GTiff",
+              help="Output format: a tiled GeoTIFF, a Cloud Optimized GeoTIFF with overviews, or a "
+                   "Zarr store (also chosen by an OUTPUT ending in .zarr).")
 @click.option("--overview-levels", type=click.IntRange(min=0), default=None,
-              help="COG: number of overview levels (default: until one tile holds the smallest).")
+              help="COG: number of overview levels (default: until one tile holds the smallest); "
+                   "Zarr: overview levels to add (default none).")
 @click.option("--overview-resampling", default="nearest",
               type=click.Choice(OVERVIEW_RESAMPLINGS),
-              help="COG: overview resampling.")
+              help="COG and Zarr (nearest, average): overview resampling.")
 @click.option("--compress", default="deflate", help="Output compression (deflate, lzw, zstd, none...).")
 @click.option("--blocksize", type=click.IntRange(min=16), default=512, help="Output tile size.")
 @click.option("--tile-size", type=click.IntRange(min=16), default=None, metavar="N",

@@ -15,6 +15,7 @@ from rdask.outputs.options import WriteOptions
 #: Output kinds, most specific first.
 KINDS = (
     "rdask.outputs.mosaic",
+    "rdask.outputs.zarr",
     "rdask.outputs.s3staged",
     "rdask.outputs.cog",
     "rdask.outputs.gtiff",

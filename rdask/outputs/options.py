@@ -15,7 +15,7 @@ import numpy as np
 from rdask.config import OVERVIEW_RESAMPLINGS
 
 #: Output formats rdask writes, by their canonical (GDAL) name.
-DRIVERS = ("GTiff", "COG")
+DRIVERS = ("GTiff", "COG", "Zarr")
 
 #: Seconds between checkpoints of a partial output; a resume redoes at most this much.
 CHECKPOINT_SECONDS = 10.0
@@ -28,8 +28,9 @@ class WriteOptions:
     Parameters
     ----------
     driver
-        ``"GTiff"`` (a tiled GeoTIFF) or ``"COG"`` (a Cloud Optimized
-        GeoTIFF with internal overviews down to one tile). Case-insensitive.
+        ``"GTiff"`` (a tiled GeoTIFF), ``"COG"`` (a Cloud Optimized
+        GeoTIFF with internal overviews down to one tile) or ``"Zarr"`` (a
+        Zarr store, also chosen by a ``.zarr`` target). Case-insensitive.
     compress
         GDAL compression name (``deflate``, ``zstd``, ``lzw``, ``none``...).
     blocksize
@@ -92,6 +93,20 @@ class WriteOptions:
                              f"got {self.tile_size}")
         if self.driver == "COG":
             self._check_cog()
+        if self.driver == "Zarr":
+            self._check_zarr()
+
+    def _check_zarr(self) -> None:
+        if self.compress not in (None, "deflate", "zstd"):
+            raise ValueError(f"a Zarr output compresses with deflate (gzip), zstd or none, not {self.compress!r}")
+        if self.overview_resampling not in ("nearest", "average"):
+            raise ValueError(f"a Zarr output makes nearest or average overviews, not {self.overview_resampling!r}")
+        if self.overview_levels is not None and self.overview_levels < 0:
+            raise ValueError(f"overview_levels must be >= 0, got {self.overview_levels}")
+        unknown = sorted(set(dict(self.creation_options)) - {"ZLEVEL", "ZSTD_LEVEL", "V2_METADATA"})
+        if unknown:
+            raise ValueError(f"unknown Zarr creation option {unknown[0]!r}; "
+                             "a Zarr output takes ZLEVEL, ZSTD_LEVEL, V2_METADATA")
 
     def _check_cog(self) -> None:
         if self.overview_resampling not in OVERVIEW_RESAMPLINGS:
