@@ -28,7 +28,10 @@ import numpy as np
 import rasterio
 from baseline import interpreter
 from datagen import TileRecipe
+from grids import Grid
+from rasterio.crs import CRS
 from rasterio.io import DatasetReader
+from rasterio.warp import transform
 from rasterio.windows import Window
 
 #: ``(input, output) -> problems``; an empty list means correct.
@@ -848,3 +851,261 @@ def focal_mean_sampled(
     what = "full windows" if full_windows_only else "clipped windows, nodata skipped"
     check.__doc__ = f"focal mean r={radius} on sampled windows ({what})"
     return check
+
+
+# -- W8: reprojection ---------------------------------------------------------------
+
+#: A source position this close (in source pixels) to a pixel edge may land on
+#: either side in another program's arithmetic: its validity is not compared.
+_EDGE_EPS = 1e-6
+
+
+def target_grid_problems(dst: DatasetReader, grid: Grid, dtype: str = "float32") -> list[str]:
+    """Differences between ``dst`` and the W8 target ``grid`` (one band of ``dtype``).
+
+    Origin and pixel size must agree within a millionth of a pixel.
+    """
+    problems = []
+    if (dst.width, dst.height) != (grid.width, grid.height):
+        problems.append(f"size {dst.width}x{dst.height}, expected {grid.width}x{grid.height}")
+    if dst.count != 1:
+        problems.append(f"{dst.count} bands, expected 1")
+    if dtype != ANY and dst.dtypes[0] != dtype:
+        problems.append(f"dtype {dst.dtypes[0]}, expected {dtype}")
+    if dst.crs != CRS.from_user_input(grid.crs):
+        problems.append(f"CRS {dst.crs}, expected {grid.crs}")
+    got, want = dst.transform, grid.transform
+    if any(abs(a - b) > 1e-6 * grid.res for a, b in zip(got[:6], want[:6], strict=True)):
+        problems.append(f"transform {tuple(got)[:6]}, expected {tuple(want)[:6]}")
+    return problems
+
+
+def bilinear_reference(
+    src: DatasetReader, grid: Grid, window: Window
+) -> tuple[np.ndarray, np.ndarray]:
+    """GDAL's bilinear warp of band 1 of ``src`` onto ``window`` of ``grid``, exactly transformed.
+
+    GDAL's rule (``gdalwarp -r bilinear`` when no axis is reduced by more
+    than 5 %, its "4 samples" formula): each destination pixel centre is
+    transformed exactly (``rasterio.warp.transform``) to source pixel
+    coordinates ``(u, v)``; the pixel is nodata unless ``(u, v)`` lies in
+    the source raster and the source pixel containing it is valid; its
+    value is the bilinear interpolation at ``(u - 0.5, v - 0.5)`` over the
+    valid source pixels among the four around it (inside the raster, not
+    nodata), the weights divided by their sum.
+
+    Returns
+    -------
+    tuple
+        ``(values, unsure)``: float64 values with NaN where GDAL writes
+        nodata, and where ``(u, v)`` lies within :data:`_EDGE_EPS` of a
+        source pixel edge (validity could go either way).
+    """
+    rows = np.arange(window.row_off, window.row_off + window.height) + 0.5
+    cols = np.arange(window.col_off, window.col_off + window.width) + 0.5
+    t = grid.transform
+    xs = np.broadcast_to(t.c + cols[None, :] * t.a, (rows.size, cols.size))
+    ys = np.broadcast_to(t.f + rows[:, None] * t.e, (rows.size, cols.size))
+    sx, sy = transform(grid.crs, src.crs, xs.ravel(), ys.ravel())
+    st = src.transform
+    u = ((np.asarray(sx) - st.c) / st.a).reshape(xs.shape)
+    v = ((np.asarray(sy) - st.f) / st.e).reshape(xs.shape)
+    unsure = (np.abs(u - np.round(u)) < _EDGE_EPS) | (np.abs(v - np.round(v)) < _EDGE_EPS)
+    inside = (u >= 0) & (u < src.width) & (v >= 0) & (v < src.height)
+    i0 = np.floor(u - 0.5).astype(np.int64)
+    j0 = np.floor(v - 0.5).astype(np.int64)
+    ax, ay = u - 0.5 - i0, v - 0.5 - j0
+    c0, r0 = max(int(i0.min()), 0), max(int(j0.min()), 0)
+    c1, r1 = min(int(i0.max()) + 2, src.width), min(int(j0.max()) + 2, src.height)
+    if c1 <= c0 or r1 <= r0:  # the window lies outside the source
+        return np.full(xs.shape, np.nan), unsure
+    z = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0)).astype(np.float64)
+    ok = ~invalid(z, src.nodata)
+
+    def at(ii: np.ndarray, jj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Values and validity of source pixels ``(ii, jj)`` (invalid outside)."""
+        there = (ii >= c0) & (ii < c1) & (jj >= r0) & (jj < r1)
+        ic, jc = np.clip(ii - c0, 0, z.shape[1] - 1), np.clip(jj - r0, 0, z.shape[0] - 1)
+        return z[jc, ic], there & ok[jc, ic]
+
+    total, weight = np.zeros(xs.shape), np.zeros(xs.shape)
+    for dj, wy in ((0, 1 - ay), (1, ay)):
+        for di, wx in ((0, 1 - ax), (1, ax)):
+            val, good = at(i0 + di, j0 + dj)
+            w = np.where(good, wx * wy, 0.0)
+            total += w * np.where(good, val, 0.0)
+            weight += w
+    _, centre_ok = at(np.floor(u).astype(np.int64), np.floor(v).astype(np.int64))
+    valid = inside & centre_ok & (weight > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = np.where(valid, total / weight, np.nan)
+    return values, unsure
+
+
+def warp_sampled(
+    grid: Grid,
+    samples: Sequence[Sample],
+    *,
+    slope: bool = False,
+    tolerance: float = 1e-3,
+    block: int | None = 512,
+    compress: str | None = ANY,
+) -> Check:
+    """Check a bilinear warp onto ``grid`` (or its slope) on sampled windows against numpy.
+
+    The reference is :func:`bilinear_reference` (GDAL's rule, exact
+    transformation); with ``slope``, :func:`horn_slope_reference` of it
+    (rounded to float32, as a float32 intermediate file holds it; the
+    window grown by a pixel for the 3x3 neighbourhoods).  The nodata mask
+    must be the reference's except where a source position falls within
+    :data:`_EDGE_EPS` of a pixel edge (none on these rasters, in practice);
+    values within ``tolerance`` (metres, or degrees with ``slope``).
+    """
+
+    def check(inp: Path, out: Path) -> list[str]:
+        if not out.exists():
+            return [f"no output at {out}"]
+        with rasterio.open(inp) as src, rasterio.open(out) as dst:
+            problems = layout_problems(dst, block, compress) + target_grid_problems(dst, grid)
+            if problems:
+                return problems
+            worst, compared, masked = 0.0, 0, 0
+            for label, window in samples:
+                if slope:
+                    grown, oy, ox = _grown(window, 1, grid.height, grid.width)
+                    dem, unsure = bilinear_reference(src, grid, grown)
+                    want = horn_slope_reference(dem.astype(np.float32), None, grid.res, grid.res)
+                    near = _dilate(unsure, 1)
+                    want = want[oy : oy + window.height, ox : ox + window.width]
+                    unsure = near[oy : oy + window.height, ox : ox + window.width]
+                else:
+                    want, unsure = bilinear_reference(src, grid, window)
+                got = dst.read(1, window=window).astype(np.float64)
+                got_bad, want_bad = invalid(got, dst.nodata), np.isnan(want)
+                differ = (got_bad != want_bad) & ~unsure
+                if differ.any():
+                    return [
+                        f"{label}: nodata mask differs from numpy's bilinear warp at "
+                        f"{_first(differ, window.row_off, window.col_off)} "
+                        f"({int(differ.sum())} px)"
+                    ]
+                both = ~got_bad & ~want_bad
+                diff = np.abs(got[both] - want[both])
+                if diff.size and diff.max() > tolerance:
+                    return [
+                        f"{label}: differs from numpy's bilinear warp{' + slope' if slope else ''}"
+                        f" by {diff.max():.3g} (> {tolerance:g})"
+                    ]
+                worst = max(worst, float(diff.max()) if diff.size else 0.0)
+                compared += int(diff.size)
+                masked += int(want_bad.sum())
+        what = "bilinear warp + Horn slope" if slope else "bilinear warp (GDAL's rule)"
+        return [
+            Note(
+                f"vs numpy's {what} on {len(samples)} windows: same nodata mask ({masked} px), "
+                f"max |diff| {worst:.2g} over {compared} px"
+            )
+        ]
+
+    check.__doc__ = f"{'slope of a ' if slope else ''}bilinear warp on sampled windows"
+    return check
+
+
+def warp_matches(
+    ref: Reference,
+    grid: Grid,
+    *,
+    tolerance: float,
+    boundary: int = 1,
+    edge_limit: float | None = None,
+    block: int | None = 512,
+    compress: str | None = ANY,
+    dtype: str = "float32",
+) -> Check:
+    """Check a warp onto ``grid`` against ``ref``'s output, strip by strip, whole raster.
+
+    The nodata masks may differ only on the reference's nodata boundary:
+    pixels with both a valid and a nodata reference pixel within
+    ``boundary`` pixels (e.g. 1 for a warp, 2 for the slope of a warp).
+    Values valid in both must agree within ``tolerance`` away from that
+    boundary and within ``edge_limit`` (default ``tolerance``) on it,
+    where programs that keep different source pixels may differ more.
+    The mask differences and both maxima are reported as notes.
+    """
+    limit = tolerance if edge_limit is None else edge_limit
+
+    def check(inp: Path, out: Path) -> list[str]:
+        if not out.exists():
+            return [f"no output at {out}"]
+        want_path, problems = _reference_path(ref, inp)
+        if want_path is None:
+            return problems
+        with rasterio.open(out) as dst, rasterio.open(want_path) as want:
+            problems = layout_problems(dst, block, compress)
+            problems += target_grid_problems(dst, grid, dtype)
+            if problems:
+                return problems
+            worst = worst_edge = 0.0
+            compared = on_edge = differ = edge_px = 0
+            for window in strips(dst):
+                grown, oy, _ = _grown(window, boundary, dst.height, dst.width)
+                exp_all = want.read(1, window=grown)
+                exp_bad_all = invalid(exp_all, want.nodata)
+                edge_all = _dilate(exp_bad_all, boundary) & _dilate(~exp_bad_all, boundary)
+                rows = slice(oy, oy + window.height)
+                exp, exp_bad, edge = exp_all[rows], exp_bad_all[rows], edge_all[rows]
+                got = dst.read(1, window=window)
+                got_bad = invalid(got, dst.nodata)
+                mismatch = got_bad != exp_bad
+                if (mismatch & ~edge).any():
+                    far = mismatch & ~edge
+                    return [
+                        f"nodata mask differs from {ref.name} away from its nodata boundary at "
+                        f"{_first(far, window.row_off)} ({int(far.sum())} px in rows "
+                        f"{window.row_off}-{window.row_off + window.height - 1})"
+                    ]
+                differ += int(mismatch.sum())
+                edge_px += int(edge.sum())
+                both = ~got_bad & ~exp_bad
+                diff = np.abs(got.astype(np.float64) - exp)
+                inner, rim = diff[both & ~edge], diff[both & edge]
+                for values, bound, where in ((inner, tolerance, ""), (rim, limit, " on")):
+                    if values.size and values.max() > bound:
+                        far = np.zeros(got.shape, dtype=bool)
+                        far[both & (edge if where else ~edge)] = values > bound
+                        return [
+                            f"differs from {ref.name}{where or ' away from'} its nodata "
+                            f"boundary by {values.max():.3g} (> {bound:g}) at "
+                            f"{int((values > bound).sum())} px; first "
+                            f"{_first(far, window.row_off)}"
+                        ]
+                worst = max(worst, float(inner.max()) if inner.size else 0.0)
+                worst_edge = max(worst_edge, float(rim.max()) if rim.size else 0.0)
+                compared += int(inner.size)
+                on_edge += int(rim.size)
+        return [
+            Note(
+                f"vs {ref.name}: max |diff| {worst:.2g} over {compared} px, {worst_edge:.2g} "
+                f"over {on_edge} px on the nodata boundary; nodata mask differs at {differ} "
+                f"px, all on the boundary ({edge_px} px within {boundary} px of it)"
+            )
+        ]
+
+    check.__doc__ = (
+        f"within {tolerance:g} of {ref.name} (on its nodata boundary {limit:g}), "
+        f"masks equal but on that boundary"
+    )
+    return check
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` grown by ``radius`` pixels (a square neighbourhood), same shape."""
+    if radius <= 0:
+        return mask.copy()
+    ny, nx = mask.shape
+    padded = np.pad(mask, radius)
+    out = np.zeros_like(mask)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            out |= padded[dy : dy + ny, dx : dx + nx]
+    return out

@@ -8,7 +8,9 @@ do not compress) or constant tiles (which compress to nothing).
 
 The DEM of the neighbourhood workload (:class:`DemRecipe`) is one float32
 band of terrain: broad hills, sharp ridges, fine relief and a little noise,
-with a nodata region in the top-left corner (see :func:`write_dem`).
+with a nodata region in the top-left corner (see :func:`write_dem`).  W8
+(reprojection) uses the same terrain on 30 m pixels centred on its UTM
+zone's meridian (:class:`UtmDemRecipe`).
 
 W9's inputs (:class:`TileRecipe`) are larger than RAM but nearly empty on
 disk: one band of a repeating uint8 pattern in which every tile is the
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from rasterio.windows import Window
@@ -72,6 +75,34 @@ class DemRecipe:
     seed: int = 20240602
     kind: str = "dem"
     version: int = RECIPE_VERSION
+
+    def transform(self) -> Affine:
+        """Georeferencing: UTM 18N, 10 m pixels, top-left corner at (500 km, 5000 km)."""
+        return from_origin(500_000.0, 5_000_000.0, 10.0, 10.0)
+
+
+@dataclass(frozen=True)
+class UtmDemRecipe(DemRecipe):
+    """W8's DEM: :class:`DemRecipe`'s terrain on ``pixel`` m pixels, centred on UTM 18N's meridian.
+
+    The raster spans ``side * pixel`` metres east-west, centred on the
+    zone's central meridian (easting 500 km, 75 degrees W), its top edge at
+    northing ``north`` (5000 km: about 45.1 degrees N).  At 16384 x 30 m it
+    reaches 3.2 degrees of longitude either side of the meridian and down to
+    about 40.6 degrees N.  The terrain is the same recipe in pixel units
+    (periods and amplitudes per pixel), so its slopes are ``10 / pixel``
+    times W6's (mostly 1-10 degrees at 30 m).
+    """
+
+    pixel: float = 30.0
+    north: float = 5_000_000.0
+    seed: int = 20240608
+    kind: str = "utm-dem"
+
+    def transform(self) -> Affine:
+        """Georeferencing: UTM 18N, ``pixel`` m pixels, centred on easting 500 km."""
+        west = 500_000.0 - self.side * self.pixel / 2
+        return from_origin(west, self.north, self.pixel, self.pixel)
 
 
 @dataclass(frozen=True)
@@ -324,7 +355,7 @@ def _dem_profile(recipe: DemRecipe) -> dict:
         "width": recipe.side,
         "height": recipe.side,
         "crs": CRS.from_epsg(32618),
-        "transform": from_origin(500_000.0, 5_000_000.0, 10.0, 10.0),
+        "transform": recipe.transform(),
         "nodata": recipe.nodata,
         "tiled": True,
         "blockxsize": recipe.block,

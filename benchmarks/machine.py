@@ -23,6 +23,7 @@ PACKAGES = (
     "rdask",
     "xarray-spatial",
     "dask-image",
+    "odc-geo",
 )
 
 #: GDAL's command-line tool W6 runs (apt's gdal-bin, not rasterio's GDAL).

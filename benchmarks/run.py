@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="small inputs (W1 1024^2, W2 4096^2, W3 8192^2, W9 61440^2 vs 10752^2) and --repeat 1",
+        help="small inputs (W1 1024^2, W2 4096^2, W3 8192^2, W6 and W8 4096^2, W9 61440^2 vs "
+        "10752^2) and --repeat 1",
     )
     parser.add_argument(
         "--size-scale",

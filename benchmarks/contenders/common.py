@@ -8,7 +8,10 @@ rdask's own ``reverse-bands`` kernel function, the one the rdask CLI runs,
 so the contenders differ only in how they read, schedule and write.
 
 The neighbourhood contenders (``xrspatial_slope.py``, ``dask_image_focal.py``)
-share :func:`open_dask`, :func:`write_threaded` and :func:`require`.
+share :func:`open_dask`, :func:`write_threaded` and :func:`require`; the
+reprojection contenders (``odc_reproject.py``, ``rioxarray_reproject.py``)
+also :func:`add_grid_options`, :func:`target_grid` and
+:func:`creation_options`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import importlib
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -226,17 +230,24 @@ def reversed_bands(infile: str, chunk: int, iterations: int, backend: str) -> An
 
 
 def write_threaded(
-    result: Any, outfile: str, *, jobs: int, blocksize: int, compress: str | None
+    result: Any,
+    outfile: str,
+    *,
+    jobs: int,
+    blocksize: int,
+    compress: str | None,
+    options: dict[str, str] | None = None,
 ) -> None:
     """``result.rio.to_raster`` as a tiled GeoTIFF on dask's threaded scheduler.
 
     Writes go through one ``threading.Lock`` (GDAL datasets are not
     thread-safe); ``jobs`` threads compute.  The output dtype is the dask
-    array's declared dtype.
+    array's declared dtype.  ``options`` are more GDAL creation options
+    (e.g. ``{"PREDICTOR": "3"}``).
     """
     import dask
 
-    options = {"compress": compress} if compress else {}
+    options = {**({"compress": compress} if compress else {}), **(options or {})}
     with dask.config.set(scheduler="threads", num_workers=jobs):
         result.rio.to_raster(
             outfile,
@@ -246,3 +257,82 @@ def write_threaded(
             lock=threading.Lock(),
             **options,
         )
+
+
+# -- reprojection contenders ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetGrid:
+    """An output pixel grid: CRS, square pixels of ``res``, bounds, size."""
+
+    crs: str
+    left: float
+    bottom: float
+    right: float
+    top: float
+    res: float
+
+    @property
+    def width(self) -> int:
+        """Columns: ``(right - left) / res``, a whole number by construction."""
+        return round((self.right - self.left) / self.res)
+
+    @property
+    def height(self) -> int:
+        """Rows: ``(top - bottom) / res``."""
+        return round((self.top - self.bottom) / self.res)
+
+    @property
+    def transform(self) -> Any:
+        """The grid's affine transform (north up, top-left origin)."""
+        from affine import Affine
+
+        return Affine(self.res, 0.0, self.left, 0.0, -self.res, self.top)
+
+
+def add_grid_options(parser: argparse.ArgumentParser) -> None:
+    """``--crs``, ``--bounds l,b,r,t``, ``--res``: the grid every W8 contender writes."""
+    parser.add_argument("--crs", required=True, help="target CRS, e.g. EPSG:4326")
+    parser.add_argument(
+        "--bounds", required=True, help="target bounds left,bottom,right,top (CRS units)"
+    )
+    parser.add_argument("--res", type=float, required=True, help="target pixel size (square)")
+    parser.add_argument(
+        "--co",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="GDAL creation option of the output (repeatable)",
+    )
+    parser.add_argument(
+        "--slope", action="store_true", help="then xarray-spatial's slope (degrees) of the result"
+    )
+
+
+def target_grid(args: argparse.Namespace) -> TargetGrid:
+    """The :class:`TargetGrid` of the parsed :func:`add_grid_options`."""
+    left, bottom, right, top = (float(v) for v in args.bounds.split(","))
+    return TargetGrid(args.crs, left, bottom, right, top, args.res)
+
+
+def creation_options(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--co NAME=VALUE`` options as a dict."""
+    return dict(item.split("=", 1) for item in args.co)
+
+
+def masked_slope(dem: Any) -> Any:
+    """xarray-spatial's slope (degrees) of a 2-D DEM whose nodata value becomes NaN first.
+
+    xarray-spatial takes any number as an elevation; NaN propagates to
+    every slope whose 3x3 window holds it (what gdaldem writes as nodata).
+    Its outer rows and columns are NaN.  The result is cast to the DEM's
+    dtype: on a dask array xarray-spatial computes float32 chunks but
+    declares the array float64, which would write a float64 file.
+    """
+    xrspatial = require("xrspatial", "xarray-spatial")
+    nodata = dem.rio.nodata
+    if nodata is not None and not np.isnan(nodata):
+        dem = dem.where(dem != nodata)
+    result = xrspatial.slope(dem).astype(dem.dtype)
+    return result.rio.write_nodata(np.nan, encoded=False)
