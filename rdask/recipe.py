@@ -32,7 +32,14 @@ from rdask.config import WARP_RESAMPLINGS
 from rdask.errors import KernelError, RasterMismatchError, RasterOpenError
 from rdask.io.inspect import FileInfo, inspect
 from rdask.io.remote import S3Endpoint, check_options, is_remote, is_s3, network_defaults
-from rdask.io.source import DEFAULT_GDAL_OPTIONS, FileBands, RasterSource, merge_options, redact
+from rdask.io.source import (
+    DEFAULT_GDAL_OPTIONS,
+    FileBands,
+    RasterSource,
+    SourceShape,
+    merge_options,
+    redact,
+)
 from rdask.io.stack import StackSource
 from rdask.io.warped import Grid, target_grid, warped
 from rdask.io.zarrsource import is_zarr_path, open_zarr
@@ -430,7 +437,7 @@ def chunk_regions(chunks: tuple[tuple[int, ...], ...]) -> Iterator[Region]:
 
 
 @dataclass(frozen=True)
-class StepsSource:
+class StepsSource(SourceShape):
     """A recipe's output read like a source: what a warp after kernel steps
     reads from (each window computed by a :class:`ChunkReader`)."""
 
@@ -442,10 +449,6 @@ class StepsSource:
     files: tuple = ()
     gdal_options: tuple = ()
     per_dataset_mask: bool = False
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.count, self.height, self.width)
 
     def __dask_tokenize__(self) -> tuple:
         return ("rdask.StepsSource", tokenize(self.reader.source, self.reader.steps), self.dtype)

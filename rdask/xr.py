@@ -42,6 +42,7 @@ import xarray as xr
 from affine import Affine
 from dask.base import tokenize
 
+from rdask.io.source import SourceShape
 from rdask.io.warped import Grid
 from rdask.kernels import Kernel
 from rdask.meta import BandMeta, RasterMeta, as_tags
@@ -413,27 +414,23 @@ def _array_recipe(data: xr.DataArray) -> Recipe:
 
 
 @dataclass(frozen=True, eq=False)
-class ArraySource:
+class ArraySource(SourceShape):
     """A dask array read like a file: each window computed on its own."""
 
     array: da.Array
     dtype: str
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(int(v) for v in self.array.shape)
-
-    @property
     def count(self) -> int:
-        return self.shape[0]
+        return int(self.array.shape[0])
 
     @property
     def height(self) -> int:
-        return self.shape[1]
+        return int(self.array.shape[1])
 
     @property
     def width(self) -> int:
-        return self.shape[2]
+        return int(self.array.shape[2])
 
     files: tuple = ()
     gdal_options: tuple = ()

@@ -61,6 +61,20 @@ def check_not_forked() -> None:
         )
 
 
+class SourceShape:
+    """``shape`` and ``ndim`` of a source from its ``count``, ``height`` and
+    ``width``: what every source (a file, a stack, a warp, a Zarr array...)
+    shows ``dask.array.from_array`` and the recipe."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.count, self.height, self.width)
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+
 @dataclass(frozen=True)
 class FileBands:
     """One file of a source and the bands taken from it (1-based)."""
@@ -71,7 +85,7 @@ class FileBands:
 
 
 @dataclass(frozen=True)
-class RasterSource:
+class RasterSource(SourceShape):
     """A lazily read raster: one file, or a stack of files as bands.
 
     All files share size, CRS and transform (checked at open). Instances are
@@ -85,15 +99,6 @@ class RasterSource:
     gdal_options: tuple[tuple[str, Any], ...] = DEFAULT_GDAL_OPTIONS
     per_dataset_mask: bool = False
     session: Any = field(default=None, compare=False, repr=False)
-
-    # numpy-array protocol used by ``dask.array.from_array``.
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.count, self.height, self.width)
-
-    @property
-    def ndim(self) -> int:
-        return 3
 
     @property
     def count(self) -> int:

@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from rdask.io.source import SourceShape
+
 
 @dataclass(frozen=True)
-class StackSource:
+class StackSource(SourceShape):
     """Sources of equal height, width and dtype, stacked as bands."""
 
     parts: tuple[Any, ...]
@@ -30,10 +32,6 @@ class StackSource:
     @property
     def dtype(self) -> str:
         return self.parts[0].dtype
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.count, self.height, self.width)
 
     @property
     def files(self) -> tuple:

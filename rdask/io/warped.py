@@ -54,7 +54,7 @@ import numpy as np
 from affine import Affine
 
 from rdask.errors import RasterOpenError, first_line
-from rdask.io.source import RasterSource, check_not_forked
+from rdask.io.source import RasterSource, SourceShape, check_not_forked
 
 #: GDAL's name (``ResampleAlg`` in a warped VRT) and its filter radius
 #: (``anGWKFilterRadius`` in alg/gdalwarpkernel.cpp) per resampling.
@@ -474,7 +474,7 @@ def _check_resampling(resampling: str) -> None:
 
 
 @dataclass(frozen=True)
-class WarpedSource:
+class WarpedSource(SourceShape):
     """A :class:`RasterSource` seen through a reprojection onto ``grid``.
 
     ``read`` of any window returns what ``gdalwarp -et 0`` of the whole
@@ -516,14 +516,6 @@ class WarpedSource:
     @property
     def dtype(self) -> str:
         return self.source.dtype
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.count, self.height, self.width)
-
-    @property
-    def ndim(self) -> int:
-        return 3
 
     @property
     def files(self) -> tuple:

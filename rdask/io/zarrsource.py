@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from rdask.errors import RasterOpenError, first_line
+from rdask.io.source import SourceShape
 from rdask.meta import BandMeta, RasterMeta
 
 #: The data variable rdask's Zarr output writes (rioxarray's name for it).
@@ -43,7 +44,7 @@ def is_zarr_path(path: str) -> bool:
 
 
 @dataclass(frozen=True)
-class ZarrSource:
+class ZarrSource(SourceShape):
     """One array of a local Zarr store, read as ``(band, y, x)``."""
 
     root: str
@@ -66,14 +67,6 @@ class ZarrSource:
         squeeze = len(shape) == 2
         count, h, w = (1, *shape) if squeeze else shape
         return cls(root, array, int(count), int(h), int(w), str(_dtype(arr)), _stamp(root, array), squeeze)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.count, self.height, self.width)
-
-    @property
-    def ndim(self) -> int:
-        return 3
 
     def __dask_tokenize__(self) -> tuple:
         return ("rdask.ZarrSource", self.root, self.array, self.stamp, self.dtype)
