@@ -59,7 +59,7 @@ from rdask.outputs.gdalmeta import creation_kwargs, write_meta
 from rdask.outputs.gdalsink import gdal_env
 from rdask.outputs.journal import Journal, partial_paths
 from rdask.outputs.options import WriteOptions, default_compression_options
-from rdask.outputs.staging import space_note
+from rdask.outputs.staging import check_place, space_note
 from rdask.recipe import Region
 
 log = logging.getLogger("rdask")
@@ -94,18 +94,10 @@ def check_target(path: str, *, overwrite: bool) -> str:
     if "://" in path:
         raise OutputError(f"a tiled mosaic is written to a directory on a (shared) filesystem, not {path}")
     target = os.path.abspath(path)
-    parent = os.path.dirname(target)
-    if os.path.lexists(target):
-        if not overwrite:
-            raise OutputError(f"output exists: {path} (pass overwrite=True / --overwrite to replace it)")
-        if not is_mosaic(target):
-            raise OutputError(f"output exists and is not an rdask mosaic (a directory with {INDEX_VRT} "
-                              f"and {TILES}/), so it is not replaced: {path}")
-    if not os.path.isdir(parent):
-        raise OutputError(f"output directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output directory is not writable: {parent}")
-    return target
+    if overwrite and os.path.lexists(target) and not is_mosaic(target):
+        raise OutputError(f"output exists and is not an rdask mosaic (a directory with {INDEX_VRT} "
+                          f"and {TILES}/), so it is not replaced: {path}")
+    return check_place(target, path, overwrite=overwrite)
 
 
 def is_mosaic(path: str) -> bool:

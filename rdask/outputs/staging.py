@@ -35,11 +35,18 @@ def check_target(path: str, *, overwrite: bool) -> str:
         directory is missing or not writable.
     """
     target = os.path.abspath(os.fspath(path))
-    parent = os.path.dirname(target)
     if os.path.isdir(target):
         raise OutputError(f"output is a directory: {path}")
+    return check_place(target, path, overwrite=overwrite)
+
+
+def check_place(target: str, shown: str, *, overwrite: bool) -> str:
+    """What every output kind checks of its (absolute) ``target``: it does not
+    exist unless ``overwrite``, and its directory exists and is writable.
+    Errors name ``shown``, the path as the user gave it."""
+    parent = os.path.dirname(target)
     if os.path.lexists(target) and not overwrite:
-        raise OutputError(f"output exists: {path} (pass overwrite=True / --overwrite to replace it)")
+        raise OutputError(f"output exists: {shown} (pass overwrite=True / --overwrite to replace it)")
     if not os.path.isdir(parent):
         raise OutputError(f"output directory does not exist: {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):

@@ -59,6 +59,7 @@ from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
 from rdask.outputs.journal import Journal, partial_paths
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.overviews import picks
+from rdask.outputs.staging import check_place
 from rdask.plan import plan_chunks
 from rdask.recipe import ChunkJob, ComputeTask, Region
 
@@ -118,14 +119,7 @@ def check_target(path: str, *, overwrite: bool) -> str:
         missing or not writable.
     """
     target = os.path.abspath(os.fspath(path)).rstrip("/") or "/"
-    parent = os.path.dirname(target)
-    if os.path.lexists(target) and not overwrite:
-        raise OutputError(f"output exists: {path} (pass overwrite=True / --overwrite to replace it)")
-    if not os.path.isdir(parent):
-        raise OutputError(f"output directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output directory is not writable: {parent}")
-    return target
+    return check_place(target, path, overwrite=overwrite)
 
 
 # -- the layout ----------------------------------------------------------------
