@@ -19,12 +19,11 @@ goes to :class:`~rdask.outputs.gdalsink.GdalOutput`, GDAL's own writer.
 
 from __future__ import annotations
 
-import functools
+import ctypes
 import os
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -33,7 +32,7 @@ from rdask.errors import OutputError
 from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
 from rdask.outputs.gdalsink import GdalOutput, create_dataset, gdal_env
 from rdask.outputs.options import WriteOptions
-from rdask.outputs.staging import Staging, space_note
+from rdask.outputs.staging import Staging, libc_function, space_note
 from rdask.outputs.tiles import TileEncoder, encoder_for
 from rdask.recipe import Region
 
@@ -217,22 +216,8 @@ def start_writeback(fd: int, offset: int, nbytes: int) -> bool:
     """Have the kernel start writing ``nbytes`` at ``offset`` of ``fd`` to disk
     and return at once (Linux ``sync_file_range``); False where it cannot.
     Only a hint: the fsync before publishing is what makes the file durable."""
-    fn = _sync_file_range()
+    fn = libc_function("sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
     return fn is not None and fn(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE) == 0
-
-
-@functools.cache
-def _sync_file_range() -> Any:
-    import ctypes
-    import ctypes.util
-
-    try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    fn.restype = ctypes.c_int
-    return fn
 
 
 def pwrite_all(fd: int, data: memoryview, at: int) -> None:

@@ -15,9 +15,13 @@ to keep them for a resume.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import logging
 import os
 import shutil
+from typing import Any
 
 from rdask.errors import OutputError
 from rdask.outputs.journal import JobId, Journal, partial_paths
@@ -119,6 +123,20 @@ class Staging:
             if os.path.lexists(self.target):
                 raise OutputError(f"output appeared while writing: {self.target}") from None
             os.rename(path, self.target)
+
+
+@functools.cache
+def libc_function(name: str, *argtypes: Any) -> Any:
+    """The C library's ``name`` (returning an int) with ``argtypes``, or None
+    where this libc lacks it: the Linux calls outputs use when they can
+    (``sync_file_range``, ``renameat2``, ``syncfs``)."""
+    try:
+        fn = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True), name)
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = argtypes
+    fn.restype = ctypes.c_int
+    return fn
 
 
 def space_note(path: str) -> str:

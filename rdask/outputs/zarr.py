@@ -38,7 +38,6 @@ import base64
 import builtins
 import contextlib
 import ctypes
-import ctypes.util
 import functools
 import json
 import math
@@ -59,7 +58,7 @@ from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
 from rdask.outputs.journal import Journal, partial_paths
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.overviews import picks
-from rdask.outputs.staging import check_place
+from rdask.outputs.staging import check_place, libc_function
 from rdask.plan import plan_chunks
 from rdask.recipe import ChunkJob, ComputeTask, Region
 
@@ -652,20 +651,9 @@ def _consolidate(root: str) -> None:
 _RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
 
 
-@functools.cache
-def _renameat2() -> Any:
-    try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
-    fn.restype = ctypes.c_int
-    return fn
-
-
 def _rename2(src: str, dst: str, flags: int) -> bool:
     """Linux ``renameat2``; False where it is not available (then the caller falls back)."""
-    fn = _renameat2()
+    fn = libc_function("renameat2", ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
     if fn is None:
         return False
     at_fdcwd = -100
@@ -716,22 +704,11 @@ def sync_tree(root: str) -> None:
     once (``syncfs``), not one ``fsync`` per chunk file."""
     fd = os.open(root, os.O_RDONLY)
     try:
-        fn = _syncfs()
+        fn = libc_function("syncfs", ctypes.c_int)
         if fn is None or fn(fd) != 0:
             os.sync()
     finally:
         os.close(fd)
-
-
-@functools.cache
-def _syncfs() -> Any:
-    try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = (ctypes.c_int,)
-    fn.restype = ctypes.c_int
-    return fn
 
 
 def tree_size(root: str) -> int:
