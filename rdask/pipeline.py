@@ -34,6 +34,7 @@ from rdask.recipe import (
     chunk_regions,
     extend,
     open_recipe,
+    region_pixels,
     replan,
     warp,
     warp_args,
@@ -177,7 +178,7 @@ def write(job: ChunkJob, meta: RasterMeta, dst: str | os.PathLike, options: Writ
         report = _Reporter(progress, total)
         try:
             # Chunks an interrupted job already wrote (on resume) count as done.
-            report.done = sum(_pixels(r) for r in chunk_regions(job.chunks) if output.is_done(r))
+            report.done = sum(region_pixels(r) for r in chunk_regions(job.chunks) if output.is_done(r))
             done = report.done + runner.run(job, output, report.add)
             if done != total:
                 raise OutputError(f"{dst}: only {done} of {total} pixels were written")
@@ -256,11 +257,6 @@ class _Reporter:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _pixels(region: Any) -> int:
-    _, ys, xs = region
-    return (ys.stop - ys.start) * (xs.stop - xs.start)
 
 
 def _human(n: int) -> str:

@@ -424,6 +424,12 @@ class ChunkJob:
                 yield self.make(region, f"rdask-chunk-{self.name}-{region[1].start}-{region[2].start}")
 
 
+def region_pixels(region: Region) -> int:
+    """Pixels (per band) of a chunk's region."""
+    _, ys, xs = region
+    return (ys.stop - ys.start) * (xs.stop - xs.start)
+
+
 def chunk_regions(chunks: tuple[tuple[int, ...], ...]) -> Iterator[Region]:
     """The slices of every chunk of a dask ``chunks`` spec, row-major."""
     edges = []

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from rdask.config import WORKER_MALLOC
 from rdask.errors import SchedulerError
-from rdask.recipe import ChunkJob
+from rdask.recipe import ChunkJob, region_pixels
 
 if TYPE_CHECKING:
     # The scheduler sees outputs only through the write contract's methods.
@@ -123,8 +123,7 @@ class Runner:
         def record(task: Any, result: Any) -> None:
             nonlocal pixels
             output.record(task.region, result)
-            _, ys, xs = task.region
-            n = (ys.stop - ys.start) * (xs.stop - xs.start)
+            n = region_pixels(task.region)
             pixels += n
             if on_chunk is not None:
                 on_chunk(n)
