@@ -205,6 +205,7 @@ def test_cog_resume_completes_with_the_same_bytes(tmp_path):
     result = rdask.process(src, resumed, f"{kfile}:flaky", resume=True,
                            progress=lambda done, _total: written.append(done), **kw)
     assert 0 < len(written) < result.chunks  # only the missing chunks ran
+    assert 0 < result.resumed < result.pixels and "resumed" in result.summary()
     assert resumed.read_bytes() == open(clean, "rb").read()
     assert cog_validate(str(resumed), quiet=True)[0]
     assert sorted(os.listdir(outdir)) == ["clean.tif", "resumed.tif"]

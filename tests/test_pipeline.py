@@ -331,3 +331,24 @@ def test_default_deflate_profile_and_override(tmp_path, dtype, predictor):
         assert a.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == str(predictor)
         assert "PREDICTOR" not in b.tags(ns="IMAGE_STRUCTURE")
         assert np.array_equal(a.read(), b.read()) and np.array_equal(a.read(), data[::-1])
+
+
+def test_rates_count_only_the_pixels_computed_in_this_run():
+    """A resumed run's throughput and ETA leave out what the earlier run wrote."""
+    import io
+
+    from rdask.pipeline import Result
+    from rdask.progress import TerminalProgress
+
+    fresh = Result("o.tif", 2.0, 100_000_000, 1, 10)
+    resumed = Result("o.tif", 2.0, 100_000_000, 1, 10, resumed=60_000_000)
+    assert "50.0 Mpx/s" in fresh.summary()
+    assert "20.0 Mpx/s" in resumed.summary() and "60.0 Mpx of them resumed" in resumed.summary()
+    out = io.StringIO()
+    bar = TerminalProgress(out)
+    bar.base = 90_000_000
+    bar.t0 -= 1.0  # one second in
+    bar(90_000_000 + 1_000_000, 100_000_000)
+    text = out.getvalue()
+    assert "   1.0 Mpx/s" in text or "  1.0 Mpx/s" in text
+    assert "ETA     9s" in text
