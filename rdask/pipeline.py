@@ -21,6 +21,7 @@ from dask.base import tokenize
 from rdask.errors import OutputError
 from rdask.io.source import RasterSource
 from rdask.kernels import Kernel
+from rdask.kernels.chain import is_chain, parse_chain
 from rdask.meta import RasterMeta
 from rdask.outputs import OutputSpec, kind_for, open_output
 from rdask.outputs.journal import JobId
@@ -109,7 +110,9 @@ def process(
         Output path (``s3://bucket/key`` too).
     kernel
         A kernel, a kernel name, a numba function, or a chain: a sequence of
-        ``(kernel, args)`` pairs applied in order in one pass. A step named
+        ``(kernel, args)`` pairs applied in order in one pass, or the
+        same chain as the CLI's text (``"warp crs=EPSG:3857 res=30 | slope"``,
+        argument values as strings). A step named
         ``"warp"`` reprojects (arguments of :func:`rdask.recipe.warp`, or
         the CLI's ``crs=``, ``res=``, ``bounds=``, ``like=``,
         ``resampling=``, ``nodata=``, ``et=``).
@@ -238,6 +241,12 @@ def _sized(recipe: Recipe, *, chunk_mb: float | None, distributed: bool, workers
 
 def _chain(kernel: Any, kernel_args: Mapping[str, Any] | None) -> list[tuple[Any, dict[str, Any]]]:
     """``kernel`` as a list of ``(kernel, args)`` steps."""
+    if isinstance(kernel, str) and is_chain(kernel):
+        steps = parse_chain(kernel)
+        if kernel_args and len(steps) > 1:
+            raise ValueError("kernel_args applies to a single kernel; put arguments in the chain")
+        steps[0][1].update(kernel_args or {})
+        return steps
     if isinstance(kernel, (list, tuple)):
         if kernel_args:
             raise ValueError("kernel_args applies to a single kernel; give each step its own args")
