@@ -30,6 +30,10 @@ builds the overview levels as chunk jobs of their own, consolidates the
 metadata and renames the directory into place: a reader never sees a
 half-written store, and an existing one is replaced only by ``overwrite``
 (atomically, by exchanging the two directories).
+
+A store at ``s3://bucket/prefix/out.zarr`` is written by
+:mod:`rdask.outputs.zarrs3` (same layout; tasks write chunks to S3
+themselves, metadata is written last instead of a rename).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from rdask.errors import OutputError, ResumeError
+from rdask.io.remote import is_s3
 from rdask.io.zarrsource import DATA, ZarrSource, is_zarr_path
 from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
 from rdask.outputs.journal import Journal, partial_paths
@@ -63,32 +68,36 @@ from rdask.outputs.zarrlayout import (
     overview_levels,
     zarr_chunks,
 )
+from rdask.outputs.zarrs3 import ZarrS3Output
 from rdask.recipe import Region
 
 __all__ = ["ZARR_RESAMPLINGS", "ZarrOutput", "accepts", "check_target", "open"]
 
 
 def accepts(target: str, options: WriteOptions) -> bool:
-    """A local ``.zarr`` store, or ``driver="Zarr"``.
+    """A local ``.zarr`` store or one at ``s3://bucket/prefix/x.zarr``, or ``driver="Zarr"``.
 
     Raises
     ------
     ValueError
-        A Zarr store at a URL (not supported yet), rather than upload a
-        GeoTIFF under that name.
+        A Zarr store at another kind of URL, rather than upload a GeoTIFF
+        under that name.
     """
     zarr_asked = options.driver == "Zarr" or (options.driver == "GTiff" and is_zarr_path(target))
-    if zarr_asked and "://" in target:
-        raise ValueError(f"rdask writes Zarr stores to local paths only, not {target!r}")
+    if zarr_asked and "://" in target and not is_s3(target):
+        raise ValueError(f"rdask writes Zarr stores to local paths and s3:// URLs only, not {target!r}")
     return zarr_asked
 
 
-def open(spec: OutputSpec) -> ZarrOutput:  # noqa: A001
+def open(spec: OutputSpec) -> ZarrOutput | ZarrS3Output:  # noqa: A001
+    if is_s3(spec.target):
+        return ZarrS3Output(spec)
     return ZarrOutput(spec)
 
 
 def check_target(path: str, *, overwrite: bool) -> str:
-    """Validate an output store path before any work; return it absolute.
+    """Validate an output store path before any work; return it absolute
+    (an ``s3://`` URL is checked when the output opens).
 
     Raises
     ------
@@ -96,8 +105,11 @@ def check_target(path: str, *, overwrite: bool) -> str:
         The target exists (without ``overwrite``), or its directory is
         missing or not writable.
     """
+    if is_s3(os.fspath(path)):
+        return os.fspath(path)
     target = os.path.abspath(os.fspath(path)).rstrip("/") or "/"
     return check_place(target, path, overwrite=overwrite)
+
 
 # -- the worker half -------------------------------------------------------------
 

@@ -1,0 +1,291 @@
+"""Zarr stores on S3 (``s3://bucket/out.zarr``), against moto's S3 server on 127.0.0.1.
+
+Written by the tasks themselves (threads and a real ``distributed.LocalCluster``
+of processes), published metadata-last, read back by xarray (zarr's
+ObjectStore), by GDAL through ``/vsis3/``, and by ``rdask.open_raster``.
+Credentials are fake, given only in the environment, and must never show in
+an error or a log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import pytest
+import rasterio
+import rasters
+import rioxarray  # noqa: F401 - the .rio accessor
+import xarray as xr
+from affine import Affine
+from servers import S3Server
+
+import rdask
+from rdask.errors import KernelError, OutputError
+from rdask.kernels import as_kernel
+
+RDASK = os.path.join(os.path.dirname(sys.executable), "rdask")
+BUCKET = "rdask-zarr"
+URL = f"s3://{BUCKET}/runs/out.zarr"
+SECRET = "Zq9-ZARR-SECRET-xW7v-never-print-5582"  # distinctive, so a leak cannot hide
+
+SHAPE = (3, 700, 900)  # odd sizes: edge chunks, odd overview levels
+TRANSFORM = Affine(30.0, 0.0, 500000.125, 0.0, -30.0, 4000000.3)
+NODATA = -9999
+SENTINEL = 31111  # a value only one chunk of the input holds
+CHUNK = re.compile(r"^band_data/\d+/\d+/\d+$")  # a chunk key of the full-resolution array
+
+
+# -- fixtures ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto():
+    server = S3Server(secret=SECRET).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto, monkeypatch, tmp_path):
+    """An empty bucket, and this process's environment (inherited by spawned
+    workers and CLI runs) pointing at moto, with the credentials only there."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    for name, value in moto.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # The journal and staged metadata live under $TMPDIR: keep them in tmp_path.
+    staging = tmp_path / "tmpdir"
+    staging.mkdir()
+    monkeypatch.setenv("TMPDIR", str(staging))
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))
+    moto.reset()
+    moto.client().create_bucket(Bucket=BUCKET)
+    return moto
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory):
+    d = tmp_path_factory.mktemp("zarrs3-src")
+    data = rasters.synthetic(SHAPE, "int16", nodata=NODATA)
+    data[:, 600:610, 800:810] = SENTINEL  # in the last row and column of chunks
+    return rasters.write(d / "in.tif", data, nodata=NODATA, transform=TRANSFORM, block=(256, 256))
+
+
+@pytest.fixture(scope="module")
+def tif(src, tmp_path_factory):
+    out = tmp_path_factory.mktemp("zarrs3-ref") / "out.tif"
+    rdask.process(src, out, "reverse-bands", chunk_mb=0.5)
+    with rasterio.open(out) as ds:
+        return {"pixels": ds.read(), "crs": ds.crs, "transform": ds.transform, "nodata": ds.nodata}
+
+
+@pytest.fixture(scope="module")
+def local_zarr(src, tmp_path_factory):
+    """The local Zarr output of the same job, with one overview level."""
+    out = tmp_path_factory.mktemp("zarrs3-local") / "out.zarr"
+    rdask.process(src, out, "reverse-bands", chunk_mb=0.5, overview_levels=1)
+    return out
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def keys(server, prefix="runs/out.zarr/"):
+    """``{key relative to the store: (size, LastModified)}``."""
+    out = {}
+    for page in server.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            out[obj["Key"][len(prefix):]] = (obj["Size"], obj["LastModified"])
+    return out
+
+
+def body(server, key):
+    return server.client().get_object(Bucket=BUCKET, Key=f"runs/out.zarr/{key}")["Body"].read()
+
+
+def open_s3_zarr(url=URL, **kw):
+    """``xarray.open_zarr`` as a user would, over zarr's ObjectStore (obstore)."""
+    import obstore.store
+    from zarr.storage import ObjectStore
+
+    bucket, _, prefix = url[len("s3://"):].partition("/")
+    store = obstore.store.S3Store(bucket, prefix=prefix, endpoint=f"http://{os.environ['AWS_S3_ENDPOINT']}",
+                                  client_options={"allow_http": True}, virtual_hosted_style_request=False)
+    ds = xr.open_zarr(ObjectStore(store, read_only=True), decode_coords="all", mask_and_scale=False,
+                      zarr_format=3, **kw)
+    assert list(ds.data_vars) == ["band_data"]
+    return ds["band_data"]
+
+
+def assert_like_geotiff(da, tif):
+    assert da.dims == ("band", "y", "x")
+    assert da.rio.crs == tif["crs"]
+    assert da.rio.transform() == tif["transform"]  # exact, from GeoTransform
+    assert da.rio.nodata == tif["nodata"]
+    np.testing.assert_array_equal(da.values, tif["pixels"])
+
+
+def assert_same_chunks_as_local(server, local):
+    """Every chunk key of the local store is on S3 with the same bytes (one codec)."""
+    local_chunks = {}
+    for folder, _, files in os.walk(local):
+        for f in files:
+            rel = os.path.relpath(os.path.join(folder, f), local)
+            if "band_data/" in rel and not f.startswith((".z", "zarr.json")):
+                with open(os.path.join(folder, f), "rb") as fh:
+                    local_chunks[rel] = fh.read()
+    remote = keys(server)
+    assert local_chunks and set(local_chunks) <= set(remote)
+    for k, data in local_chunks.items():
+        assert body(server, k) == data, k
+
+
+# -- writing ---------------------------------------------------------------------
+
+
+def test_threads_write_a_store_xarray_reads_like_the_geotiff(s3, src, tif, local_zarr, caplog):
+    caplog.set_level(logging.DEBUG)
+    result = rdask.process(src, URL, "reverse-bands", chunk_mb=0.5, overview_levels=1)
+    assert result.path == URL and result.bytes == sum(s for s, _ in keys(s3).values())
+    da = open_s3_zarr()
+    assert_like_geotiff(da, tif)
+    assert open_s3_zarr(group="1").shape == (3, 350, 450)
+    assert_same_chunks_as_local(s3, local_zarr)
+    # The overview level too, byte for byte: read from S3 by the level job.
+    np.testing.assert_array_equal(open_s3_zarr(group="1").values,
+                                  xr.open_zarr(local_zarr, group="1", zarr_format=3,
+                                               mask_and_scale=False)["band_data"].values)
+    # Nothing left on the client: the staged metadata and the journal are gone.
+    assert not any(files for _, _, files in os.walk(tempfile.gettempdir()))
+    assert SECRET not in caplog.text
+
+
+def test_a_local_cluster_of_processes_writes_from_the_workers(s3, src, tif, local_zarr):
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        rdask.process(src, URL, "reverse-bands", chunk_mb=0.5, overview_levels=1, scheduler=client)
+        # The chunks were written by the workers: the client process never
+        # opened a connection to write one (a worker's object store is its own).
+        pids = client.run(os.getpid)
+        assert os.getpid() not in pids.values()
+    assert_like_geotiff(open_s3_zarr(), tif)
+    assert_same_chunks_as_local(s3, local_zarr)
+
+
+def test_gdal_reads_the_store_through_vsis3(s3, src, tif):
+    rdask.process(src, URL, "reverse-bands", chunk_mb=0.5)
+    # GDAL 3.10 reads the Zarr v2 metadata beside the v3 (see rdask.outputs.zarr).
+    with rasterio.Env(AWS_S3_ENDPOINT=s3.endpoint, AWS_HTTPS="NO", AWS_VIRTUAL_HOSTING="FALSE"), \
+            rasterio.open(f'ZARR:"/vsis3/{BUCKET}/runs/out.zarr":/band_data') as ds:
+        assert ds.crs == tif["crs"]
+        assert ds.transform == tif["transform"]
+        assert ds.nodata == tif["nodata"]
+        np.testing.assert_array_equal(ds.read(), tif["pixels"])
+
+
+def test_open_raster_round_trip_and_cli(s3, src, tif, tmp_path):
+    rdask.process(src, URL, "reverse-bands", chunk_mb=0.5)
+    r = rdask.open_raster(URL)
+    np.testing.assert_array_equal(r.values, tif["pixels"])
+    assert r.rio.crs == tif["crs"] and r.rio.transform() == tif["transform"]
+    assert r.chunks[1][0] % 256 == 0 or r.chunks[1][0] == SHAPE[1]  # aligned to the store's chunks
+    # And as the input of another job, read by the tasks from S3.
+    back = tmp_path / "back.tif"
+    rdask.process(URL, back, "reverse-bands")
+    with rasterio.open(back) as ds, rasterio.open(src) as orig:
+        np.testing.assert_array_equal(ds.read(), orig.read())
+    # The CLI, in a fresh process that has only its environment.
+    s3.client().upload_file(str(src), BUCKET, "in.tif")
+    cli_url = f"s3://{BUCKET}/cli/out.zarr"
+    proc = subprocess.run([RDASK, "run", "reverse-bands", f"s3://{BUCKET}/in.tif", cli_url],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr
+    np.testing.assert_array_equal(open_s3_zarr(cli_url).values, tif["pixels"])
+
+
+def test_overwrite_is_refused_in_one_line_then_replaces(s3, src, tif, tmp_path):
+    rdask.process(src, URL, "reverse-bands", chunk_mb=0.5, overview_levels=2)
+    before = keys(s3)
+    with pytest.raises(OutputError, match="output exists") as err:
+        rdask.process(src, URL, "reverse-bands", chunk_mb=0.5)
+    assert "\n" not in str(err.value) and URL in str(err.value)
+    assert keys(s3) == before  # refused before anything was touched
+    proc = subprocess.run([RDASK, "run", "reverse-bands", str(src), URL], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "output exists" in proc.stderr and SECRET not in proc.stderr
+    # Replaced by other pixels, another codec and fewer levels: nothing of the old store stays.
+    rdask.process(src, URL, _kernel({"fail": False}, reverse=False), chunk_mb=0.5, overview_levels=1,
+                  overwrite=True, compress="zstd")
+    after = keys(s3)
+    assert after and not any(k.startswith("2/") for k in after)
+    with rasterio.open(src) as ds:
+        np.testing.assert_array_equal(open_s3_zarr().values, ds.read())
+    assert b"zstd" in body(s3, "band_data/zarr.json")
+
+
+# -- failures and resume ----------------------------------------------------------
+
+
+def _kernel(state, reverse=True):
+    """reverse-bands (or the identity) that fails on the chunk holding the
+    sentinel while ``state["fail"]``, counting chunks in ``state["calls"]``."""
+
+    def kernel(block):
+        state["calls"] = state.get("calls", 0) + 1
+        if state["fail"] and (block == SENTINEL).any():
+            raise ValueError("boom")
+        return block[::-1].copy() if reverse else block.copy()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return as_kernel(kernel, allow_gil=True)
+
+
+def test_a_failed_job_leaves_no_store_and_no_keys(s3, src):
+    with pytest.raises(KernelError, match="boom"):
+        rdask.process(src, URL, _kernel({"fail": True}), chunk_mb=0.5, workers=2, overview_levels=1)
+    assert keys(s3) == {}  # no root metadata, and no chunk left either
+
+
+def test_resume_writes_only_the_missing_chunks(s3, src, tif):
+    state = {"fail": True}
+    kernel = _kernel(state)
+    with pytest.raises(KernelError, match="boom") as err:
+        rdask.process(src, URL, kernel, chunk_mb=0.5, workers=1, resume=True, checkpoint_seconds=0)
+    first = keys(s3)
+    assert first and all(CHUNK.match(k) for k in first)  # chunks only: no metadata, no readable store
+    with pytest.raises(FileNotFoundError):
+        open_s3_zarr()
+    notes = "\n".join(getattr(err.value, "__notes__", []))
+    assert "--resume" in notes and SECRET not in str(err.value) + notes
+
+    time.sleep(1.1)  # LastModified has a resolution of one second
+    state.update(fail=False, calls=0)
+    result = rdask.process(src, URL, kernel, chunk_mb=0.5, workers=1, resume=True)
+    after = keys(s3)
+    assert all(after[k][1] == first[k][1] for k in first)  # no chunk of the first run written again
+    rewritten = {k for k in after if CHUNK.match(k) and k not in first}
+    assert len(rewritten) == result.chunks - len(first) == state["calls"] > 0
+    assert_like_geotiff(open_s3_zarr(), tif)
+    # The same store an uninterrupted run writes.
+    rdask.process(src, f"s3://{BUCKET}/again/out.zarr", "reverse-bands", chunk_mb=0.5)
+    again = keys(s3, "again/out.zarr/")
+    assert set(again) == set(after)
+    assert all(body(s3, k) == s3.client().get_object(Bucket=BUCKET, Key=f"again/out.zarr/{k}")["Body"].read()
+               for k in after if CHUNK.match(k))
