@@ -30,6 +30,7 @@ from servers import S3Server
 import rdask
 from rdask.errors import KernelError, OutputError
 from rdask.kernels import as_kernel
+from rdask.outputs.zarrs3 import S3ZarrWriter
 
 RDASK = os.path.join(os.path.dirname(sys.executable), "rdask")
 BUCKET = "rdask-zarr"
@@ -111,6 +112,30 @@ def keys(server, prefix="runs/out.zarr/"):
     return out
 
 
+class Requests:
+    """Every request moto's server answers, as ``(method, path, body bytes)``:
+    a WSGI wrapper around its app (this process's server, so no proxy)."""
+
+    def __init__(self, server):
+        self.seen: list[tuple[str, str, int]] = []
+        wsgi = server._server._server  # ThreadedMotoServer -> werkzeug's server
+        app = wsgi.app
+
+        def counting(environ, start_response):
+            self.seen.append((environ["REQUEST_METHOD"], environ["PATH_INFO"],
+                              int(environ.get("CONTENT_LENGTH") or 0)))
+            return app(environ, start_response)
+
+        wsgi.app = counting
+        self._restore = lambda: setattr(wsgi, "app", app)
+
+    def close(self):
+        self._restore()
+
+    def of(self, method, pattern):
+        return [(m, p, n) for m, p, n in self.seen if m == method and re.search(pattern, p)]
+
+
 def body(server, key):
     return server.client().get_object(Bucket=BUCKET, Key=f"runs/out.zarr/{key}")["Body"].read()
 
@@ -138,7 +163,7 @@ def assert_like_geotiff(da, tif):
 
 
 def assert_same_chunks_as_local(server, local):
-    """Every chunk key of the local store is on S3 with the same bytes (one codec)."""
+    """Every chunk key of the local store is on S3 with the same bytes (one codec, gzip)."""
     local_chunks = {}
     for folder, _, files in os.walk(local):
         for f in files:
@@ -149,7 +174,14 @@ def assert_same_chunks_as_local(server, local):
     remote = keys(server)
     assert local_chunks and set(local_chunks) <= set(remote)
     for k, data in local_chunks.items():
-        assert body(server, k) == data, k
+        assert same_gzip(body(server, k), data), k
+
+
+def same_gzip(a, b):
+    """The same gzip member but for its timestamp (header bytes 4-7, the
+    time it was compressed: numcodecs' GZip sets it)."""
+    assert a[:2] == b"\x1f\x8b"
+    return a[:4] + a[8:] == b[:4] + b[8:]
 
 
 # -- writing ---------------------------------------------------------------------
@@ -157,7 +189,25 @@ def assert_same_chunks_as_local(server, local):
 
 def test_threads_write_a_store_xarray_reads_like_the_geotiff(s3, src, tif, local_zarr, caplog):
     caplog.set_level(logging.DEBUG)
-    result = rdask.process(src, URL, "reverse-bands", chunk_mb=0.5, overview_levels=1)
+    requests = Requests(s3)
+    try:
+        result = rdask.process(src, URL, "reverse-bands", chunk_mb=0.5, overview_levels=1)
+    finally:
+        requests.close()
+    # One PUT per chunk, never a read-modify-write (edge chunks included):
+    # the full-resolution chunks are only read back by the overview level job.
+    main_puts = requests.of("PUT", r"/out\.zarr/band_data/\d+/\d+/\d+$")
+    level_puts = requests.of("PUT", r"/out\.zarr/1/band_data/\d+/\d+/\d+$")
+    stored = keys(s3)
+    assert len(main_puts) == len({p for _, p, _ in main_puts}) == len([k for k in stored if CHUNK.match(k)])
+    assert len(level_puts) == len([k for k in stored if re.match(r"^1/band_data/\d+/\d+/\d+$", k)])
+    assert len(requests.of("GET", r"/out\.zarr/band_data/\d+/\d+/\d+$")) == len(main_puts)
+    assert not requests.of("GET", r"/out\.zarr/1/band_data/")
+    # The root's zarr.json is the last object written.
+    assert [p for m, p, _ in requests.seen if m == "PUT"][-1].endswith("/out.zarr/zarr.json")
+    print(f"\nS3 requests for {len(main_puts)} + {len(level_puts)} chunks, {result.bytes} bytes stored:",
+          {m: sum(1 for x, _, _ in requests.seen if x == m) for m in ("PUT", "GET", "HEAD", "POST", "DELETE")},
+          f"PUT body bytes {sum(n for m, _, n in requests.seen if m == 'PUT')}")
     assert result.path == URL and result.bytes == sum(s for s, _ in keys(s3).values())
     da = open_s3_zarr()
     assert_like_geotiff(da, tif)
@@ -172,16 +222,18 @@ def test_threads_write_a_store_xarray_reads_like_the_geotiff(s3, src, tif, local
     assert SECRET not in caplog.text
 
 
-def test_a_local_cluster_of_processes_writes_from_the_workers(s3, src, tif, local_zarr):
+def test_a_local_cluster_of_processes_writes_from_the_workers(s3, src, tif, local_zarr, monkeypatch):
     from distributed import Client, LocalCluster
+
+    def client_side(self, block, region):
+        raise AssertionError("a chunk was written by the client, not by a worker")
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
+        # Only this (the client's) process is patched: the spawned workers
+        # write with the real writer, and must, or the job fails.
+        monkeypatch.setattr(S3ZarrWriter, "__call__", client_side)
         rdask.process(src, URL, "reverse-bands", chunk_mb=0.5, overview_levels=1, scheduler=client)
-        # The chunks were written by the workers: the client process never
-        # opened a connection to write one (a worker's object store is its own).
-        pids = client.run(os.getpid)
-        assert os.getpid() not in pids.values()
     assert_like_geotiff(open_s3_zarr(), tif)
     assert_same_chunks_as_local(s3, local_zarr)
 
@@ -287,5 +339,5 @@ def test_resume_writes_only_the_missing_chunks(s3, src, tif):
     rdask.process(src, f"s3://{BUCKET}/again/out.zarr", "reverse-bands", chunk_mb=0.5)
     again = keys(s3, "again/out.zarr/")
     assert set(again) == set(after)
-    assert all(body(s3, k) == s3.client().get_object(Bucket=BUCKET, Key=f"again/out.zarr/{k}")["Body"].read()
+    assert all(same_gzip(body(s3, k), s3.client().get_object(Bucket=BUCKET, Key=f"again/out.zarr/{k}")["Body"].read())
                for k in after if CHUNK.match(k))
