@@ -28,6 +28,7 @@ from affine import Affine
 from servers import S3Server
 
 import rdask
+import rdask.errors
 from rdask.errors import KernelError, OutputError
 from rdask.kernels import as_kernel
 from rdask.outputs.zarrs3 import S3ZarrWriter
@@ -341,3 +342,26 @@ def test_resume_writes_only_the_missing_chunks(s3, src, tif):
     assert set(again) == set(after)
     assert all(same_gzip(body(s3, k), s3.client().get_object(Bucket=BUCKET, Key=f"again/out.zarr/{k}")["Body"].read())
                for k in after if CHUNK.match(k))
+
+
+def test_no_secret_in_errors_or_logs(s3, src, caplog, capfd):
+    caplog.set_level(logging.DEBUG)
+    s3.enforce_auth(True)  # every request refused: 403
+    try:
+        with pytest.raises(OutputError, match="access denied") as err:
+            rdask.process(src, URL, "reverse-bands", chunk_mb=0.5)
+        assert "\n" not in str(err.value)
+        with pytest.raises(rdask.errors.RasterOpenError, match="access denied") as err2:
+            rdask.open_raster(URL)
+        proc = subprocess.run([RDASK, "run", "reverse-bands", str(src), URL], capture_output=True, text=True,
+                              timeout=120)
+    finally:
+        s3.enforce_auth(False)
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "access denied" in proc.stderr
+    # A kernel error on a worker thread, with the store half written.
+    with pytest.raises(KernelError):
+        rdask.process(src, URL, _kernel({"fail": True}), chunk_mb=0.5, workers=2)
+    out, errs = capfd.readouterr()
+    for text in (str(err.value), str(err2.value), proc.stdout, proc.stderr, caplog.text, out, errs):
+        assert SECRET not in text

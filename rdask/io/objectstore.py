@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from typing import Any
 
-from rdask.errors import RdaskError
+from rdask.errors import RdaskError, first_line
 from rdask.io.remote import S3Endpoint, split_s3
 
 #: The extra that installs what this module needs.
@@ -34,6 +35,20 @@ def _obstore() -> Any:
     except ImportError:
         raise MissingExtraError(f"Zarr stores on S3 need obstore: pip install '{EXTRA}'") from None
     return obstore
+
+
+def s3_reason(exc: BaseException) -> str:
+    """Why an S3 request failed, as a short phrase (obstore's own messages
+    are one long line of request details; they never hold credentials)."""
+    text = str(exc)
+    status = re.search(r"status code: (\d{3})", text)
+    if status:
+        code = int(status.group(1))
+        return {404: "not found (HTTP 404)", 403: "access denied (HTTP 403)",
+                401: "unauthorised (HTTP 401)"}.get(code, f"HTTP {code}")
+    if "onnect" in text:
+        return "cannot connect to S3"
+    return first_line(exc)
 
 
 def split_store_url(url: str) -> tuple[str, str]:

@@ -198,7 +198,9 @@ def open_zarr(path: str, gdal_options: Any = None) -> tuple[ZarrSource, RasterMe
         except FileNotFoundError:
             raise RasterOpenError(f"no Zarr store at {path}") from None
         except Exception as exc:  # noqa: BLE001 - one line naming the store
-            raise RasterOpenError(f"cannot open {path} as a Zarr store: {first_line(exc)}") from None
+            from rdask.io.objectstore import s3_reason
+
+            raise RasterOpenError(f"cannot open {path} as a Zarr store: {s3_reason(exc)}") from None
     else:
         root = os.path.abspath(os.fspath(path)).rstrip("/")
         if not os.path.exists(root):

@@ -22,8 +22,9 @@ metadata, hence no readable store.
 
 An existing store (root metadata at the URL) is refused unless
 ``overwrite``; a prefix holding objects but no store (a killed job's
-chunks) is refused too unless ``overwrite``, ``resume``, or this machine's
-journal says the objects are an earlier job's on this URL. S3 cannot swap
+chunks) is refused too, unless ``overwrite`` or this machine's journal says
+they are an earlier job's on this URL (then they are reused on ``resume``,
+replaced otherwise). S3 cannot swap
 a prefix atomically, so with ``overwrite`` a reader sees, in turn: the old
 store; nothing (its metadata is deleted first, root first, before any new
 chunk is written, so no reader mixes old metadata with new chunks); and
@@ -35,7 +36,10 @@ Resume: the journal stays on the client's local disk with the staged
 metadata; chunks journaled as done are not computed again. A job stopped
 without ``resume`` deletes the keys it may have written (the chunk keys of
 its own arrays and its metadata keys, never other keys under the prefix);
-with ``resume`` it keeps them.
+with ``resume`` it keeps them. It first waits for this process's chunk
+writes under way; a chunk a cluster worker is writing at that moment can
+still land after the deletion (an orphan key, invisible to readers, that
+the next ``overwrite`` of the URL removes).
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ import contextlib
 import json
 import math
 import os
+import threading
 import time
+import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -57,6 +63,7 @@ from rdask.io.objectstore import (
     delete_keys,
     list_keys,
     put_file,
+    s3_reason,
     zarr_array,
 )
 from rdask.io.remote import S3Endpoint, check_options, staging_path
@@ -82,6 +89,37 @@ METADATA = ("zarr.json", ".zgroup", ".zarray", ".zattrs", ".zmetadata")
 _RANK = {".zattrs": 0, ".zarray": 1, ".zgroup": 1, ".zmetadata": 2, "zarr.json": 3}
 
 
+# This process's chunk writes in flight, per job: a failed job's tasks may
+# still be writing when it aborts (the scheduler does not wait for them), and
+# a chunk landing after the abort deleted the job's keys would stay behind.
+_writes = threading.Condition()
+_inflight: dict[str, int] = {}
+_stopped: set[str] = set()
+
+
+def _begin(job: str, target: str) -> None:
+    with _writes:
+        if job in _stopped:
+            raise OutputError(f"{target}: write after the job was stopped")
+        _inflight[job] = _inflight.get(job, 0) + 1
+
+
+def _end(job: str) -> None:
+    with _writes:
+        _inflight[job] -= 1
+        if not _inflight[job]:
+            del _inflight[job]
+            _writes.notify_all()
+
+
+def stop_writes(job: str, timeout: float = 60.0) -> bool:
+    """Refuse further writes of ``job`` in this process and wait for those
+    under way; False if some were still running after ``timeout`` seconds."""
+    with _writes:
+        _stopped.add(job)
+        return _writes.wait_for(lambda: job not in _inflight, timeout)
+
+
 @dataclass(frozen=True)
 class S3Written:
     """A chunk a task wrote to S3: its raw (uncompressed) bytes."""
@@ -100,13 +138,17 @@ class S3ZarrWriter:
     array: str
     metadata: str  # the array's zarr.json without attributes
     target: str = ""
+    job: str = ""  # a token naming the job, so its abort can wait for its writes
 
     def __call__(self, block: np.ndarray, region: Region) -> S3Written:
+        _begin(self.job, self.target or self.url)
         try:
             arr = zarr_array(self.url, self.endpoint, self.array, self.metadata, read_only=False)
             arr[region] = block
         except Exception as exc:  # noqa: BLE001 - one line naming the store, no secrets
-            raise OutputError(f"cannot write {self.target or self.url}: {first_line(exc)}") from None
+            raise OutputError(f"cannot write {self.target or self.url}: {s3_reason(exc)}") from None
+        finally:
+            _end(self.job)
         return S3Written(block.nbytes)
 
 
@@ -143,6 +185,7 @@ class ZarrS3Output:
         self.endpoint = S3Endpoint.from_options(options)
         self.staged, journal_path = partial_paths(staging_path(self.url))
         self.partial = self.url  # what a resume finishes
+        self.token = uuid.uuid4().hex
         self.grid = ChunkGrid(spec.chunks)
         self.main = Level("", spec.shape, spec.meta.transform,
                           zarr_chunks(spec.shape, spec.chunks, opts.blocksize))
@@ -153,12 +196,13 @@ class ZarrS3Output:
         root = [k for k in METADATA if k in keys]
         if root and not opts.overwrite:
             raise OutputError(f"output exists: {self.url} (pass overwrite=True / --overwrite to replace it)")
-        if keys and not root and not (opts.overwrite or ours or opts.resume):
+        if keys and not root and not (opts.overwrite or ours):
             raise OutputError(f"{self.url} holds {len(keys)} objects but no Zarr store (an interrupted job's?): "
                               "pass overwrite=True / --overwrite to replace them")
         self.journal = (Journal.resume(journal_path, spec.job, self.url) if resuming
                         else Journal.start(journal_path, spec.job))
         self.resuming = resuming
+        self._had_keys = bool(keys)  # then commit deletes what the new store does not overwrite
         self._pending: list[tuple[int, int]] = []
         self._last_checkpoint = time.monotonic()
         self._closed = False
@@ -193,11 +237,11 @@ class ZarrS3Output:
         try:
             return list_keys(self.url, self.endpoint)
         except Exception as exc:  # noqa: BLE001 - one line, no secrets
-            raise OutputError(f"cannot write {self.url}: {first_line(exc)}") from None
+            raise OutputError(f"cannot write {self.url}: {s3_reason(exc)}") from None
 
     def _writer(self, level: Level) -> S3ZarrWriter:
         meta = chunk_metadata(os.path.join(self.staged, level.data))
-        return S3ZarrWriter(self.url, self.endpoint, level.data, meta, self.spec.target)
+        return S3ZarrWriter(self.url, self.endpoint, level.data, meta, self.spec.target, self.token)
 
     def _staged_files(self) -> list[str]:
         out = []
@@ -263,14 +307,14 @@ class ZarrS3Output:
             consolidate(self.staged)
             files = self._staged_files()
             keys = list_keys(self.url, self.endpoint)
-            stale = [k for k in keys if k not in files and not self._is_chunk(k)]
+            stale = [k for k in keys if k not in files and not self._is_chunk(k)] if self._had_keys else []
             delete_keys(self.url, self.endpoint, metadata_first(stale))
             for name in publish_order(files):
                 put_file(self.url, self.endpoint, name, os.path.join(self.staged, name))
         except OutputError:
             raise
         except Exception as exc:  # noqa: BLE001 - one line, no secrets
-            raise OutputError(f"cannot finish {self.url}: {first_line(exc)}") from None
+            raise OutputError(f"cannot finish {self.url}: {s3_reason(exc)}") from None
         size = sum(n for k, n in keys.items() if k not in stale and k not in files)
         size += sum(os.path.getsize(os.path.join(self.staged, f)) for f in files)
         self.journal.close(remove=True)
@@ -294,6 +338,9 @@ class ZarrS3Output:
             with contextlib.suppress(OSError):
                 self._checkpoint()
         else:
+            # Threads of this process still writing chunks finish first (a
+            # cluster worker's write under way may still land: see the docstring).
+            stop_writes(self.token)
             with contextlib.suppress(Exception):
                 files = set(self._staged_files())
                 keys = list_keys(self.url, self.endpoint)
