@@ -29,7 +29,7 @@ from servers import S3Server
 
 import rdask
 import rdask.errors
-from rdask.errors import KernelError, OutputError
+from rdask.errors import KernelError, OutputError, ResumeError
 from rdask.kernels import as_kernel
 from rdask.outputs.zarrs3 import S3ZarrWriter
 
@@ -173,7 +173,8 @@ def assert_same_chunks_as_local(server, local):
                 with open(os.path.join(folder, f), "rb") as fh:
                     local_chunks[rel] = fh.read()
     remote = keys(server)
-    assert local_chunks and set(local_chunks) <= set(remote)
+    local_keys = {os.path.relpath(os.path.join(d, f), local) for d, _, files in os.walk(local) for f in files}
+    assert local_chunks and set(remote) == local_keys  # the same store, key for key
     for k, data in local_chunks.items():
         assert same_gzip(body(server, k), data), k
 
@@ -223,7 +224,8 @@ def test_threads_write_a_store_xarray_reads_like_the_geotiff(s3, src, tif, local
     assert SECRET not in caplog.text
 
 
-def test_a_local_cluster_of_processes_writes_from_the_workers(s3, src, tif, local_zarr, monkeypatch):
+def test_a_local_cluster_of_processes_writes_from_the_workers(s3, src, tif, local_zarr, monkeypatch,
+                                                               tmp_path):
     from distributed import Client, LocalCluster
 
     def client_side(self, block, region):
@@ -235,6 +237,11 @@ def test_a_local_cluster_of_processes_writes_from_the_workers(s3, src, tif, loca
         # write with the real writer, and must, or the job fails.
         monkeypatch.setattr(S3ZarrWriter, "__call__", client_side)
         rdask.process(src, URL, "reverse-bands", chunk_mb=0.5, overview_levels=1, scheduler=client)
+        # And read back by the workers, as the input of another job.
+        back = tmp_path / "back.tif"
+        rdask.process(URL, back, "reverse-bands", scheduler=client)
+    with rasterio.open(back) as ds, rasterio.open(src) as orig:
+        np.testing.assert_array_equal(ds.read(), orig.read())
     assert_like_geotiff(open_s3_zarr(), tif)
     assert_same_chunks_as_local(s3, local_zarr)
 
@@ -327,6 +334,11 @@ def test_resume_writes_only_the_missing_chunks(s3, src, tif):
         open_s3_zarr()
     notes = "\n".join(getattr(err.value, "__notes__", []))
     assert "--resume" in notes and SECRET not in str(err.value) + notes
+
+    # Another job (another kernel) cannot resume it; nothing is touched.
+    with pytest.raises(ResumeError, match="kernel"):
+        rdask.process(src, URL, "focal-mean", chunk_mb=0.5, workers=1, resume=True)
+    assert keys(s3) == first
 
     time.sleep(1.1)  # LastModified has a resolution of one second
     state.update(fail=False, calls=0)

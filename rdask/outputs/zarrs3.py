@@ -319,6 +319,8 @@ class ZarrS3Output:
         size += sum(os.path.getsize(os.path.join(self.staged, f)) for f in files)
         self.journal.close(remove=True)
         _remove_tree(self.staged)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(self.staged))  # the URL's staging folder, now empty
         return Committed(self.url, size)
 
     def _level(self, level: Level, above: Level, chunk_mb: float, run: RunChunks) -> None:
