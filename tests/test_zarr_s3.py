@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -189,8 +190,16 @@ def same_gzip(a, b):
 # -- writing ---------------------------------------------------------------------
 
 
-def test_threads_write_a_store_xarray_reads_like_the_geotiff(s3, src, tif, local_zarr, caplog):
+def test_threads_write_a_store_xarray_reads_like_the_geotiff(s3, src, tif, local_zarr, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
+    pickled = []
+    original = S3ZarrWriter.__call__
+
+    def spy(self, block, region):
+        pickled.append(pickle.dumps(self))  # what a task carries to a worker
+        return original(self, block, region)
+
+    monkeypatch.setattr(S3ZarrWriter, "__call__", spy)
     requests = Requests(s3)
     try:
         result = rdask.process(src, URL, "reverse-bands", chunk_mb=0.5, overview_levels=1)
@@ -205,6 +214,9 @@ def test_threads_write_a_store_xarray_reads_like_the_geotiff(s3, src, tif, local
     assert len(level_puts) == len([k for k in stored if re.match(r"^1/band_data/\d+/\d+/\d+$", k)])
     assert len(requests.of("GET", r"/out\.zarr/band_data/\d+/\d+/\d+$")) == len(main_puts)
     assert not requests.of("GET", r"/out\.zarr/1/band_data/")
+    # The writer carries the URL, the endpoint and chunk metadata: no secret, no local path.
+    assert pickled and all(SECRET.encode() not in p and b"tmpdir" not in p for p in pickled)
+    print(f"\npickled writer: {max(map(len, pickled))} bytes")
     # The root's zarr.json is the last object written.
     assert [p for m, p, _ in requests.seen if m == "PUT"][-1].endswith("/out.zarr/zarr.json")
     print(f"\nS3 requests for {len(main_puts)} + {len(level_puts)} chunks, {result.bytes} bytes stored:",

@@ -30,7 +30,8 @@ store; nothing (its metadata is deleted first, root first, before any new
 chunk is written, so no reader mixes old metadata with new chunks); and
 the new store once its root metadata is written. Old keys the new store
 does not overwrite (a larger old array, more old overview levels) are
-deleted before the new metadata goes up.
+deleted before the new metadata goes up. A replacing job that fails
+leaves no store at all: the old one was unpublished when it began.
 
 Resume: the journal stays on the client's local disk with the staged
 metadata; chunks journaled as done are not computed again. A job stopped
