@@ -115,7 +115,7 @@ def keys(server, prefix="runs/out.zarr/"):
 
 
 class Requests:
-    """Every request moto's server answers, as ``(method, path, body bytes)``:
+    """Every request moto's server answers, as ``(method, path?query, body bytes)``:
     a WSGI wrapper around its app (this process's server, so no proxy)."""
 
     def __init__(self, server):
@@ -124,7 +124,8 @@ class Requests:
         app = wsgi.app
 
         def counting(environ, start_response):
-            self.seen.append((environ["REQUEST_METHOD"], environ["PATH_INFO"],
+            query = environ.get("QUERY_STRING", "")
+            self.seen.append((environ["REQUEST_METHOD"], environ["PATH_INFO"] + (f"?{query}" if query else ""),
                               int(environ.get("CONTENT_LENGTH") or 0)))
             return app(environ, start_response)
 
@@ -302,8 +303,20 @@ def test_overwrite_is_refused_in_one_line_then_replaces(s3, src, tif, tmp_path):
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "output exists" in proc.stderr and SECRET not in proc.stderr
     # Replaced by other pixels, another codec and fewer levels: nothing of the old store stays.
-    rdask.process(src, URL, _kernel({"fail": False}, reverse=False), chunk_mb=0.5, overview_levels=1,
-                  overwrite=True, compress="zstd")
+    requests = Requests(s3)
+    try:
+        rdask.process(src, URL, _kernel({"fail": False}, reverse=False), chunk_mb=0.5, overview_levels=1,
+                      overwrite=True, compress="zstd")
+    finally:
+        requests.close()
+    # The old metadata went (DeleteObjects: root, then the other nodes) before
+    # the first new chunk; stale chunks before the new metadata; root zarr.json last.
+    order = [(m, p) for m, p, _ in requests.seen if m in ("PUT", "POST")]
+    deletes = [i for i, (m, p) in enumerate(order) if m == "POST" and p.endswith("?delete")]
+    chunk_puts = [i for i, (m, p) in enumerate(order) if m == "PUT" and re.search(r"band_data/\d+/\d+/\d+$", p)]
+    meta_puts = [i for i, (m, p) in enumerate(order) if m == "PUT" and p.endswith(("zarr.json", ".zarray"))]
+    assert len(deletes) == 3 and deletes[1] < chunk_puts[0]
+    assert chunk_puts[-1] < deletes[2] < meta_puts[0] and order[-1][1].endswith("/out.zarr/zarr.json")
     after = keys(s3)
     assert after and not any(k.startswith("2/") for k in after)
     with rasterio.open(src) as ds:

@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from rdask.errors import OutputError, ResumeError, first_line
+from rdask.errors import OutputError, ResumeError
 from rdask.io.objectstore import (
     chunk_metadata,
     delete_keys,
@@ -166,11 +166,15 @@ def publish_order(files: list[str]) -> list[str]:
     return chunks + meta
 
 
-def metadata_first(keys: list[str]) -> list[str]:
-    """``keys`` in deletion order: root metadata, other metadata, the rest."""
+def delete_in_order(url: str, endpoint: S3Endpoint, keys: list[str]) -> None:
+    """Delete ``keys``: the root metadata first (the store is gone for
+    readers from then on), then the other nodes' metadata, then chunks; as
+    separate requests, since one bulk delete has no order."""
     root = [k for k in keys if k in METADATA]
     meta = [k for k in keys if is_metadata(k) and k not in METADATA]
-    return root + meta + [k for k in keys if not is_metadata(k)]
+    for group in (root, meta, [k for k in keys if not is_metadata(k)]):
+        if group:
+            delete_keys(url, endpoint, group)
 
 
 class ZarrS3Output:
@@ -211,7 +215,7 @@ class ZarrS3Output:
             if root:
                 # The old store disappears before any new chunk lands: root
                 # metadata first, then every other node's.
-                delete_keys(self.url, self.endpoint, [k for k in metadata_first(list(keys)) if is_metadata(k)])
+                delete_in_order(self.url, self.endpoint, [k for k in keys if is_metadata(k)])
             if resuming:
                 self._check_resumable()
                 for y0, x0 in self.journal.done:
@@ -224,9 +228,13 @@ class ZarrS3Output:
                 _, h, w = spec.shape
                 layout.create_root(geo_attrs(spec.meta, spec.meta.transform, (h, w)))
                 layout.create_level(self.main)
-        except OSError as exc:
+        except (OutputError, ResumeError):
             self.abort(keep_partial=resuming)
-            raise OutputError(f"cannot write {self.url}: {exc.strerror or first_line(exc)}") from None
+            raise
+        except Exception as exc:  # noqa: BLE001 - a local or an S3 error, in one line
+            self.abort(keep_partial=resuming)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else s3_reason(exc)
+            raise OutputError(f"cannot write {self.url}: {reason}") from None
         except BaseException:
             self.abort(keep_partial=resuming)
             raise
@@ -309,7 +317,7 @@ class ZarrS3Output:
             files = self._staged_files()
             keys = list_keys(self.url, self.endpoint)
             stale = [k for k in keys if k not in files and not self._is_chunk(k)] if self._had_keys else []
-            delete_keys(self.url, self.endpoint, metadata_first(stale))
+            delete_in_order(self.url, self.endpoint, stale)
             for name in publish_order(files):
                 put_file(self.url, self.endpoint, name, os.path.join(self.staged, name))
         except OutputError:
@@ -347,8 +355,7 @@ class ZarrS3Output:
             with contextlib.suppress(Exception):
                 files = set(self._staged_files())
                 keys = list_keys(self.url, self.endpoint)
-                delete_keys(self.url, self.endpoint,
-                            metadata_first([k for k in keys if k in files or self._is_chunk(k)]))
+                delete_in_order(self.url, self.endpoint, [k for k in keys if k in files or self._is_chunk(k)])
             _remove_tree(self.staged)
         self.journal.close(remove=not keep_partial)
         return keep_partial and os.path.exists(self.journal.path)
