@@ -9,6 +9,7 @@ an error or a log.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -272,10 +273,13 @@ def test_gdal_reads_the_store_through_vsis3(s3, src, tif):
 
 def test_open_raster_round_trip_and_cli(s3, src, tif, tmp_path):
     rdask.process(src, URL, "reverse-bands", chunk_mb=0.5)
-    r = rdask.open_raster(URL)
+    r = rdask.open_raster(URL, chunk_mb=0.5)
     np.testing.assert_array_equal(r.values, tif["pixels"])
     assert r.rio.crs == tif["crs"] and r.rio.transform() == tif["transform"]
-    assert r.chunks[1][0] % 256 == 0 or r.chunks[1][0] == SHAPE[1]  # aligned to the store's chunks
+    # Aligned to the store's chunks: each dask chunk covers whole Zarr chunks.
+    cy, cx = json.loads(body(s3, "band_data/zarr.json"))["chunk_grid"]["configuration"]["chunk_shape"][1:]
+    assert all(n % cy == 0 for n in r.chunks[1][:-1]) and all(n % cx == 0 for n in r.chunks[2][:-1])
+    assert len(r.chunks[1]) * len(r.chunks[2]) > 1
     # And as the input of another job, read by the tasks from S3.
     back = tmp_path / "back.tif"
     rdask.process(URL, back, "reverse-bands")
