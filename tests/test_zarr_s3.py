@@ -406,3 +406,16 @@ def test_no_secret_in_errors_or_logs(s3, src, caplog, capfd):
     out, errs = capfd.readouterr()
     for text in (str(err.value), str(err2.value), proc.stdout, proc.stderr, caplog.text, out, errs):
         assert SECRET not in text
+
+
+def test_objects_under_the_prefix_without_a_store_are_not_touched(s3, src):
+    """A prefix with objects but no store (a killed job on another machine,
+    or someone's files) is refused, not cleaned, unless overwrite."""
+    s3.client().put_object(Bucket=BUCKET, Key="runs/out.zarr/notes.txt", Body=b"mine")
+    with pytest.raises(OutputError, match="holds 1 objects but no Zarr store") as err:
+        rdask.process(src, URL, "reverse-bands", chunk_mb=0.5, resume=True)
+    assert "\n" not in str(err.value)
+    assert set(keys(s3)) == {"notes.txt"}
+    rdask.process(src, URL, "reverse-bands", chunk_mb=0.5, overwrite=True)
+    assert "notes.txt" not in keys(s3)  # overwrite replaces the whole prefix
+    assert open_s3_zarr().shape == SHAPE
