@@ -24,9 +24,8 @@ An existing store (root metadata at the URL) is refused unless
 ``overwrite``; a prefix holding objects but no store (a killed job's
 chunks) is refused too, unless ``overwrite`` or this machine's journal says
 they are an earlier job's on this URL (then they are reused on ``resume``,
-replaced otherwise). S3 cannot swap
-a prefix atomically, so with ``overwrite`` a reader sees, in turn: the old
-store; nothing (its metadata is deleted first, root first, before any new
+replaced otherwise). S3 cannot swap a prefix atomically, so with
+``overwrite`` a reader sees, in turn: the old store; nothing (its metadata is deleted first, root first, before any new
 chunk is written, so no reader mixes old metadata with new chunks); and
 the new store once its root metadata is written. Old keys the new store
 does not overwrite (a larger old array, more old overview levels) are
