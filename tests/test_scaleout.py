@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import isolation
 import numpy as np
 import pytest
 import rasterio
@@ -308,6 +309,43 @@ def test_workers_cannot_see_the_clients_files(rig_ready: Rig):
     assert lines[0] == "True" and lines[1].startswith("unreachable"), res.stdout
 
 
+LEFTOVER_RIG = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from isolation import rig
+with rig(sys.argv[1], n_workers=1, s3=False) as r:
+    print(r.net.netns, r.net.host_if, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_leftovers_of_a_killed_run_are_removed(tmp_path):
+    """A rig whose owner was SIGKILLed (no finally ran) leaves its netns, veth
+    and dask processes; the next rig's start removes exactly those."""
+    owner = subprocess.Popen([sys.executable, "-c", LEFTOVER_RIG, str(tmp_path),
+                              os.path.dirname(__file__)], stdout=subprocess.PIPE, text=True)
+    try:
+        netns, host_if = owner.stdout.readline().split()
+        owner.kill()
+        owner.wait(30)
+        tagged = isolation._tagged_processes()
+        orphans = [pid for pid, who in tagged.items() if who == owner.pid]
+        assert len(orphans) >= 2, tagged  # the scheduler and the worker's nanny (+ worker)
+        assert netns in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                       text=True).stdout
+        removed = isolation.remove_leftovers()
+        assert f"netns {netns}" in removed, removed
+        wait_until(lambda: not any(isolation._alive(p) for p in orphans), "orphans to die",
+                   timeout=30)
+        assert netns not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                           text=True).stdout
+        assert not os.path.exists(f"/sys/class/net/{host_if}")
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+        isolation.remove_leftovers()
+
+
 # -- 2. every mode: same pixels as threads -------------------------------------
 
 
@@ -414,22 +452,19 @@ def big(cluster: Rig) -> Job:
     return Job(str(src), args, 0, tile_size=2 * BIG_BLOCK)
 
 
-@pytest.fixture(scope="module")
-def table(request) -> Iterator[list[str]]:
-    """Rows of the bytes table, printed at the end of the module (and saved)."""
-    rows: list[str] = []
-    yield rows
-    if rows:
-        head = f"{'mode':8} {'output MB':>9} {'sent B':>11} {'received B':>11} {'% output':>9} {'wall s':>7}"
-        lines = ["", "client bytes on the veth (W-scaleout):", head, *rows]
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        for line in lines:
-            (reporter.write_line if reporter else print)(line)
+TABLE_HEAD = (f"{'mode':8} {'output MB':>9} {'client sent B':>13} {'received B':>11} "
+              f"{'% of output':>11} {'wall s':>7}")
+
+
+def report_row(capsys: pytest.CaptureFixture, row: str) -> None:
+    """Print a row of the bytes table past pytest's capture (the lead quotes it)."""
+    with capsys.disabled():
+        print(f"\n{TABLE_HEAD}\n{row}")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
-def test_client_bytes(request, rig_ready: Rig, big: Job, mode: Mode, table: list[str]):
+def test_client_bytes(request, capsys, rig_ready: Rig, big: Job, mode: Mode):
     expect_pending(request, mode, bytes_bound=True)
     r = rig_ready
     target = mode.target(r, "big")
@@ -437,8 +472,8 @@ def test_client_bytes(request, rig_ready: Rig, big: Job, mode: Mode, table: list
         _, moved, seconds = run_ok(r, big.cli(r, mode, target), timeout=400)
         size = output_bytes(r, mode, target)
         share = moved.total / size
-        table.append(f"{mode.name:8} {size / 1e6:9.1f} {moved.sent:11d} {moved.received:11d} "
-                     f"{100 * share:9.3f} {seconds:7.1f}")
+        report_row(capsys, f"{mode.name:8} {size / 1e6:9.1f} {moved.sent:13d} {moved.received:11d} "
+                           f"{100 * share:11.3f} {seconds:7.1f}")
         assert size >= MIN_BIG_OUTPUT, size
         if mode.workers_write:
             assert share <= METADATA_SHARE, f"the client moved {100 * share:.1f}% of the output"
