@@ -29,7 +29,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import isolation
@@ -110,7 +110,8 @@ def expect_pending(request: pytest.FixtureRequest, mode: Mode, *, bytes_bound: b
     XPASS then fails: drop the reason from MODES when the output lands)."""
     reason = mode.pending or (mode.bytes_pending if bytes_bound else "")
     if reason:
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+        # Only an assertion (rdask failing, or a bound) is expected: a rig error still fails.
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=True, raises=AssertionError))
 
 
 # -- reading outputs back -----------------------------------------------------
@@ -139,17 +140,12 @@ def _tree_size(path: str) -> int:
 def read_output(r: Rig, mode: Mode, target: str) -> Output:
     """The output at ``target`` (downloaded first from S3)."""
     if mode.place == "s3":
-        s3 = r.s3.client()
         key = target.split("/", 3)[3]
-        if mode.suffix == ".zarr":  # not writable yet: see MODES
-            raise NotImplementedError("reading an S3 Zarr store")
-        local = r.base / "download" / key
-        local.parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(BUCKET, key, str(local))
+        local = download(r, key, r.base / "download")
         try:
-            return _read_tif(str(local))
+            return read_output(r, replace(mode, place="shared"), str(local))
         finally:
-            local.unlink()
+            shutil.rmtree(r.base / "download")
     if mode.suffix == ".zarr":
         import zarr
 
@@ -160,6 +156,19 @@ def read_output(r: Rig, mode: Mode, target: str) -> Output:
         out.nbytes = _tree_size(target)
         return out
     return _read_tif(target)
+
+
+def download(r: Rig, key: str, into: Path) -> Path:
+    """Every object at ``key`` or under ``key/`` (a Zarr store), into ``into``."""
+    s3 = r.s3.client()
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=key).get("Contents", [])
+    for o in listing:
+        if o["Key"] == key or o["Key"].startswith(key + "/"):
+            local = into / o["Key"]
+            local.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(BUCKET, o["Key"], str(local))
+    assert listing, f"nothing at s3://{BUCKET}/{key}"
+    return into / key
 
 
 def output_bytes(r: Rig, mode: Mode, target: str) -> int:
@@ -414,7 +423,9 @@ def test_client_sigkill_then_resume(request, rig_ready: Rig, small: Job, mode: M
     assert 4 <= kept < small.chunks
     before = _chunk_files(Path(target).with_name(f".{Path(target).name}.rdask-partial"))
     res, _, _ = run_ok(r, [*argv[:2], "-v", *argv[2:]])
-    if mode.suffix == ".zarr":
+    if mode.suffix == ".zarr" and mode.place == "s3":
+        pass  # when S3 Zarr lands: add evidence that the journaled chunks were kept
+    elif mode.suffix == ".zarr":
         # No "resuming" line for Zarr (see the report): the journaled chunks'
         # files must be the very files the killed run wrote.
         kept_files = set(before.items()) & set(_chunk_files(Path(target)).items())
