@@ -28,7 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 import rasterio
 from faultutil import journal_chunks, reverse_bands_iterations, wait_until
-from isolation import Rig, rig
+from isolation import Counters, Rig, rig
 from rasters import synthetic, write
 
 pytestmark = [
@@ -208,6 +208,8 @@ def journal_of(r: Rig, mode: Mode, target: str) -> Path | None:
 
 @dataclass
 class Job:
+    """An ``rdask run`` job on an input in the shared dir, in any mode."""
+
     src: str
     args: tuple[str, ...]  # kernel, options (no input or output)
     chunks: int
@@ -222,7 +224,9 @@ class Job:
         return r.rdask(kernel, self.src, target, *opts, *slowly, *mode.args, *mosaic, *extra)
 
 
-def run_ok(r: Rig, argv: list[str], timeout: float = 300):
+def run_ok(r: Rig, argv: list[str],
+           timeout: float = 300) -> tuple[subprocess.CompletedProcess, Counters, float]:
+    """Run a client to success: (result, its bytes on the veth, seconds)."""
     res, moved, seconds = r.run_client(argv, timeout=timeout)
     assert res.returncode == 0, f"{' '.join(argv)}\n{res.stderr[-3000:]}"
     return res, moved, seconds
@@ -273,19 +277,24 @@ def threaded(cluster: Rig, small: Job, tmp_path_factory) -> np.ndarray:
     return pixels
 
 
-_uninterrupted: dict[str, Output] = {}
+@pytest.fixture(scope="module")
+def uninterrupted(cluster: Rig, small: Job) -> Callable[[Mode], Output]:
+    """``uninterrupted(mode)``: the small job's output in ``mode``, run once
+    on the rig without faults (the reference of the fault tests)."""
+    done: dict[str, Output] = {}
 
+    def get(mode: Mode) -> Output:
+        if mode.name not in done:
+            target = mode.target(cluster, "plain")
+            run_ok(cluster, small.cli(cluster, mode, target))
+            done[mode.name] = read_output(cluster, mode, target)
+        return done[mode.name]
 
-def uninterrupted(r: Rig, small: Job, mode: Mode) -> Output:
-    """The small job's output in ``mode``, run once without faults (cached)."""
-    if mode.name not in _uninterrupted:
-        target = mode.target(r, "plain")
-        run_ok(r, small.cli(r, mode, target))
-        _uninterrupted[mode.name] = read_output(r, mode, target)
-    return _uninterrupted[mode.name]
+    return get
 
 
 def same_output(got: Output, want: Output, mode: Mode) -> None:
+    """Same pixels; same metadata (GeoTIFF, mosaic) or Zarr attributes."""
     assert np.array_equal(got.pixels, want.pixels)
     if mode.suffix == ".tif" or mode.mosaic:
         assert got.meta == want.meta
@@ -297,6 +306,8 @@ def same_output(got: Output, want: Output, mode: Mode) -> None:
 
 
 def test_workers_cannot_see_the_clients_files(rig_ready: Rig):
+    """Workers see an empty dir where the client's files are, and the shared
+    dir; the client sees its files and has no route off the rig."""
     r = rig_ready
     secret = r.hidden / "client-only.txt"
     secret.write_text("only the client sees this\n")
@@ -359,10 +370,12 @@ def test_leftovers_of_a_killed_run_are_removed(tmp_path):
 
 
 @pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
-def test_output_equals_threaded_run(request, rig_ready: Rig, small: Job, threaded: np.ndarray,
-                                    mode: Mode):
+def test_output_equals_threaded_run(request, rig_ready: Rig, threaded: np.ndarray,
+                                    uninterrupted: Callable[[Mode], Output], mode: Mode):
+    """Every mode completes on workers that cannot see the client's files,
+    with the pixels of a threaded run."""
     expect_pending(request, mode)
-    out = uninterrupted(rig_ready, small, mode)
+    out = uninterrupted(mode)
     assert out.pixels.shape == threaded.shape
     assert np.array_equal(out.pixels, threaded)
 
@@ -382,10 +395,13 @@ def _wait_chunks(r: Rig, mode: Mode, target: str, proc: subprocess.Popen, n: int
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
-def test_worker_sigkill_mid_job(request, rig_ready: Rig, small: Job, mode: Mode):
+def test_worker_sigkill_mid_job(request, rig_ready: Rig, small: Job,
+                                uninterrupted: Callable[[Mode], Output], mode: Mode):
+    """A worker process SIGKILLed once chunks are done: its nanny restarts
+    it, the job completes, and the output is the uninterrupted one."""
     expect_pending(request, mode)
     r = rig_ready
-    want = uninterrupted(r, small, mode)
+    want = uninterrupted(mode)
     target = mode.target(r, "workerkill")
     proc = r.start_client(small.cli(r, mode, target, "--checkpoint-seconds", "0.1", slow=True))
     done = _wait_chunks(r, mode, target, proc, 3)
@@ -393,6 +409,8 @@ def test_worker_sigkill_mid_job(request, rig_ready: Rig, small: Job, mode: Mode)
         pids = c.run(os.getpid)
         busy = [a for a, tasks in c.processing().items() if tasks and a in pids]
         victim = busy[0] if busy else next(iter(pids))
+        # The worker process, not its nanny (which would take the worker with it).
+        assert pids[victim] not in {p.pid for p in r.cluster.nannies}
         os.kill(pids[victim], signal.SIGKILL)
         assert proc.poll() is None and done < small.chunks, "the job ended before the kill"
         wait_until(lambda: victim not in c.scheduler_info()["workers"], "the worker to be dropped",
@@ -407,10 +425,13 @@ def test_worker_sigkill_mid_job(request, rig_ready: Rig, small: Job, mode: Mode)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
-def test_client_sigkill_then_resume(request, rig_ready: Rig, small: Job, mode: Mode):
+def test_client_sigkill_then_resume(request, rig_ready: Rig, small: Job,
+                                    uninterrupted: Callable[[Mode], Output], mode: Mode):
+    """A worker process SIGKILLed once chunks are done: its nanny restarts
+    it, the job completes, and the output is the uninterrupted one."""
     expect_pending(request, mode)
     r = rig_ready
-    want = uninterrupted(r, small, mode)
+    want = uninterrupted(mode)
     target = mode.target(r, "clientkill")
     argv = small.cli(r, mode, target, "--resume", "--checkpoint-seconds", "0.1", slow=True)
     proc = r.start_client(argv)
@@ -426,8 +447,8 @@ def test_client_sigkill_then_resume(request, rig_ready: Rig, small: Job, mode: M
     if mode.suffix == ".zarr" and mode.place == "s3":
         pass  # when S3 Zarr lands: add evidence that the journaled chunks were kept
     elif mode.suffix == ".zarr":
-        # No "resuming" line for Zarr (see the report): the journaled chunks'
-        # files must be the very files the killed run wrote.
+        # rdask's Zarr output logs no "resuming" line (GTiff and mosaic do):
+        # instead, the journaled chunks' files must be the ones the killed run wrote.
         kept_files = set(before.items()) & set(_chunk_files(Path(target)).items())
         assert len(kept_files) >= kept, (len(kept_files), kept)
     else:
@@ -476,6 +497,8 @@ def report_row(capsys: pytest.CaptureFixture, row: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
 def test_client_bytes(request, capsys, rig_ready: Rig, big: Job, mode: Mode):
+    """On a >= 200 MB output the client moves <= 1% of it where workers write
+    the output, and >= 90% (all of it) where it writes it itself."""
     expect_pending(request, mode, bytes_bound=True)
     r = rig_ready
     target = mode.target(r, "big")
