@@ -310,12 +310,15 @@ def hidden_worker_command(address: str, host: str, hidden: str | os.PathLike, *,
 
 @contextlib.contextmanager
 def isolated_cluster(host: str, hidden: str | os.PathLike, workdir: str | os.PathLike, *,
-                     n_workers: int = 2, nthreads: int = 1, nanny: bool = True) -> Iterator[Cluster]:
+                     n_workers: int = 2, nthreads: int = 1, nanny: bool = True,
+                     worker_env: dict[str, str] | None = None) -> Iterator[Cluster]:
     """A scheduler on ``host`` and ``n_workers`` workers that cannot see ``hidden``.
 
     ``workdir`` (not under ``hidden``) holds the scheduler file and the
     log, and is the processes' working directory. With ``nanny`` a
-    SIGKILLed worker process is restarted by its nanny.
+    SIGKILLed worker process is restarted by its nanny. ``worker_env`` is
+    added to the workers' environment (e.g. S3 credentials: outputs that
+    workers upload themselves take them from each process's environment).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -326,7 +329,7 @@ def isolated_cluster(host: str, hidden: str | os.PathLike, workdir: str | os.Pat
         for _ in range(n_workers):
             cluster.nannies.append(_start(
                 hidden_worker_command(address, host, hidden, nthreads=nthreads, nanny=nanny),
-                log, cwd=workdir))
+                log, env=rig_env(worker_env), cwd=workdir))
         with cluster.client() as c:
             c.wait_for_workers(n_workers, timeout=90)
         yield cluster
@@ -425,9 +428,9 @@ def rig(base: str | os.PathLike, *, n_workers: int = 2, nthreads: int = 1, nanny
         if s3:
             server = s3_server(net.host_ip).start()
             stack.callback(server.stop)
-        cluster = stack.enter_context(isolated_cluster(net.host_ip, hidden, base / "cluster",
-                                                       n_workers=n_workers, nthreads=nthreads,
-                                                       nanny=nanny))
+        cluster = stack.enter_context(isolated_cluster(
+            net.host_ip, hidden, base / "cluster", n_workers=n_workers, nthreads=nthreads,
+            nanny=nanny, worker_env=dict(server.env) if server else None))
         r = Rig(net, cluster, server, base, hidden, shared)
         try:
             yield r
