@@ -53,9 +53,9 @@ BUCKET = "scaleout"
 SMALL_SHAPE = (3, 768, 768)
 SMALL_BLOCK = 128
 SMALL_CHUNK_MB = 0.05
-# The big job (bytes): 3 x 5120 x 5120 float32 noise, ~315 MB of pixels that
+# The big job (bytes): 3 x 4608 x 4608 float32 noise, ~255 MB of pixels that
 # zstd barely shrinks, so the output stays well above 200 MB.
-BIG_SHAPE = (3, 5120, 5120)
+BIG_SHAPE = (3, 4608, 4608)
 BIG_BLOCK = 512
 MIN_BIG_OUTPUT = 200e6
 #: Client bytes / output bytes: at most this where workers write the output.
