@@ -98,9 +98,7 @@ MODES = [
     Mode("mosaic", "", "shared", mosaic=True),
     Mode("s3-tif", ".tif", "s3", bytes_pending=STAGED),
     Mode("s3-cog", ".tif", "s3", ("--driver", "cog"), bytes_pending=STAGED),
-    Mode("s3-zarr", ".zarr", "s3",
-         pending="rdask writes Zarr stores to local paths only "
-                 "(rdask/outputs/zarr.py accepts() refuses s3://...zarr)"),
+    Mode("s3-zarr", ".zarr", "s3"),
 ]
 MODE_IDS = [m.name for m in MODES]
 
