@@ -137,7 +137,7 @@ def journal_path(target):
 def test_s3parts_is_chosen_for_what_it_encodes():
     gtiff = WriteOptions.of(driver="GTiff")
     assert kind_for(url(), gtiff).__name__ == "rdask.outputs.s3parts"
-    assert kind_for(url(), WriteOptions.of(driver="COG")).__name__ == "rdask.outputs.s3staged"
+    assert kind_for(url(), WriteOptions.of(driver="COG")).__name__ == "rdask.outputs.s3cog"
 
 
 @pytest.mark.parametrize("case", ["small-chunks-padded", "big-chunks", "big-chunks-deflate"])
@@ -252,12 +252,13 @@ def test_existing_object_needs_overwrite(s3, inputs, tmp_path):
 # -- 3. resume after the client is SIGKILLed --------------------------------------
 
 
-def killed_run(inputs, target, *, after_parts=3):
+def killed_run(inputs, target, *extra, after_parts=3):
     """``rdask run`` on 1 thread, SIGKILLed once ``after_parts`` chunks are
     journaled; returns the journal's chunk lines."""
     journal = journal_path(target)
     proc = subprocess.Popen([RDASK, "run", "reverse-bands", str(inputs / "small.tif"), target, "-j", "1",
-                             "--chunk-mb", "0.3", "--resume"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--chunk-mb", "0.3", "--resume", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         while proc.poll() is None:
             if os.path.exists(journal):
@@ -373,3 +374,77 @@ def test_read_back_through_gdal(s3, inputs, tmp_path):
             rasterio.open(f"/vsis3/{BUCKET}/out.tif") as ds:
         assert ds.tags()["SENSOR"] == "synthetic" and ds.descriptions == ("b", "g", "r")
         assert np.array_equal(ds.read(), read(inputs / "small.tif")[::-1])
+
+
+# -- 5. COG: overview levels built by the tasks too ---------------------------------
+
+
+def overview_pixels(path):
+    """Every level's pixels, full resolution first."""
+    with rasterio.open(path) as ds:
+        n = len(ds.overviews(1))
+    out = []
+    for level in range(-1, n):
+        opts = {} if level < 0 else {"OVERVIEW_LEVEL": level}
+        with rasterio.open(path, **opts) as ds:
+            out.append(ds.read())
+    return out
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "local:2"])
+def test_cog_gives_the_local_cog(scheduler, s3, inputs, tmp_path, caplog):
+    from rio_cogeo.cogeo import cog_validate
+
+    src = str(inputs / "small.tif")
+    kw = dict(driver="COG", chunk_mb=1, blocksize=128)
+    local = tmp_path / "local.tif"
+    rdask.process(src, str(local), "reverse-bands", workers=2, **kw)
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    rdask.process(src, url(), "reverse-bands", scheduler=scheduler, workers=2, **kw)
+    got = download(s3, tmp_path / "from-s3.tif")
+    valid, errors, warnings = cog_validate(str(got), quiet=True)
+    assert valid, errors
+    assert_same_raster(got, local)
+    mine, theirs = overview_pixels(got), overview_pixels(local)
+    assert len(mine) == len(theirs) == 4
+    for a, b in zip(mine, theirs, strict=True):
+        assert np.array_equal(a, b)
+    assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())  # pieces deleted
+    if scheduler == "threads":
+        parts = part_logs(caplog)
+        assert sorted(parts) == list(range(1, max(parts) + 1))
+
+
+def test_cog_resume_after_sigkill(s3, inputs, tmp_path, caplog):
+    from rio_cogeo.cogeo import cog_validate
+
+    client = s3.client()
+    recorded = killed_run(inputs, url(), "--driver", "COG", "--blocksize", "128")
+    # The level-1 pieces of the journaled chunks are hidden objects beside the key.
+    hidden = objects(client)
+    assert "out.tif" not in hidden and len(hidden) >= len(recorded)
+    assert all(k.startswith("out.tif.rdask-partial/") for k in hidden)
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    kw = dict(driver="COG", blocksize=128, chunk_mb=0.3, workers=1)
+    result = rdask.process(str(inputs / "small.tif"), url(), "reverse-bands", resume=True, **kw)
+    main_parts = {r[2] for r in recorded}
+    uploaded = set(part_logs(caplog))
+    assert not main_parts & uploaded  # the journaled chunks were not redone...
+    last = max(uploaded | main_parts)
+    main_range = set(range(last - result.chunks + 1, last + 1))
+    assert main_parts <= main_range and main_range == main_parts | (uploaded & main_range)  # ...the rest was
+    assert set(range(1, last + 1)) - main_range <= uploaded  # header and every level
+    local = tmp_path / "local.tif"
+    rdask.process(str(inputs / "small.tif"), str(local), "reverse-bands", **kw)
+    got = download(s3, tmp_path / "from-s3.tif")
+    assert cog_validate(str(got), quiet=True)[0]
+    for a, b in zip(overview_pixels(got), overview_pixels(local), strict=True):
+        assert np.array_equal(a, b)
+    assert objects(client) == ["out.tif"] and not uploads(client)
+
+
+def test_cog_kernel_error_leaves_no_object_no_piece_no_upload(s3, inputs):
+    kernel = f"{inputs / 'kernels.py'}:explode_on_sentinel"
+    with pytest.raises(KernelError):
+        rdask.process(str(inputs / "sentinel.tif"), url(), kernel, driver="COG", chunk_mb=1, workers=1)
+    assert objects(s3.client()) == [] and not uploads(s3.client())

@@ -30,9 +30,9 @@ only creates the multipart upload; each chunk's task encodes its tiles
   without ``resume`` aborts what a killed job left on the key.
 
 What this output cannot do goes to :mod:`.s3staged`: what only GDAL can
-encode (masks, other codecs), rasters under 5 MiB (one part, so nothing to
-spread; padding would only grow the object), and COGs (whose tile order and
-overview levels this output does not make yet).
+encode (masks, other codecs) and rasters under 5 MiB (one part's worth:
+nothing to spread, and padding would only grow the object). COGs are
+:mod:`.s3cog`, which adds the overview levels to this output.
 """
 
 from __future__ import annotations
@@ -77,33 +77,45 @@ def accepts(target: str, options: WriteOptions) -> bool:
 
 def open(spec: OutputSpec) -> Any:  # noqa: A001
     """Parts uploaded by the tasks when rdask encodes the tiles, else the staged upload."""
-    encoder = encoder_of(spec)
-    if encoder is None or spec.mask is not None or _nbytes(spec) < MIN_PART:
-        return s3staged.open(spec)
-    return PartsOutput(spec, encoder)
+    encoder = parts_encoder(spec)
+    return s3staged.open(spec) if encoder is None else PartsOutput(spec, encoder)
 
 
-def _nbytes(spec: OutputSpec) -> int:
+def parts_encoder(spec: OutputSpec) -> TileEncoder | None:
+    """The tile encoder when the tasks can upload the tiles as parts: rdask
+    encodes them, no mask, and at least 5 MiB of pixels; else None."""
     bands, height, width = spec.shape
-    return bands * height * width * np.dtype(spec.dtype).itemsize
+    if spec.mask is not None or bands * height * width * np.dtype(spec.dtype).itemsize < MIN_PART:
+        return None
+    return encoder_of(spec)
 
 
-def check_part_count(url: str, chunks: int) -> None:
+def check_part_count(url: str, parts: int) -> None:
     """Refuse, before any work, a job that needs more parts than S3 allows."""
-    if chunks + 1 > MAX_PARTS:
-        raise OutputError(f"cannot write {url}: {chunks} chunks need {chunks + 1} multipart parts, S3 "
+    if parts > MAX_PARTS:
+        raise OutputError(f"cannot write {url}: its chunks need {parts} multipart parts, S3 "
                           f"allows {MAX_PARTS} (use larger chunks: --chunk-mb)")
+
+
+def part_starts(parts: list[Part], at: int) -> dict[int, int]:
+    """Where each part starts in the object, the parts after ``at`` bytes of part 1."""
+    starts = {}
+    for part in sorted(parts, key=lambda p: p.number):
+        starts[part.number] = at
+        at += part.size
+    return starts
 
 
 class PartsOutput:
     """A GeoTIFF whose tiles the tasks upload as parts (see the module docstring)."""
 
-    def __init__(self, spec: OutputSpec, encoder: TileEncoder) -> None:
+    def __init__(self, spec: OutputSpec, encoder: TileEncoder, *, first: int = 2) -> None:
+        """``first``: the chunks' first part number (a COG's levels come before them)."""
         self.spec, self.url = spec, spec.target
         self.s3 = S3Upload(spec.target, dict(spec.gdal_options))  # refuses secret options
         self.grid = ChunkGrid(spec.chunks)
-        self.numbers = PartNumbers.of(spec.chunks, first=2)
-        check_part_count(self.url, self.numbers.last - 1)
+        self.numbers = PartNumbers.of(spec.chunks, first=first)
+        check_part_count(self.url, self.numbers.last)
         base = staging_path(self.url)
         self.header_path = base + ".header.tif"
         self.journal = PartJournal(base + ".rdask-parts", self.url)
@@ -188,32 +200,34 @@ class PartsOutput:
         if sync:
             self._last_sync = time.monotonic()
 
+    def close(self) -> None:
+        """No more chunks: the main pass is over."""
+        self._closed = True
+
     def commit(self, run: RunChunks) -> Committed:
         """Fill in the tile index, upload the header part, complete the upload."""
         assert self.upload is not None
-        self._closed = True
+        self.close()
         size = max(MIN_PART, os.path.getsize(self.header_path))
         header = self._header(size)
         part1 = run_header(run, HeaderWriter(self.upload, header, size))
         self.upload.complete([part1, *self.parts.values()])
-        total = size + sum(p.size for p in self.parts.values())
-        padding = size - len(header) + sum(p.padding for p in self.parts.values())
-        log.debug("%s: %d parts, %d bytes, of which %d bytes of padding (%d in the header part)",
-                  self.url, len(self.parts) + 1, total, padding, size - len(header))
+        self.finish()
+        return Committed(self.url, summary(self.url, part1, len(header), list(self.parts.values())))
+
+    def finish(self) -> None:
+        """After the completion: the journal and the local header go."""
         self.journal.close(remove=True)
         self._drop_header()
-        return Committed(self.url, total)
 
     def _header(self, header_part: int) -> bytes:
         """The header GDAL wrote, its tile index pointing into the parts."""
         offsets = np.zeros(self.index.count, dtype=np.uint64)
         counts = np.zeros(self.index.count, dtype=np.uint64)
-        start = header_part
-        for number in sorted(self.parts):
-            part = self.parts[number]
+        starts = part_starts(list(self.parts.values()), header_part)
+        for part in self.parts.values():
             for i, off, n in part.tiles:
-                offsets[i], counts[i] = start + off, n
-            start += part.size
+                offsets[i], counts[i] = starts[part.number] + off, n
         if not counts.all():
             raise OutputError(f"cannot finish {self.url}: rdask bug: {int((counts == 0).sum())} tiles missing")
         fd = os.open(self.header_path, os.O_RDWR)
@@ -243,17 +257,26 @@ class PartsOutput:
             unlink_quietly(path)
 
 
+def summary(url: str, part1: Part, header: int, parts: list[Part]) -> int:
+    """Log what the object is made of (at debug level); return its size."""
+    total = part1.size + sum(p.size for p in parts)
+    padding = part1.size - header + sum(p.padding for p in parts)
+    log.debug("%s: %d parts, %d bytes, of which %d bytes of padding (%d in the header part)",
+              url, len(parts) + 1, total, padding, part1.size - header)
+    return total
+
+
 def run_header(run: RunChunks, writer: HeaderWriter) -> Part:
     """Upload the header part through ``run``: a one-chunk job of its own, so
     it runs where the chunk tasks run."""
     job = ChunkJob(shape=(1, 1, 1), dtype=np.dtype("u1"), chunks=((1,), (1,), (1,)),
                    name=f"rdask-s3-header-{uuid.uuid4().hex}",
                    make=lambda region, key: ComputeTask(region, key, _no_pixels))
-    output = _OneResult(writer)
+    output = Collect(writer)
     run(job, output)
-    if output.result is None:
+    if not output.parts:
         raise OutputError(f"cannot finish {writer.upload.url}: the header part was not uploaded")
-    return output.result
+    return output.parts[1]
 
 
 def _no_pixels(region: Region) -> np.ndarray:
@@ -261,20 +284,21 @@ def _no_pixels(region: Region) -> np.ndarray:
     return np.zeros((1, 1, 1), dtype=np.uint8)
 
 
-class _OneResult:
-    """The write contract for a one-chunk job whose result the caller wants."""
+class Collect:
+    """The write contract for a job run at commit (the header, a COG level):
+    it only collects the parts its tasks uploaded."""
 
     partial = ""
 
-    def __init__(self, writer: HeaderWriter) -> None:
+    def __init__(self, writer: Any) -> None:
         self.writer = writer
-        self.result: Part | None = None
+        self.parts: dict[int, Part] = {}
 
     def is_done(self, region: Region) -> bool:
         return False
 
     def record(self, region: Region, result: Part) -> None:
-        self.result = result
+        self.parts[result.number] = result
 
     def commit(self, run: RunChunks) -> Committed:
         raise NotImplementedError
