@@ -391,12 +391,16 @@ def overview_pixels(path):
     return out
 
 
-@pytest.mark.parametrize("scheduler", ["threads", "local:2"])
-def test_cog_gives_the_local_cog(scheduler, s3, inputs, tmp_path, caplog):
+@pytest.mark.parametrize(("scheduler", "name", "levels_in_header"), [
+    ("threads", "small", 3),  # every level fits in part 1
+    ("threads", "big", 4),  # level 1 is a chunk job of its own; the 4 others fit in part 1
+    ("local:2", "big", 4),
+])
+def test_cog_gives_the_local_cog(scheduler, name, levels_in_header, s3, inputs, tmp_path, caplog):
     from rio_cogeo.cogeo import cog_validate
 
-    src = str(inputs / "small.tif")
-    kw = dict(driver="COG", chunk_mb=1, blocksize=128)
+    src = str(inputs / f"{name}.tif")
+    kw = dict(driver="COG", chunk_mb=1, blocksize=128 if name == "small" else 64)
     local = tmp_path / "local.tif"
     rdask.process(src, str(local), "reverse-bands", workers=2, **kw)
     caplog.set_level(logging.DEBUG, logger="rdask")
@@ -406,13 +410,14 @@ def test_cog_gives_the_local_cog(scheduler, s3, inputs, tmp_path, caplog):
     assert valid, errors
     assert_same_raster(got, local)
     mine, theirs = overview_pixels(got), overview_pixels(local)
-    assert len(mine) == len(theirs) == 4
+    assert len(mine) == len(theirs) == levels_in_header + (name == "big") + 1
     for a, b in zip(mine, theirs, strict=True):
-        assert np.array_equal(a, b)
+        assert np.array_equal(a, b, equal_nan=True)
     assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())  # pieces deleted
     if scheduler == "threads":
         parts = part_logs(caplog)
         assert sorted(parts) == list(range(1, max(parts) + 1))
+        assert any(f"with {levels_in_header} levels' tiles" in r.getMessage() for r in caplog.records)
 
 
 def test_cog_resume_after_sigkill(s3, inputs, tmp_path, caplog):

@@ -9,9 +9,13 @@ as multipart parts: the S3 GeoTIFF output (:mod:`.s3parts`) plus
   then (and the 10,000-part limit checked before any work).
 * The main pass is the GeoTIFF output's, its writer wrapped in a
   :class:`~.s3levels.PieceTap` that stores each chunk's level-1 picks. On
-  commit each level is a chunk job run through ``run``: its chunks are read
-  from the pieces, their tiles uploaded as parts, the next level's pieces
-  written.
+  commit each large level is a chunk job run through ``run``: its chunks
+  are read from the pieces, their tiles uploaded as parts, the next
+  level's pieces written.
+* The smallest levels (as many as fit in part 1's 5 MiB, at their worst
+  encoded size) have no parts: the header task builds them in memory from
+  their pieces and puts their tiles after the IFDs, where a COG keeps its
+  smallest overviews, instead of padding a 5 MiB part for each.
 * The IFDs are GDAL's: the main image's and one GeoTIFF per level are
   created sparse on the client, as the local COG's are, and
   :mod:`.coglayout` lays them out with the tile offsets from the parts. A
@@ -20,10 +24,8 @@ as multipart parts: the S3 GeoTIFF output (:mod:`.s3parts`) plus
 * A resume redoes the levels (only the main pass is journaled); the pieces
   of the interrupted upload are kept for it, any other job's are deleted.
 
-Every level part but the last is padded to 5 MiB like any other, so each
-small level costs 5 MiB in the object; the local output (or the staged
-upload) has no such cost. Other resamplings than ``nearest`` need GDAL's
-overview builder, on the whole file: :mod:`.s3staged` writes them.
+Other resamplings than ``nearest`` need GDAL's overview builder, on the
+whole file: :mod:`.s3staged` writes them.
 """
 
 from __future__ import annotations
@@ -39,8 +41,16 @@ from rdask.outputs.base import Committed, OutputSpec, RunChunks
 from rdask.outputs.coglayout import header_and_ifds, layout_ifds, overview_factors, read_ifds
 from rdask.outputs.gdalsink import create_dataset, gdal_env
 from rdask.outputs.options import WriteOptions
-from rdask.outputs.parts import MIN_PART, HeaderWriter, Part, PartNumbers, PartWriter
-from rdask.outputs.s3levels import FromPieces, PieceTap, S3Pieces, delete_pieces, token
+from rdask.outputs.parts import MIN_PART, Part, PartNumbers, PartWriter
+from rdask.outputs.s3levels import (
+    FromPieces,
+    HeaderWithLevels,
+    PieceTap,
+    S3Pieces,
+    delete_pieces,
+    tail_bound,
+    token,
+)
 from rdask.outputs.s3parts import (
     Collect,
     PartsOutput,
@@ -88,13 +98,29 @@ def _count(chunks: tuple[tuple[int, ...], ...]) -> int:
     return len(chunks[1]) * len(chunks[2])
 
 
+def tail_count(spec: OutputSpec, encoder: TileEncoder, levels: list) -> int:
+    """How many of the smallest levels fit in part 1 after the IFDs (an
+    estimate of them: GDAL's tags, and 16 bytes per tile for the index)."""
+    tiles = sum(math.ceil(sum(c[1]) / encoder.tile) * math.ceil(sum(c[2]) / encoder.tile)
+                for c in (spec.chunks, *levels))
+    room = MIN_PART - 65536 * (len(levels) + 1) - 16 * tiles
+    n = 0
+    for chunks in reversed(levels):
+        room -= tail_bound((spec.shape[0], sum(chunks[1]), sum(chunks[2])), encoder)
+        if room < 0:
+            break
+        n += 1
+    return n
+
+
 class CogParts:
     """A COG whose tiles the tasks upload (see the module docstring)."""
 
     def __init__(self, spec: OutputSpec, encoder: TileEncoder) -> None:
         self.spec, self.encoder = spec, encoder
         self.levels = level_chunks(spec)
-        level_parts = sum(_count(c) for c in self.levels)
+        self.tail = tail_count(spec, encoder, self.levels)
+        level_parts = sum(_count(c) for c in self.levels[: len(self.levels) - self.tail])
         self.main = PartsOutput(spec, encoder, first=2 + level_parts)
         self.upload = upload = self.main.upload
         self.partial = self.main.partial
@@ -107,7 +133,7 @@ class CogParts:
             raise
         # Smallest level first: level k's range ends where level k-1's starts.
         self.numbers, first = [], 2 + level_parts
-        for chunks in self.levels:
+        for chunks in self.levels[: len(self.levels) - self.tail]:
             first -= _count(chunks)
             self.numbers.append(PartNumbers.of(chunks, first=first, last=self.main.numbers.last))
         self.writer: Any = self.main.writer
@@ -138,21 +164,20 @@ class CogParts:
     def commit(self, run: RunChunks) -> Committed:
         """Build the levels, then the header; complete the upload."""
         self.main.close()
-        levels = [self._run_level(run, k) for k in range(1, len(self.levels) + 1)]
+        levels = [self._run_level(run, k) for k in range(1, len(self.levels) - self.tail + 1)]
         parts = [*self.main.parts.values(), *(p for level in levels for p in level.values())]
-        header, size = self._header([self.main.parts, *levels])
-        part1 = run_header(run, HeaderWriter(self.upload, header, size))
+        writer = self._header([self.main.parts, *levels])
+        part1 = run_header(run, writer)
         self.upload.complete([part1, *parts])
         delete_pieces(self.upload)
         self.main.finish()
         self._drop_level_headers()
-        return Committed(self.main.url, summary(self.main.url, part1, len(header), parts))
+        return Committed(self.main.url, summary(self.main.url, part1, writer.size, parts))
 
     def _run_level(self, run: RunChunks, k: int) -> dict[int, Part]:
         """Level ``k`` from the level-``k`` pieces; its tasks write level ``k+1``'s."""
         chunks, spec = self.levels[k - 1], self.spec
-        above = spec.chunks if k == 1 else self.levels[k - 2]
-        pieces = S3Pieces.plan(self.upload, k, above, spec.dtype)
+        pieces = self._pieces(k)
         shape = (spec.shape[0], sum(chunks[1]), sum(chunks[2]))
         writer: Any = PartWriter(replace(self.encoder, width=shape[2]), self.upload, self.numbers[k - 1])
         if k < len(self.levels):
@@ -163,23 +188,43 @@ class CogParts:
         run(job, output)
         return output.parts
 
-    def _header(self, levels: list[dict[int, Part]]) -> tuple[bytes, int]:
-        """The COG's header and IFDs, pointing into the parts; and part 1's size."""
+    def _header(self, levels: list[dict[int, Part]]) -> HeaderWithLevels:
+        """Part 1's writer: the COG's IFDs, pointing into the parts, and the
+        tail levels, which its task builds (the part's size allows for them)."""
         ifds = read_ifds([self.main.header_path, *self.level_paths])
-        counts = [ifd_tiles(ifd, parts) for ifd, parts in zip(ifds, levels, strict=True)]
-        total = MIN_PART + sum(p.size for parts in levels for p in parts.values())
-        bigtiff = total + sum(len(t) * 16 for t in counts) + 65536 >= 2**32
+        for ifd, parts in zip(ifds, levels, strict=False):
+            ifd_tiles(ifd, parts)
+        tail = self._tail_encoders()
+        bound = sum(tail_bound(s, e) for s, e in tail)
+        total = MIN_PART + bound + sum(p.size for parts in levels for p in parts.values())
+        bigtiff = total + sum(len(ifd.tiles) * 16 for ifd in ifds) + 65536 >= 2**32
         row_major = all(len(c[2]) == 1 for c in (self.spec.chunks, *self.levels))
         layout_ifds(ifds, bigtiff, row_major=row_major)
-        size = max(MIN_PART, len(header_and_ifds(ifds, bigtiff, row_major=row_major)))
+        size = max(MIN_PART, len(header_and_ifds(ifds, bigtiff, row_major=row_major)) + bound)
         starts = part_starts([p for parts in levels for p in parts.values()], size)
-        for ifd, parts in zip(ifds, levels, strict=True):
+        for ifd, parts in zip(ifds, levels, strict=False):
             offsets = [0] * len(ifd.tiles)
             for part in parts.values():
                 for i, off, _ in part.tiles:
                     offsets[i] = starts[part.number] + off
             ifd.tile_offsets = offsets
-        return header_and_ifds(ifds, bigtiff, row_major=row_major), size
+        first_tail = len(self.levels) - self.tail + 1
+        pieces = self._pieces(first_tail) if self.tail else None
+        return HeaderWithLevels(self.upload, tuple(ifds), bigtiff, row_major, size, pieces,
+                                tuple(e for _, e in tail))
+
+    def _pieces(self, k: int) -> S3Pieces:
+        """The level-``k`` pieces (made by the main pass or level ``k-1``'s tasks)."""
+        above = self.spec.chunks if k == 1 else self.levels[k - 2]
+        return S3Pieces.plan(self.upload, k, above, self.spec.dtype)
+
+    def _tail_encoders(self) -> list[tuple[tuple[int, int, int], TileEncoder]]:
+        """``(shape, encoder)`` of each tail level, largest first."""
+        out = []
+        for chunks in self.levels[len(self.levels) - self.tail:]:
+            shape = (self.spec.shape[0], sum(chunks[1]), sum(chunks[2]))
+            out.append((shape, replace(self.encoder, width=shape[2])))
+        return out
 
     def abort(self, *, keep_partial: bool = False) -> bool:
         self._drop_level_headers()

@@ -18,7 +18,9 @@ local COG. The prefix is deleted on commit and on abort.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +28,13 @@ from typing import Any
 import numpy as np
 
 from rdask.errors import OutputError
+from rdask.outputs.coglayout import header_and_ifds
 from rdask.outputs.overviews import _take, picks
-from rdask.outputs.parts import Upload, s3_client, s3_reason
+from rdask.outputs.parts import Part, Upload, s3_client, s3_reason
+from rdask.outputs.tiles import TileEncoder
 from rdask.recipe import Region
+
+log = logging.getLogger("rdask")
 
 
 def prefix_of(key: str) -> str:
@@ -159,3 +165,63 @@ def delete_pieces(upload: Upload, *, keep: str | None = None) -> int:
     except Exception:  # noqa: BLE001
         pass
     return n
+
+
+@dataclass(frozen=True)
+class HeaderWithLevels:
+    """Part 1 of an S3 COG, made in a task: the header and every IFD, then
+    the tiles of the smallest levels (the ``tail``), where a COG keeps them.
+
+    The tail levels are small (a few MiB raw, together), so the task builds
+    them in memory from the first tail level's pieces, encodes them, writes
+    their tile index into their IFDs and pads the part to ``size``.
+    """
+
+    upload: Upload
+    ifds: tuple[Any, ...]  # laid out (coglayout); the tail's are the last ones
+    bigtiff: bool
+    row_major: bool
+    size: int
+    pieces: S3Pieces | None = None  # the first tail level's
+    encoders: tuple[TileEncoder, ...] = ()  # one per tail level, largest first
+
+    def __call__(self, block: np.ndarray, region: Region) -> Part:
+        ifds = [copy.copy(ifd) for ifd in self.ifds]
+        tail = ifds[len(ifds) - len(self.encoders):]
+        at = len(header_and_ifds(ifds, self.bigtiff, row_major=self.row_major))
+        blobs: list[bytes] = []
+        for ifd, pixels, encoder in reversed(list(zip(tail, self._levels(), self.encoders, strict=True))):
+            tiles = sorted(encoder(pixels, (slice(None), slice(0, None), slice(0, None))))
+            ifd.tiles = [(0, len(b)) for _, b in tiles]
+            ifd.tile_offsets = [int(v) for v in at + np.cumsum([0] + [len(b) for _, b in tiles[:-1]])]
+            at += sum(len(b) for _, b in tiles)
+            blobs += [b for _, b in tiles]
+        head = header_and_ifds(ifds, self.bigtiff, row_major=self.row_major)
+        if len(head) + sum(map(len, blobs)) > self.size:
+            raise OutputError(f"cannot finish {self.upload.url}: rdask bug: the smallest levels overflow part 1")
+        pad = self.size - len(head) - sum(map(len, blobs))
+        etag = self.upload.put(1, b"".join([head, *blobs, bytes(pad)]))
+        log.debug("%s: part 1 uploaded: %d bytes of header + %d bytes of padding (with %d levels' tiles)",
+                  self.upload.url, self.size - pad, pad, len(self.encoders))
+        return Part(1, etag, self.size)
+
+    def _levels(self) -> list[np.ndarray]:
+        """The tail levels' pixels, largest first."""
+        if self.pieces is None:
+            return []
+        h, w = self.pieces.shape
+        out = [FromPieces(self.pieces)((slice(None), slice(0, h), slice(0, w)))]
+        for _ in self.encoders[1:]:
+            hp, wp = out[-1].shape[1:]
+            h, w = math.ceil(hp / 2), math.ceil(wp / 2)
+            out.append(np.ascontiguousarray(_take(out[-1], picks(hp, h, 0, h), picks(wp, w, 0, w))))
+        return out
+
+
+def tail_bound(shape: tuple[int, int, int], encoder: TileEncoder) -> int:
+    """The most bytes a level of ``shape`` can encode to (whole tiles, plus
+    what DEFLATE or ZSTD add to incompressible data)."""
+    bands, h, w = shape
+    t = encoder.tile
+    raw = t * t * bands * np.dtype(encoder.dtype).itemsize
+    return math.ceil(h / t) * math.ceil(w / t) * (raw + raw // 64 + 1024)
