@@ -29,7 +29,7 @@ import numpy as np
 
 from rdask.errors import OutputError
 from rdask.outputs.coglayout import header_and_ifds
-from rdask.outputs.overviews import _take, picks
+from rdask.outputs.overviews import picks, take
 from rdask.outputs.parts import Part, Upload, s3_client, s3_reason
 from rdask.outputs.tiles import TileEncoder
 from rdask.recipe import Region
@@ -94,7 +94,7 @@ class S3Pieces:
             return
         import imagecodecs
 
-        piece = np.ascontiguousarray(_take(block, rows, cols), dtype=self.dtype)
+        piece = np.ascontiguousarray(take(block, rows, cols), dtype=self.dtype)
         body = imagecodecs.zstd_encode(piece.tobytes(), level=1)
         try:
             s3_client(self.upload.endpoint).put_object(Bucket=self.upload.bucket, Key=self.key(a, b), Body=body)
@@ -214,7 +214,7 @@ class HeaderWithLevels:
         for _ in self.encoders[1:]:
             hp, wp = out[-1].shape[1:]
             h, w = math.ceil(hp / 2), math.ceil(wp / 2)
-            out.append(np.ascontiguousarray(_take(out[-1], picks(hp, h, 0, h), picks(wp, w, 0, w))))
+            out.append(np.ascontiguousarray(take(out[-1], picks(hp, h, 0, h), picks(wp, w, 0, w))))
         return out
 
 
