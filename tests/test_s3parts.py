@@ -453,3 +453,20 @@ def test_cog_kernel_error_leaves_no_object_no_piece_no_upload(s3, inputs):
     with pytest.raises(KernelError):
         rdask.process(str(inputs / "sentinel.tif"), url(), kernel, driver="COG", chunk_mb=1, workers=1)
     assert objects(s3.client()) == [] and not uploads(s3.client())
+
+
+@pytest.mark.parametrize("kw", [dict(driver="COG", overview_resampling="average"), dict(compress="lzw")],
+                         ids=["cog-average", "gtiff-lzw"])
+def test_what_only_gdal_writes_goes_to_the_staged_upload(kw, s3, inputs, tmp_path, caplog):
+    """GDAL's overview builder and codecs need the whole file: the staged
+    upload writes it (no part is uploaded by the tasks), with the same result."""
+    src = str(inputs / "small.tif")
+    local = tmp_path / "local.tif"
+    rdask.process(src, str(local), "reverse-bands", chunk_mb=1, **kw)
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    rdask.process(src, url(), "reverse-bands", chunk_mb=1, **kw)
+    assert not part_logs(caplog)
+    got = download(s3, tmp_path / "from-s3.tif")
+    assert_same_raster(got, local)
+    assert os.path.getsize(got) == os.path.getsize(local)
+    assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())
