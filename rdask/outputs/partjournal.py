@@ -4,7 +4,7 @@ One local file per URL (beside :func:`~rdask.io.remote.staging_path`),
 ``flock``ed as the job's lock. Its first line is JSON naming the job
 (:class:`~rdask.outputs.journal.JobId`) and the upload id; each further
 line is JSON for one chunk whose part was uploaded: ``[row, col, part,
-ETag, size, [[tile, offset in part, size], ...]]``. Lines are flushed as
+ETag, size, padding, [[tile, offset in part, size], ...]]``. Lines are flushed as
 they are written, so a SIGKILL loses at most a torn last line, whose chunk
 is redone. Nothing here is trusted on resume until ListParts confirms it.
 """
@@ -56,11 +56,11 @@ class PartJournal:
         parts: dict[tuple[int, int], Part] = {}
         for line in lines[1:]:
             try:
-                y0, x0, number, etag, size, tiles = json.loads(line)
+                y0, x0, number, etag, size, padding, tiles = json.loads(line)
             except ValueError:
                 continue
             parts[(int(y0), int(x0))] = Part(int(number), str(etag), int(size),
-                                             tuple((int(i), int(o), int(n)) for i, o, n in tiles))
+                                             tuple((int(i), int(o), int(n)) for i, o, n in tiles), int(padding))
         return upload_id, parts
 
     def start(self, job: JobId, upload_id: str) -> None:
@@ -72,7 +72,8 @@ class PartJournal:
 
     def record(self, window: tuple[int, int], part: Part, *, sync: bool = False) -> None:
         """Add a chunk's part (flushed at once: enough to survive a SIGKILL)."""
-        line = [window[0], window[1], part.number, part.etag, part.size, [list(t) for t in part.tiles]]
+        line = [window[0], window[1], part.number, part.etag, part.size, part.padding,
+                [list(t) for t in part.tiles]]
         self._fh.write(json.dumps(line, separators=(",", ":")) + "\n")
         self._fh.flush()
         if sync:

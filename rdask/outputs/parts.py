@@ -59,17 +59,14 @@ def s3_reason(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class Part:
-    """An uploaded part: ``tiles`` is ``[(tile index, offset in part, size), ...]``."""
+    """An uploaded part: ``tiles`` is ``[(tile index, offset in part, size), ...]``;
+    ``padding`` the zero bytes at its end."""
 
     number: int
     etag: str
     size: int
     tiles: tuple[tuple[int, int, int], ...] = ()
-
-    @property
-    def padding(self) -> int:
-        """Zero bytes after the tiles (the header part's are counted by its writer)."""
-        return self.size - sum(n for _, _, n in self.tiles) if self.tiles else 0
+    padding: int = 0
 
 
 @dataclass(frozen=True)
@@ -190,7 +187,7 @@ class PartWriter:
         etag = self.upload.put(number, b"".join([b for _, b in tiles] + [bytes(pad)]))
         log.debug("%s: part %d uploaded: %d bytes of tiles + %d bytes of padding",
                   self.upload.url, number, at, pad)
-        return Part(number, etag, at + pad, tuple(placed))
+        return Part(number, etag, at + pad, tuple(placed), pad)
 
 
 @dataclass(frozen=True)
@@ -207,4 +204,4 @@ class HeaderWriter:
         etag = self.upload.put(1, self.header + bytes(pad))
         log.debug("%s: part 1 uploaded: %d bytes of header + %d bytes of padding",
                   self.upload.url, len(self.header), pad)
-        return Part(1, etag, self.size)
+        return Part(1, etag, self.size, padding=pad)

@@ -172,7 +172,7 @@ class CogParts:
         delete_pieces(self.upload)
         self.main.finish()
         self._drop_level_headers()
-        return Committed(self.main.url, summary(self.main.url, part1, writer.size, parts))
+        return Committed(self.main.url, summary(self.main.url, part1, parts))
 
     def _run_level(self, run: RunChunks, k: int) -> dict[int, Part]:
         """Level ``k`` from the level-``k`` pieces; its tasks write level ``k+1``'s."""

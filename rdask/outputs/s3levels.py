@@ -203,7 +203,7 @@ class HeaderWithLevels:
         etag = self.upload.put(1, b"".join([head, *blobs, bytes(pad)]))
         log.debug("%s: part 1 uploaded: %d bytes of header + %d bytes of padding (with %d levels' tiles)",
                   self.upload.url, self.size - pad, pad, len(self.encoders))
-        return Part(1, etag, self.size)
+        return Part(1, etag, self.size, padding=pad)
 
     def _levels(self) -> list[np.ndarray]:
         """The tail levels' pixels, largest first."""

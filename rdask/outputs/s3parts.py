@@ -213,7 +213,7 @@ class PartsOutput:
         part1 = run_header(run, HeaderWriter(self.upload, header, size))
         self.upload.complete([part1, *self.parts.values()])
         self.finish()
-        return Committed(self.url, summary(self.url, part1, len(header), list(self.parts.values())))
+        return Committed(self.url, summary(self.url, part1, list(self.parts.values())))
 
     def finish(self) -> None:
         """After the completion: the journal and the local header go."""
@@ -257,12 +257,12 @@ class PartsOutput:
             unlink_quietly(path)
 
 
-def summary(url: str, part1: Part, header: int, parts: list[Part]) -> int:
+def summary(url: str, part1: Part, parts: list[Part]) -> int:
     """Log what the object is made of (at debug level); return its size."""
     total = part1.size + sum(p.size for p in parts)
-    padding = part1.size - header + sum(p.padding for p in parts)
+    padding = part1.padding + sum(p.padding for p in parts)
     log.debug("%s: %d parts, %d bytes, of which %d bytes of padding (%d in the header part)",
-              url, len(parts) + 1, total, padding, part1.size - header)
+              url, len(parts) + 1, total, padding, part1.padding)
     return total
 
 
