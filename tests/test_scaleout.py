@@ -89,15 +89,12 @@ class Mode:
         return str((r.hidden if self.place == "hidden" else r.shared) / name)
 
 
-STAGED = ("staged S3 upload (rdask/outputs/s3staged.py): workers send encoded tiles to the "
-          "client, which builds the file and uploads it; rdask/outputs/s3parts.py will let "
-          "workers upload parts themselves")
 MODES = [
     Mode("tif", ".tif", "hidden", workers_write=False),
     Mode("zarr", ".zarr", "shared"),
     Mode("mosaic", "", "shared", mosaic=True),
-    Mode("s3-tif", ".tif", "s3", bytes_pending=STAGED),
-    Mode("s3-cog", ".tif", "s3", ("--driver", "cog"), bytes_pending=STAGED),
+    Mode("s3-tif", ".tif", "s3"),
+    Mode("s3-cog", ".tif", "s3", ("--driver", "cog")),
     Mode("s3-zarr", ".zarr", "s3"),
 ]
 MODE_IDS = [m.name for m in MODES]
