@@ -242,16 +242,18 @@ def test_nothing_at_the_key_before_completion(s3, inputs, tmp_path):
     assert objects(client) == ["out.tif"] and not uploads(client)
 
 
-@pytest.mark.parametrize("scheduler", ["threads", "local:2"])
-def test_small_chunks_are_merged_without_padding(scheduler, s3, inputs, tmp_path, caplog, monkeypatch):
-    """6 MiB in 0.3 MB chunks (once a 115.7 MB object of padding): every
-    chunk is a piece; part 1 and one group take them, in tasks (on a
-    cluster the client never reads a piece); the object is the local file's size."""
+@pytest.mark.parametrize(("scheduler", "name"), [("threads", "small"), ("local:2", "small"), ("threads", "big")])
+def test_small_chunks_are_merged_without_padding(scheduler, name, s3, inputs, tmp_path, caplog, monkeypatch):
+    """6 MiB (or 24 MiB: several groups) in 0.3 MB chunks (once a 115.7 MB
+    object of padding): every chunk is a piece; part 1 and the groups take
+    them, in tasks (on a cluster the client never reads a piece); the object
+    is the local file's size."""
     from rdask.outputs.parts import Upload
 
-    src = str(inputs / "small.tif")
+    src = str(inputs / f"{name}.tif")
+    kw = dict(chunk_mb=0.3, blocksize=128)
     local = tmp_path / "local.tif"
-    rdask.process(src, str(local), "reverse-bands", chunk_mb=0.3)
+    rdask.process(src, str(local), "reverse-bands", **kw)
     counts = count_requests(monkeypatch)
     if scheduler == "local:2":
         def no_piece_here(self, piece):
@@ -259,11 +261,11 @@ def test_small_chunks_are_merged_without_padding(scheduler, s3, inputs, tmp_path
 
         monkeypatch.setattr(Upload, "get_piece", no_piece_here)  # the workers are other processes
     caplog.set_level(logging.DEBUG, logger="rdask")
-    result = rdask.process(src, url(), "reverse-bands", scheduler=scheduler, workers=2, chunk_mb=0.3)
+    result = rdask.process(src, url(), "reverse-bands", scheduler=scheduler, workers=2, **kw)
     got = download(s3, tmp_path / "from-s3.tif")
     assert_same_raster(got, local)
     check_layout(str(got))
-    print(f"\n{scheduler}: object {result.bytes} bytes, local {os.path.getsize(local)} bytes, "
+    print(f"\n{scheduler} {name}: object {result.bytes} bytes, local {os.path.getsize(local)} bytes, "
           f"{result.chunks} chunks, requests {dict(sorted(counts.items()))}")
     assert result.bytes == os.path.getsize(got)
     assert abs(result.bytes - os.path.getsize(local)) < 16384
@@ -273,6 +275,7 @@ def test_small_chunks_are_merged_without_padding(scheduler, s3, inputs, tmp_path
         parts = part_logs(caplog)
         assert parts[1][0] == "header" and all(kind == "pieces" for n, (kind, _, _) in parts.items() if n > 1)
         assert all(pad == 0 for _, _, pad in parts.values())
+        assert len(parts) > (3 if name == "big" else 1)  # part 1 and groups
         # A PUT per piece; a GET per piece and an UploadPart per part, in the
         # commit's tasks; one LIST (and DELETE) of stale pieces at the start and at the end.
         assert counts["PutObject"] == counts["GetObject"] == result.chunks

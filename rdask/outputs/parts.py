@@ -215,11 +215,15 @@ class PartNumbers:
         return self.first + self.y_edges.index(y0) * (len(self.x_edges) - 1) + self.x_edges.index(x0)
 
 
+def token(upload_id: str) -> str:
+    """A short, key-safe name for one upload's pieces."""
+    return hashlib.sha256(upload_id.encode()).hexdigest()[:16]
+
+
 def piece_prefix(upload: Upload) -> str:
     """The hidden prefix of ``upload``'s chunk pieces (the overview pieces
     of :mod:`.s3levels` are beside it, under the same upload token)."""
-    token = hashlib.sha256(upload.upload_id.encode()).hexdigest()[:16]
-    return f"{upload.key}.rdask-partial/{token}/small/"
+    return f"{upload.key}.rdask-partial/{token(upload.upload_id)}/small/"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ local COG. The prefix is deleted on commit and on abort.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import numpy as np
 
 from rdask.errors import OutputError
 from rdask.outputs.overviews import picks, take
-from rdask.outputs.parts import Piece, Upload, s3_client, s3_reason
+from rdask.outputs.parts import Piece, Upload, s3_client, s3_reason, token
 from rdask.outputs.tiles import TileEncoder
 from rdask.recipe import Region
 
@@ -42,11 +41,6 @@ log = logging.getLogger("rdask")
 def prefix_of(key: str) -> str:
     """The hidden prefix of every job's pieces for ``key``."""
     return f"{key}.rdask-partial/"
-
-
-def token(upload_id: str) -> str:
-    """A short, key-safe name for one upload's pieces."""
-    return hashlib.sha256(upload_id.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -74,8 +74,9 @@ from rdask.outputs.parts import (
     Piece,
     Upload,
     plan_parts,
+    token,
 )
-from rdask.outputs.s3levels import delete_pieces, token
+from rdask.outputs.s3levels import delete_pieces
 from rdask.outputs.sidecar import sidecars
 from rdask.outputs.staging import unlink_quietly
 from rdask.outputs.tiles import TileEncoder
