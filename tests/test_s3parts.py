@@ -306,6 +306,54 @@ def test_mixed_chunks_give_parts_and_groups(s3, tmp_path, caplog):
     assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())
 
 
+def _layout_is_sound(plan, parts):
+    """Every chunk's bytes in the object: no overlap, part 1's pieces right
+    after the header, the rest after part 1's padding."""
+    starts = plan.starts()
+    chunks = sorted([*plan.first, *parts, *(m for g in plan.groups for m in g)], key=lambda c: starts[c.number])
+    at = plan.head
+    for k, c in enumerate(chunks):
+        if k == len(plan.first):
+            at += plan.padding
+        assert starts[c.number] == at, (c, starts[c.number], at)  # back to back
+        at += c.size
+
+
+def test_plan_parts_pads_only_part_1_and_only_when_small():
+    """The grouping alone (no S3): groups of >= 5 MiB, the last part may be
+    small, part 1 padded only when header and pieces stay under 5 MiB and a
+    part follows."""
+    from rdask.outputs.parts import Part, Piece, plan_parts
+
+    def pieces(numbers, size):
+        return [Piece(n, f"k/{n}", size) for n in numbers]
+
+    # All small, 3 MB in all: one part (header + every piece), no padding.
+    plan = plan_parts(1000, pieces(range(2, 12), 300_000))
+    assert len(plan.first) == 10 and not plan.groups and plan.padding == 0
+    # A part of its own and 1 MB of pieces: part 1 is padded, once.
+    big = Part(5, "e", 6 * MIN_PART)
+    plan = plan_parts(1000, [big, *pieces([2, 3, 4], 300_000)])
+    assert plan.padding == MIN_PART - 1000 - 900_000 and not plan.groups
+    _layout_is_sound(plan, [big])
+    # 62 pieces of 1 MB: part 1, groups of >= 5 MiB, the rest last (small).
+    plan = plan_parts(1000, pieces(range(2, 64), 1_000_000))
+    assert plan.padding == 0 and all(sum(p.size for p in g) >= MIN_PART for g in plan.groups[:-1])
+    assert sum(p.size for p in plan.groups[-1]) < MIN_PART  # the last part: allowed
+    numbers = [p.number for p in plan.first] + [p.number for g in plan.groups for p in g]
+    assert numbers == list(range(2, 64))  # pieces stay in number order
+    _layout_is_sound(plan, [])
+    # A part numbered after the leftover: the leftover joins the last group instead.
+    tail = Part(64, "e", 6 * MIN_PART)
+    plan = plan_parts(1000, [*pieces(range(2, 64), 1_000_000), tail])
+    assert all(sum(p.size for p in g) >= MIN_PART for g in plan.groups) and plan.padding == 0
+    _layout_is_sound(plan, [tail])
+    # A lead piece (a COG's smallest levels) comes first in part 1, right after the header.
+    lead = Piece(0, "k/tail", 10)
+    plan = plan_parts(1000, pieces([2, 3], 100), lead=[lead])
+    assert plan.first[0] == lead and plan.starts()[0] == 1000
+
+
 # -- 2. failures leave nothing; refusals come first -------------------------------
 
 

@@ -117,8 +117,10 @@ def _count(chunks: tuple[tuple[int, ...], ...]) -> int:
 
 
 def tail_count(spec: OutputSpec, encoder: TileEncoder, levels: list) -> int:
-    """How many of the smallest levels fit in part 1 after the IFDs (an
-    estimate of them: GDAL's tags, and 16 bytes per tile for the index)."""
+    """How many of the smallest levels one task builds in memory (the tail):
+    as many as fit, at their worst encoded size, in 5 MiB less the IFDs (an
+    estimate of them: GDAL's tags, and 16 bytes per tile for the index), so
+    that they and the header stay about one part's worth."""
     tiles = sum(math.ceil(sum(c[1]) / encoder.tile) * math.ceil(sum(c[2]) / encoder.tile)
                 for c in (spec.chunks, *levels))
     room = MIN_PART - 65536 * (len(levels) + 1) - 16 * tiles
