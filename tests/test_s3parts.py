@@ -574,6 +574,31 @@ def test_cog_gives_the_local_cog(scheduler, name, levels_in_header, s3, inputs, 
         assert any(f"the {levels_in_header} smallest levels' tiles stored" in r.getMessage() for r in caplog.records)
 
 
+def test_cog_of_mixed_chunks(s3, tmp_path, caplog):
+    """Noisy chunks (parts of their own) beside constant ones (pieces), in
+    the main pass and in level 1: a valid COG, every level the local COG's,
+    no padding."""
+    from rio_cogeo.cogeo import cog_validate
+
+    data = np.random.default_rng(4).normal(0, 50, size=(3, 2048, 3072)).astype("float32")
+    data[:, 1024:, :] = 7
+    data[:, :, :512] = 3
+    src = write(tmp_path / "mixed.tif", data, block=(256, 256), compress=None)
+    kw = dict(driver="COG", chunk_mb=8, compress="deflate", blocksize=256, workers=2)
+    local = tmp_path / "local.tif"
+    rdask.process(src, str(local), "reverse-bands", **kw)
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    rdask.process(src, url(), "reverse-bands", **kw)
+    assert sorted(set(chunk_logs(caplog).values())) == ["part", "piece"]
+    got = download(s3, tmp_path / "from-s3.tif")
+    assert cog_validate(str(got), quiet=True)[:2] == (True, [])
+    for a, b in zip(overview_pixels(got), overview_pixels(local), strict=True):
+        assert np.array_equal(a, b)
+    assert abs(os.path.getsize(got) - os.path.getsize(local)) < 4096, (os.path.getsize(got), os.path.getsize(local))
+    assert all(pad == 0 for _, _, pad in part_logs(caplog).values())
+    assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())
+
+
 def test_cog_resume_after_sigkill(s3, inputs, tmp_path, caplog):
     from rio_cogeo.cogeo import cog_validate
 
