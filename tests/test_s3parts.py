@@ -460,6 +460,37 @@ def test_resume_after_sigkill_uploads_only_missing_chunks(s3, inputs, tmp_path, 
     assert not uploads(client) and not os.path.exists(journal_path(url()))
 
 
+def test_resume_after_a_failed_commit_regroups(s3, inputs, tmp_path, caplog, monkeypatch):
+    """A commit that fails after part 1 and the groups are uploaded: the
+    resume recomputes no chunk, forms the groups anew (same numbers,
+    overwritten) and completes with the local pixels."""
+    from rdask.outputs.parts import Upload
+
+    src, kw = str(inputs / "big.tif"), dict(chunk_mb=0.3, blocksize=128, workers=2)
+    real = Upload.complete
+
+    def fail(self, parts):
+        raise OutputError(f"cannot finish {self.url}: injected")
+
+    monkeypatch.setattr(Upload, "complete", fail)
+    with pytest.raises(OutputError, match="injected"):
+        rdask.process(src, url(), "reverse-bands", resume=True, **kw)
+    client = s3.client()
+    (up,) = uploads(client)
+    assert len(client.list_parts(Bucket=BUCKET, Key="out.tif", UploadId=up["UploadId"])["Parts"]) > 2
+    monkeypatch.setattr(Upload, "complete", real)
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    result = rdask.process(src, url(), "reverse-bands", resume=True, **kw)
+    assert not chunk_logs(caplog) and result.resumed == result.pixels  # every chunk kept
+    assert len(part_logs(caplog)) > 2  # part 1 and the groups again
+    local = tmp_path / "local.tif"
+    rdask.process(src, str(local), "reverse-bands", **kw)
+    got = download(s3, tmp_path / "from-s3.tif")
+    assert_same_raster(got, local)
+    check_layout(str(got))
+    assert objects(client) == ["out.tif"] and not uploads(client)
+
+
 def test_resume_whose_upload_is_gone_starts_over(s3, inputs, tmp_path, caplog):
     client = s3.client()
     killed_run(inputs, url())
