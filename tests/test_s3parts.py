@@ -34,8 +34,11 @@ from rdask.outputs.parts import MIN_PART
 
 BUCKET = "rdask-parts"
 SECRET = "Qp4-SECRET-s3parts-never-print-8812"
-#: Uploaded-part lines the workers log (threads: this process's log).
-PART_LOG = re.compile(r"part (\d+) uploaded: (\d+) bytes of (tiles|header) \+ (\d+) bytes of padding")
+#: Uploaded-part lines the workers log (threads: this process's log): a
+#: chunk's own part (tiles), part 1 (header) or a group of pieces (pieces).
+PART_LOG = re.compile(r"part (\d+) uploaded: (\d+) bytes of (tiles|header|pieces) \+ (\d+) bytes of padding")
+#: What the chunk tasks log: their tiles as a part, or as a piece.
+CHUNK_LOG = re.compile(r"(part|piece) (\d+) (?:uploaded|stored): (\d+) bytes of tiles")
 
 SENTINEL_KERNEL = '''
 import numba
@@ -127,6 +130,35 @@ def part_logs(caplog):
     return out
 
 
+def chunk_logs(caplog):
+    """``{part number: "part" or "piece"}`` of the chunks the tasks wrote."""
+    out = {}
+    for rec in caplog.records:
+        m = CHUNK_LOG.search(rec.getMessage())
+        if m:
+            out[int(m[2])] = m[1]
+    return out
+
+
+def count_requests(monkeypatch):
+    """Count the S3 operations of this process's boto3 clients (the threads'
+    and the client's): ``{operation: count}``, filled as they go."""
+    from rdask.outputs import parts
+
+    counts: dict[str, int] = {}
+
+    def count(model, **_):
+        counts[model.name] = counts.get(model.name, 0) + 1
+
+    class Counting(dict):
+        def __setitem__(self, key, client):
+            client.meta.events.register("before-call.s3", count)
+            super().__setitem__(key, client)
+
+    monkeypatch.setattr(parts, "_clients", Counting())
+    return counts
+
+
 def journal_path(target):
     return staging_path(target) + ".rdask-parts"
 
@@ -140,10 +172,10 @@ def test_s3parts_is_chosen_for_what_it_encodes():
     assert kind_for(url(), WriteOptions.of(driver="COG")).__name__ == "rdask.outputs.s3cog"
 
 
-@pytest.mark.parametrize("case", ["small-chunks-padded", "big-chunks", "big-chunks-deflate"])
+@pytest.mark.parametrize("case", ["small-chunks-merged", "big-chunks", "big-chunks-deflate"])
 def test_threads_give_the_local_output(case, s3, inputs, tmp_path, caplog):
     src, kw = {
-        "small-chunks-padded": ("small.tif", dict(chunk_mb=1, compress="deflate")),
+        "small-chunks-merged": ("small.tif", dict(chunk_mb=1, compress="deflate")),
         "big-chunks": ("big.tif", dict(chunk_mb=8, compress="none")),
         "big-chunks-deflate": ("big.tif", dict(chunk_mb=8, compress="deflate")),
     }[case]
@@ -156,22 +188,26 @@ def test_threads_give_the_local_output(case, s3, inputs, tmp_path, caplog):
     assert_same_raster(got, local)
     check_layout(str(got))
     assert result.bytes == os.path.getsize(got)
-    parts = part_logs(caplog)
+    parts, chunks = part_logs(caplog), chunk_logs(caplog)
     last = max(parts)
-    assert parts[1][0] == "header" and sorted(parts) == list(range(1, last + 1))
-    assert last - 1 == result.chunks
-    # Every part but the last is >= 5 MiB; padding only where tiles are fewer.
+    assert parts[1][0] == "header" and len(chunks) == result.chunks
+    # Every part but the last is >= 5 MiB; only part 1 may be padded.
     for number, (_, data, pad) in parts.items():
-        if number != last:
-            assert data + pad == max(data, MIN_PART), (number, data, pad)
-        else:
-            assert pad == 0
-    if case == "small-chunks-padded":
-        assert all(data < MIN_PART for _, data, _ in parts.values())
-        assert any("bytes of padding" in r.getMessage() and "parts" in r.getMessage() for r in caplog.records)
+        assert data + pad >= MIN_PART or number == last, (number, data, pad)
+        assert pad == 0 or number == 1
+    if case == "small-chunks-merged":
+        # Every chunk is a piece: part 1 takes them all (5.6 MB), no padding.
+        assert set(chunks.values()) == {"piece"} and list(parts) == [1] and parts[1][2] == 0
+        assert abs(result.bytes - os.path.getsize(local)) < 16384, (result.bytes, os.path.getsize(local))
     else:
+        # The first chunk is a piece whatever its size: part 1 takes it, no
+        # padding; the others are parts of their own.
+        assert chunks.pop(2) == "piece" and set(chunks.values()) == {"part"}
+        assert sorted(parts) == [1, *range(3, last + 1)] and parts[1][2] == 0
         assert all(data > MIN_PART for kind, data, _ in parts.values() if kind == "tiles")
-    assert not uploads(s3.client())
+        assert abs(result.bytes - os.path.getsize(local)) < 16384, (result.bytes, os.path.getsize(local))
+    assert any("bytes of padding" in r.getMessage() and "parts" in r.getMessage() for r in caplog.records)
+    assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())  # pieces deleted
     assert not [f for _, _, fs in os.walk(tempfile.gettempdir()) for f in fs]  # journal and header gone
 
 
@@ -194,13 +230,128 @@ def test_nothing_at_the_key_before_completion(s3, inputs, tmp_path):
     seen = []
 
     def progress(done, total):
-        # In the client, after each chunk is recorded: its part is uploaded,
-        # the object must not exist yet.
-        seen.append((objects(client), len(uploads(client))))
+        # In the client, after each chunk is recorded: its part or piece is
+        # uploaded, the object must not exist yet (the pieces are hidden).
+        keys = objects(client)
+        seen.append((keys, len(uploads(client))))
+        assert all(k.startswith("out.tif.rdask-partial/") for k in keys)
 
     rdask.process(str(inputs / "small.tif"), url(), "reverse-bands", chunk_mb=1, progress=progress)
-    assert len(seen) > 2 and all(s == ([], 1) for s in seen), seen
+    assert len(seen) > 2 and all(n == 1 for _, n in seen), seen
+    assert len(seen[-1][0]) == len(seen)  # a piece per chunk
     assert objects(client) == ["out.tif"] and not uploads(client)
+
+
+@pytest.mark.parametrize(("scheduler", "name"), [("threads", "small"), ("local:2", "small"), ("threads", "big")])
+def test_small_chunks_are_merged_without_padding(scheduler, name, s3, inputs, tmp_path, caplog, monkeypatch):
+    """6 MiB (or 24 MiB: several groups) in 0.3 MB chunks (once a 115.7 MB
+    object of padding): every chunk is a piece; part 1 and the groups take
+    them, in tasks (on a cluster the client never reads a piece); the object
+    is the local file's size."""
+    from rdask.outputs.parts import Upload
+
+    src = str(inputs / f"{name}.tif")
+    kw = dict(chunk_mb=0.3, blocksize=128)
+    local = tmp_path / "local.tif"
+    rdask.process(src, str(local), "reverse-bands", **kw)
+    counts = count_requests(monkeypatch)
+    if scheduler == "local:2":
+        def no_piece_here(self, piece):
+            raise AssertionError("the client read a piece")
+
+        monkeypatch.setattr(Upload, "get_piece", no_piece_here)  # the workers are other processes
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    result = rdask.process(src, url(), "reverse-bands", scheduler=scheduler, workers=2, **kw)
+    got = download(s3, tmp_path / "from-s3.tif")
+    assert_same_raster(got, local)
+    check_layout(str(got))
+    print(f"\n{scheduler} {name}: object {result.bytes} bytes, local {os.path.getsize(local)} bytes, "
+          f"{result.chunks} chunks, requests {dict(sorted(counts.items()))}")
+    assert result.bytes == os.path.getsize(got)
+    assert abs(result.bytes - os.path.getsize(local)) < 16384
+    assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())
+    if scheduler == "threads":
+        assert set(chunk_logs(caplog).values()) == {"piece"} and len(chunk_logs(caplog)) == result.chunks
+        parts = part_logs(caplog)
+        assert parts[1][0] == "header" and all(kind == "pieces" for n, (kind, _, _) in parts.items() if n > 1)
+        assert all(pad == 0 for _, _, pad in parts.values())
+        assert len(parts) > (3 if name == "big" else 1)  # part 1 and groups
+        # A PUT per piece; a GET per piece and an UploadPart per part, in the
+        # commit's tasks; one LIST (and DELETE) of stale pieces at the start and at the end.
+        assert counts["PutObject"] == counts["GetObject"] == result.chunks
+        assert counts["UploadPart"] == len(parts) and counts["CompleteMultipartUpload"] == 1
+    else:
+        assert counts.get("GetObject", 0) == 0  # the client's own clients never read a piece
+
+
+def test_mixed_chunks_give_parts_and_groups(s3, tmp_path, caplog):
+    """A noisy half (chunks of 8 MB: parts of their own) and a constant half
+    (pieces): both kinds, a sound layout, the local pixels, no padding."""
+    data = np.random.default_rng(3).normal(0, 50, size=(3, 2048, 2048)).astype("float32")
+    data[:, 1024:, :] = 7
+    src = write(tmp_path / "mixed.tif", data, block=(256, 256), compress=None)
+    kw = dict(chunk_mb=6, compress="deflate", workers=2)
+    local = tmp_path / "local.tif"
+    rdask.process(src, str(local), "reverse-bands", **kw)
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    result = rdask.process(src, url(), "reverse-bands", **kw)
+    chunks = chunk_logs(caplog)
+    assert sorted(set(chunks.values())) == ["part", "piece"], chunks
+    got = download(s3, tmp_path / "from-s3.tif")
+    assert_same_raster(got, local)
+    check_layout(str(got))
+    print(f"\nmixed: object {result.bytes} bytes, local {os.path.getsize(local)} bytes, chunks {chunks}")
+    assert abs(result.bytes - os.path.getsize(local)) < 16384
+    assert all(pad == 0 for _, _, pad in part_logs(caplog).values())
+    assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())
+
+
+def _layout_is_sound(plan, parts):
+    """Every chunk's bytes in the object: no overlap, part 1's pieces right
+    after the header, the rest after part 1's padding."""
+    starts = plan.starts()
+    chunks = sorted([*plan.first, *parts, *(m for g in plan.groups for m in g)], key=lambda c: starts[c.number])
+    at = plan.head
+    for k, c in enumerate(chunks):
+        if k == len(plan.first):
+            at += plan.padding
+        assert starts[c.number] == at, (c, starts[c.number], at)  # back to back
+        at += c.size
+
+
+def test_plan_parts_pads_only_part_1_and_only_when_small():
+    """The grouping alone (no S3): groups of >= 5 MiB, the last part may be
+    small, part 1 padded only when header and pieces stay under 5 MiB and a
+    part follows."""
+    from rdask.outputs.parts import Part, Piece, plan_parts
+
+    def pieces(numbers, size):
+        return [Piece(n, f"k/{n}", size) for n in numbers]
+
+    # All small, 3 MB in all: one part (header + every piece), no padding.
+    plan = plan_parts(1000, pieces(range(2, 12), 300_000))
+    assert len(plan.first) == 10 and not plan.groups and plan.padding == 0
+    # A part of its own and 1 MB of pieces: part 1 is padded, once.
+    big = Part(5, "e", 6 * MIN_PART)
+    plan = plan_parts(1000, [big, *pieces([2, 3, 4], 300_000)])
+    assert plan.padding == MIN_PART - 1000 - 900_000 and not plan.groups
+    _layout_is_sound(plan, [big])
+    # 62 pieces of 1 MB: part 1, groups of >= 5 MiB, the rest last (small).
+    plan = plan_parts(1000, pieces(range(2, 64), 1_000_000))
+    assert plan.padding == 0 and all(sum(p.size for p in g) >= MIN_PART for g in plan.groups[:-1])
+    assert sum(p.size for p in plan.groups[-1]) < MIN_PART  # the last part: allowed
+    numbers = [p.number for p in plan.first] + [p.number for g in plan.groups for p in g]
+    assert numbers == list(range(2, 64))  # pieces stay in number order
+    _layout_is_sound(plan, [])
+    # A part numbered after the leftover: the leftover joins the last group instead.
+    tail = Part(64, "e", 6 * MIN_PART)
+    plan = plan_parts(1000, [*pieces(range(2, 64), 1_000_000), tail])
+    assert all(sum(p.size for p in g) >= MIN_PART for g in plan.groups) and plan.padding == 0
+    _layout_is_sound(plan, [tail])
+    # A lead piece (a COG's smallest levels) comes first in part 1, right after the header.
+    lead = Piece(0, "k/tail", 10)
+    plan = plan_parts(1000, pieces([2, 3], 100), lead=[lead])
+    assert plan.first[0] == lead and plan.starts()[0] == 1000
 
 
 # -- 2. failures leave nothing; refusals come first -------------------------------
@@ -211,8 +362,8 @@ def test_kernel_error_mid_job_aborts_the_upload(s3, inputs, tmp_path, caplog):
     kernel = f"{inputs / 'kernels.py'}:explode_on_sentinel"
     with pytest.raises(KernelError, match="boom"):
         rdask.process(str(inputs / "sentinel.tif"), url(), kernel, chunk_mb=1, workers=1)
-    assert part_logs(caplog), "some parts were uploaded before the error"
-    assert objects(s3.client()) == [] and not uploads(s3.client())
+    assert "piece" in chunk_logs(caplog).values(), "some pieces were stored before the error"
+    assert objects(s3.client()) == [] and not uploads(s3.client())  # no piece, no upload
     assert not os.path.exists(journal_path(url()))
 
 
@@ -221,7 +372,8 @@ def test_kernel_error_with_resume_keeps_the_upload(s3, inputs, tmp_path):
     with pytest.raises(KernelError) as err:
         rdask.process(str(inputs / "sentinel.tif"), url(), kernel, chunk_mb=1, workers=1, resume=True)
     assert any("kept for --resume" in n for n in getattr(err.value, "__notes__", []))
-    assert objects(s3.client()) == [] and len(uploads(s3.client())) == 1
+    assert len(uploads(s3.client())) == 1
+    assert all(k.startswith("out.tif.rdask-partial/") for k in objects(s3.client()))  # pieces kept
     with open(journal_path(url())) as fh:
         head = json.loads(fh.readline())
     assert head["upload"] == uploads(s3.client())[0]["UploadId"]
@@ -278,33 +430,65 @@ def killed_run(inputs, target, *extra, after_parts=3):
 def test_resume_after_sigkill_uploads_only_missing_chunks(s3, inputs, tmp_path, caplog):
     client = s3.client()
     recorded = killed_run(inputs, url())
-    assert objects(client) == [] and len(uploads(client)) == 1
+    assert len(uploads(client)) == 1 and "out.tif" not in objects(client)
+    assert {r[7] for r in recorded} <= set(objects(client))  # the journaled pieces
     upload_id = uploads(client)[0]["UploadId"]
-    listed = client.list_parts(Bucket=BUCKET, Key="out.tif", UploadId=upload_id)["Parts"]
-    assert len(listed) >= len(recorded) >= 3
-    # A journaled part S3 does not hold as journaled is never trusted: make one lie.
-    lines = open(journal_path(url())).read().splitlines()
-    forged = json.loads(lines[1])
-    forged[3] = '"0123456789abcdef0123456789abcdef"'
-    lines[1] = json.dumps(forged)
-    with open(journal_path(url()), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    listed = client.list_parts(Bucket=BUCKET, Key="out.tif", UploadId=upload_id).get("Parts", [])
+    # 0.3 MB chunks are pieces (hidden objects), not parts: none is uploaded yet.
+    assert listed == [] and len(recorded) >= 3 and all(len(r) == 8 for r in recorded)
+    # A journaled piece S3 does not hold as journaled is never trusted: one
+    # deleted behind rdask's back, one replaced by other bytes.
+    client.delete_object(Bucket=BUCKET, Key=recorded[0][7])
+    client.put_object(Bucket=BUCKET, Key=recorded[1][7], Body=b"not the tiles")
 
     caplog.set_level(logging.DEBUG, logger="rdask")
     result = rdask.process(str(inputs / "small.tif"), url(), "reverse-bands", workers=1, chunk_mb=0.3,
                            resume=True)
-    uploaded = part_logs(caplog)
+    redone = chunk_logs(caplog)
     chunks = {2 + i for i in range(result.chunks)}
-    kept = {r[2] for r in recorded[1:]}
-    assert set(uploaded) == {1} | (chunks - kept)  # the forged chunk and the unjournaled ones
-    assert forged[2] in uploaded
+    kept = {r[2] for r in recorded[2:]}
+    assert set(redone) == chunks - kept  # the two tampered chunks and the unjournaled ones
+    assert {recorded[0][2], recorded[1][2]} <= set(redone)
     assert any("resuming" in r.getMessage() and f"{len(kept)} chunks" in r.getMessage() for r in caplog.records)
     local = tmp_path / "local.tif"
     rdask.process(str(inputs / "small.tif"), str(local), "reverse-bands", workers=1, chunk_mb=0.3)
     got = download(s3, tmp_path / "from-s3.tif")
     assert_same_raster(got, local)
     check_layout(str(got))
+    assert abs(os.path.getsize(got) - os.path.getsize(local)) < 16384  # no padding
+    assert objects(client) == ["out.tif"]  # the pieces deleted
     assert not uploads(client) and not os.path.exists(journal_path(url()))
+
+
+def test_resume_after_a_failed_commit_regroups(s3, inputs, tmp_path, caplog, monkeypatch):
+    """A commit that fails after part 1 and the groups are uploaded: the
+    resume recomputes no chunk, forms the groups anew (same numbers,
+    overwritten) and completes with the local pixels."""
+    from rdask.outputs.parts import Upload
+
+    src, kw = str(inputs / "big.tif"), dict(chunk_mb=0.3, blocksize=128, workers=2)
+    real = Upload.complete
+
+    def fail(self, parts):
+        raise OutputError(f"cannot finish {self.url}: injected")
+
+    monkeypatch.setattr(Upload, "complete", fail)
+    with pytest.raises(OutputError, match="injected"):
+        rdask.process(src, url(), "reverse-bands", resume=True, **kw)
+    client = s3.client()
+    (up,) = uploads(client)
+    assert len(client.list_parts(Bucket=BUCKET, Key="out.tif", UploadId=up["UploadId"])["Parts"]) > 2
+    monkeypatch.setattr(Upload, "complete", real)
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    result = rdask.process(src, url(), "reverse-bands", resume=True, **kw)
+    assert not chunk_logs(caplog) and result.resumed == result.pixels  # every chunk kept
+    assert len(part_logs(caplog)) > 2  # part 1 and the groups again
+    local = tmp_path / "local.tif"
+    rdask.process(src, str(local), "reverse-bands", **kw)
+    got = download(s3, tmp_path / "from-s3.tif")
+    assert_same_raster(got, local)
+    check_layout(str(got))
+    assert objects(client) == ["out.tif"] and not uploads(client)
 
 
 def test_resume_whose_upload_is_gone_starts_over(s3, inputs, tmp_path, caplog):
@@ -315,10 +499,10 @@ def test_resume_whose_upload_is_gone_starts_over(s3, inputs, tmp_path, caplog):
     caplog.set_level(logging.DEBUG, logger="rdask")
     result = rdask.process(str(inputs / "small.tif"), url(), "reverse-bands", workers=1, chunk_mb=0.3,
                            resume=True)
-    assert len(part_logs(caplog)) == result.chunks + 1  # everything again
+    assert len(chunk_logs(caplog)) == result.chunks  # everything again
     assert any("is gone; starting from scratch" in r.getMessage() for r in caplog.records)
     assert np.array_equal(read(download(s3, tmp_path / "o.tif")), read(inputs / "small.tif")[::-1])
-    assert not uploads(client)
+    assert objects(client) == ["out.tif"] and not uploads(client)  # the gone upload's pieces too
 
 
 def test_run_without_resume_aborts_the_killed_upload(s3, inputs, tmp_path):
@@ -326,7 +510,7 @@ def test_run_without_resume_aborts_the_killed_upload(s3, inputs, tmp_path):
     killed_run(inputs, url())
     (old,) = uploads(client)
     rdask.process(str(inputs / "small.tif"), url(), "reverse-bands", chunk_mb=0.3)
-    assert not uploads(client)  # the killed one aborted, ours completed
+    assert objects(client) == ["out.tif"] and not uploads(client)  # the killed one aborted, pieces and all
     assert np.array_equal(read(download(s3, tmp_path / "o.tif")), read(inputs / "small.tif")[::-1])
     with pytest.raises(client.exceptions.NoSuchUpload):
         client.list_parts(Bucket=BUCKET, Key="out.tif", UploadId=old["UploadId"])
@@ -414,10 +598,36 @@ def test_cog_gives_the_local_cog(scheduler, name, levels_in_header, s3, inputs, 
     for a, b in zip(mine, theirs, strict=True):
         assert np.array_equal(a, b, equal_nan=True)
     assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())  # pieces deleted
+    # No padding: the object is the local COG's size, give or take its ghost header.
+    assert abs(os.path.getsize(got) - os.path.getsize(local)) < 4096, (os.path.getsize(got), os.path.getsize(local))
     if scheduler == "threads":
-        parts = part_logs(caplog)
-        assert sorted(parts) == list(range(1, max(parts) + 1))
-        assert any(f"with {levels_in_header} levels' tiles" in r.getMessage() for r in caplog.records)
+        assert all(pad == 0 for _, _, pad in part_logs(caplog).values())
+        assert any(f"the {levels_in_header} smallest levels' tiles stored" in r.getMessage() for r in caplog.records)
+
+
+def test_cog_of_mixed_chunks(s3, tmp_path, caplog):
+    """Noisy chunks (parts of their own) beside constant ones (pieces), in
+    the main pass and in level 1: a valid COG, every level the local COG's,
+    no padding."""
+    from rio_cogeo.cogeo import cog_validate
+
+    data = np.random.default_rng(4).normal(0, 50, size=(3, 2048, 3072)).astype("float32")
+    data[:, 1024:, :] = 7
+    data[:, :, :512] = 3
+    src = write(tmp_path / "mixed.tif", data, block=(256, 256), compress=None)
+    kw = dict(driver="COG", chunk_mb=8, compress="deflate", blocksize=256, workers=2)
+    local = tmp_path / "local.tif"
+    rdask.process(src, str(local), "reverse-bands", **kw)
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    rdask.process(src, url(), "reverse-bands", **kw)
+    assert sorted(set(chunk_logs(caplog).values())) == ["part", "piece"]
+    got = download(s3, tmp_path / "from-s3.tif")
+    assert cog_validate(str(got), quiet=True)[:2] == (True, [])
+    for a, b in zip(overview_pixels(got), overview_pixels(local), strict=True):
+        assert np.array_equal(a, b)
+    assert abs(os.path.getsize(got) - os.path.getsize(local)) < 4096, (os.path.getsize(got), os.path.getsize(local))
+    assert all(pad == 0 for _, _, pad in part_logs(caplog).values())
+    assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())
 
 
 def test_cog_resume_after_sigkill(s3, inputs, tmp_path, caplog):
@@ -433,12 +643,12 @@ def test_cog_resume_after_sigkill(s3, inputs, tmp_path, caplog):
     kw = dict(driver="COG", blocksize=128, chunk_mb=0.3, workers=1)
     result = rdask.process(str(inputs / "small.tif"), url(), "reverse-bands", resume=True, **kw)
     main_parts = {r[2] for r in recorded}
-    uploaded = set(part_logs(caplog))
-    assert not main_parts & uploaded  # the journaled chunks were not redone...
-    last = max(uploaded | main_parts)
+    written = set(chunk_logs(caplog))
+    assert not main_parts & written  # the journaled chunks were not redone...
+    last = max(written | main_parts)
     main_range = set(range(last - result.chunks + 1, last + 1))
-    assert main_parts <= main_range and main_range == main_parts | (uploaded & main_range)  # ...the rest was
-    assert set(range(1, last + 1)) - main_range <= uploaded  # header and every level
+    assert main_parts <= main_range and main_range == main_parts | (written & main_range)  # ...the rest was
+    assert any("smallest levels' tiles stored" in r.getMessage() for r in caplog.records)  # the levels again
     local = tmp_path / "local.tif"
     rdask.process(str(inputs / "small.tif"), str(local), "reverse-bands", **kw)
     got = download(s3, tmp_path / "from-s3.tif")

@@ -4,9 +4,11 @@ One local file per URL (beside :func:`~rdask.io.remote.staging_path`),
 ``flock``ed as the job's lock. Its first line is JSON naming the job
 (:class:`~rdask.outputs.journal.JobId`) and the upload id; each further
 line is JSON for one chunk whose part was uploaded: ``[row, col, part,
-ETag, size, padding, [[tile, offset in part, size], ...]]``. Lines are flushed as
-they are written, so a SIGKILL loses at most a torn last line, whose chunk
-is redone. Nothing here is trusted on resume until ListParts confirms it.
+ETag, size, padding, [[tile, offset in part, size], ...]]``, or whose piece
+was stored: the same with an empty ETag, no padding and the piece's key
+appended. Lines are flushed as they are written, so a SIGKILL loses at most
+a torn last line, whose chunk is redone. Nothing here is trusted on resume
+until ListParts (a part) or a LIST of the pieces (a piece) confirms it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 
 from rdask.errors import ResumeError
 from rdask.outputs.journal import JobId, open_locked
-from rdask.outputs.parts import Part
+from rdask.outputs.parts import Part, Piece
 
 VERSION = 1
 
@@ -29,8 +31,8 @@ class PartJournal:
         self.path, self.url = path, url
         self._fh = open_locked(path, "a+", shown=url)
 
-    def read(self, job: JobId) -> tuple[str | None, dict[tuple[int, int], Part]]:
-        """``(upload id, {(row, col): Part})`` a killed identical job recorded,
+    def read(self, job: JobId) -> tuple[str | None, dict[tuple[int, int], Part | Piece]]:
+        """``(upload id, {(row, col): Part or Piece})`` a killed identical job recorded,
         or ``(None, {})`` when there is none.
 
         Raises
@@ -53,14 +55,15 @@ class PartJournal:
         if diff:
             raise ResumeError(f"cannot resume {self.url}: the interrupted job used a different "
                               f"{' and '.join(diff)} (rerun without --resume to start over)")
-        parts: dict[tuple[int, int], Part] = {}
+        parts: dict[tuple[int, int], Part | Piece] = {}
         for line in lines[1:]:
             try:
-                y0, x0, number, etag, size, padding, tiles = json.loads(line)
-            except ValueError:
-                continue
-            parts[(int(y0), int(x0))] = Part(int(number), str(etag), int(size),
-                                             tuple((int(i), int(o), int(n)) for i, o, n in tiles), int(padding))
+                y0, x0, number, etag, size, padding, tiles, *key = json.loads(line)
+                layout = tuple((int(i), int(o), int(n)) for i, o, n in tiles)
+            except (ValueError, TypeError):
+                continue  # not a line this version wrote: that chunk is redone
+            parts[(int(y0), int(x0))] = (Piece(int(number), str(key[0]), int(size), layout) if key
+                                         else Part(int(number), str(etag), int(size), layout, int(padding)))
         return upload_id, parts
 
     def start(self, job: JobId, upload_id: str) -> None:
@@ -70,10 +73,12 @@ class PartJournal:
         self._fh.write(json.dumps({"rdask_s3parts": VERSION, **job.__dict__, "upload": upload_id}) + "\n")
         self.sync()
 
-    def record(self, window: tuple[int, int], part: Part, *, sync: bool = False) -> None:
-        """Add a chunk's part (flushed at once: enough to survive a SIGKILL)."""
-        line = [window[0], window[1], part.number, part.etag, part.size, part.padding,
-                [list(t) for t in part.tiles]]
+    def record(self, window: tuple[int, int], part: Part | Piece, *, sync: bool = False) -> None:
+        """Add a chunk's part or piece (flushed at once: enough to survive a SIGKILL)."""
+        tiles = [list(t) for t in part.tiles]
+        line: list = ([window[0], window[1], part.number, "", part.size, 0, tiles, part.key]
+                      if isinstance(part, Piece) else
+                      [window[0], window[1], part.number, part.etag, part.size, part.padding, tiles])
         self._fh.write(json.dumps(line, separators=(",", ":")) + "\n")
         self._fh.flush()
         if sync:

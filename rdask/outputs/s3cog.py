@@ -10,17 +10,25 @@ as multipart parts: the S3 GeoTIFF output (:mod:`.s3parts`) plus
 * The main pass is the GeoTIFF output's, its writer wrapped in a
   :class:`~.s3levels.PieceTap` that stores each chunk's level-1 picks. On
   commit each large level is a chunk job run through ``run``: its chunks
-  are read from the pieces, their tiles uploaded as parts, the next
-  level's pieces written.
-* The smallest levels (as many as fit in part 1's 5 MiB, at their worst
-  encoded size) have no parts: the header task builds them in memory from
-  their pieces and puts their tiles after the IFDs, where a COG keeps its
-  smallest overviews, instead of padding a 5 MiB part for each.
+  are read from the pieces, their tiles uploaded as parts (or chunk pieces,
+  grouped at commit with the main pass's, as :mod:`.s3parts` does), the
+  next level's pieces written.
+* The smallest levels (as many as fit in 5 MiB, at their worst encoded
+  size) have no part numbers: one task builds them in memory from their
+  pieces and stores their tiles as one chunk piece (:class:`~.s3levels.
+  TailLevels`), which part 1 takes right after the IFDs, where a COG keeps
+  its smallest overviews.
+* Each grid's first chunk is a piece (:class:`~.parts.PartWriter`) and the
+  pieces stay in part-number order, so each level's first tile comes after
+  the next smaller level's (the COG rule). Groups of pieces may put a chunk
+  before lower-numbered parts: the ghost header claims
+  ``BLOCK_ORDER=ROW_MAJOR`` only when every grid's chunks stay in order.
 * The IFDs are GDAL's: the main image's and one GeoTIFF per level are
   created sparse on the client, as the local COG's are, and
   :mod:`.coglayout` lays them out with the tile offsets from the parts. A
   level's tiles are in chunk order, so the ghost header claims
-  ``BLOCK_ORDER=ROW_MAJOR`` only when every grid has a single chunk column.
+  ``BLOCK_ORDER=ROW_MAJOR`` only when every grid has a single chunk column
+  (and the groups kept its chunks in order).
 * A resume redoes the levels (only the main pass is journaled); the pieces
   of the interrupted upload are kept for it, any other job's are deleted.
 
@@ -35,28 +43,38 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
+from rdask.errors import OutputError
 from rdask.meta import RasterMeta
 from rdask.outputs import s3staged
 from rdask.outputs.base import Committed, OutputSpec, RunChunks
 from rdask.outputs.coglayout import header_and_ifds, layout_ifds, overview_factors, read_ifds
 from rdask.outputs.gdalsink import create_dataset, gdal_env
 from rdask.outputs.options import WriteOptions
-from rdask.outputs.parts import MIN_PART, Part, PartNumbers, PartWriter
+from rdask.outputs.parts import (
+    MIN_PART,
+    Assemble,
+    Part,
+    PartNumbers,
+    PartPlan,
+    PartWriter,
+    Piece,
+    plan_parts,
+)
 from rdask.outputs.s3levels import (
     FromPieces,
-    HeaderWithLevels,
     PieceTap,
     S3Pieces,
-    delete_pieces,
+    Tail,
+    TailLevels,
     tail_bound,
-    token,
 )
 from rdask.outputs.s3parts import (
     Collect,
     PartsOutput,
-    part_starts,
     parts_encoder,
-    run_header,
+    run_parts,
     summary,
 )
 from rdask.outputs.staging import unlink_quietly
@@ -99,8 +117,10 @@ def _count(chunks: tuple[tuple[int, ...], ...]) -> int:
 
 
 def tail_count(spec: OutputSpec, encoder: TileEncoder, levels: list) -> int:
-    """How many of the smallest levels fit in part 1 after the IFDs (an
-    estimate of them: GDAL's tags, and 16 bytes per tile for the index)."""
+    """How many of the smallest levels one task builds in memory (the tail):
+    as many as fit, at their worst encoded size, in 5 MiB less the IFDs (an
+    estimate of them: GDAL's tags, and 16 bytes per tile for the index), so
+    that they and the header stay about one part's worth."""
     tiles = sum(math.ceil(sum(c[1]) / encoder.tile) * math.ceil(sum(c[2]) / encoder.tile)
                 for c in (spec.chunks, *levels))
     room = MIN_PART - 65536 * (len(levels) + 1) - 16 * tiles
@@ -126,7 +146,6 @@ class CogParts:
         self.partial = self.main.partial
         self.level_paths: list[str] = []
         try:
-            delete_pieces(upload, keep=token(upload.upload_id))  # left by killed jobs
             self._make_level_headers()
         except BaseException:
             self.abort(keep_partial=spec.options.resume)
@@ -158,23 +177,36 @@ class CogParts:
     def is_done(self, region: Region) -> bool:
         return self.main.is_done(region)
 
-    def record(self, region: Region, result: Part) -> None:
+    def record(self, region: Region, result: Part | Piece) -> None:
         self.main.record(region, result)
 
     def commit(self, run: RunChunks) -> Committed:
-        """Build the levels, then the header; complete the upload."""
+        """Build the levels, then the tail; group the pieces, write the
+        header; upload part 1 and the groups; complete the upload."""
         self.main.close()
         levels = [self._run_level(run, k) for k in range(1, len(self.levels) - self.tail + 1)]
-        parts = [*self.main.parts.values(), *(p for level in levels for p in level.values())]
-        writer = self._header([self.main.parts, *levels])
-        part1 = run_header(run, writer)
-        self.upload.complete([part1, *parts])
-        delete_pieces(self.upload)
-        self.main.finish()
+        tail = self._run_tail(run) if self.tail else None
+        plan, header = self._header([self.main.parts, *levels], tail)
+        made = run_parts(run, Assemble(self.upload, plan.assemblies(header)))
+        self.upload.complete([*made, *plan.parts])
+        self.main.finish()  # the pieces (chunks' and levels') go
         self._drop_level_headers()
-        return Committed(self.main.url, summary(self.main.url, part1, parts))
+        return Committed(self.main.url, summary(self.main.url, plan))
 
-    def _run_level(self, run: RunChunks, k: int) -> dict[int, Part]:
+    def _run_tail(self, run: RunChunks) -> Tail:
+        """The smallest levels, from the first of them's pieces, in one task."""
+        writer = TailLevels(self.upload, self._pieces(len(self.levels) - self.tail + 1),
+                            tuple(e for _, e in self._tail_encoders()))
+        job = ChunkJob(shape=(1, 1, 1), dtype=np.dtype("u1"), chunks=((1,), (1,), (1,)),
+                       name=f"rdask-s3-tail-{uuid.uuid4().hex}",
+                       make=lambda region, key: ComputeTask(region, key, _no_pixels))
+        output = Collect(writer)
+        run(job, output)
+        if not output.parts:
+            raise OutputError(f"cannot finish {self.main.url}: the smallest levels were not stored")
+        return output.parts[0]
+
+    def _run_level(self, run: RunChunks, k: int) -> dict[int, Part | Piece]:
         """Level ``k`` from the level-``k`` pieces; its tasks write level ``k+1``'s."""
         chunks, spec = self.levels[k - 1], self.spec
         pieces = self._pieces(k)
@@ -188,30 +220,49 @@ class CogParts:
         run(job, output)
         return output.parts
 
-    def _header(self, levels: list[dict[int, Part]]) -> HeaderWithLevels:
-        """Part 1's writer: the COG's IFDs, pointing into the parts, and the
-        tail levels, which its task builds (the part's size allows for them)."""
-        ifds = read_ifds([self.main.header_path, *self.level_paths])
-        for ifd, parts in zip(ifds, levels, strict=False):
-            ifd_tiles(ifd, parts)
-        tail = self._tail_encoders()
-        bound = sum(tail_bound(s, e) for s, e in tail)
-        total = MIN_PART + bound + sum(p.size for parts in levels for p in parts.values())
-        bigtiff = total + sum(len(ifd.tiles) * 16 for ifd in ifds) + 65536 >= 2**32
+    def _header(self, levels: list[dict[int, Part | Piece]], tail: Tail | None) -> tuple[PartPlan, bytes]:
+        """The parts' plan and part 1's header: the COG's IFDs, pointing into
+        the parts, the tail's tiles (first in part 1) included."""
+        chunks = [c for parts in levels for c in parts.values()]
+        grids = self._grids()
+        tiles = sum(len(ifd.tiles) for ifd in read_ifds([self.main.header_path, *self.level_paths]))
+        total = MIN_PART + (tail.piece.size if tail else 0) + sum(c.size for c in chunks)
+        bigtiff = total + tiles * 16 + 65536 * len(grids) >= 2**32
         row_major = all(len(c[2]) == 1 for c in (self.spec.chunks, *self.levels))
-        layout_ifds(ifds, bigtiff, row_major=row_major)
-        size = max(MIN_PART, len(header_and_ifds(ifds, bigtiff, row_major=row_major)) + bound)
-        starts = part_starts([p for parts in levels for p in parts.values()], size)
+        lead = (tail.piece,) if tail else ()
+        while True:
+            ifds = self._ifds(levels, tail)
+            layout_ifds(ifds, bigtiff, row_major=row_major)
+            head = len(header_and_ifds(ifds, bigtiff, row_major=row_major))
+            plan = plan_parts(head, chunks, lead=lead)
+            starts = plan.starts()
+            if not row_major or in_order(starts, grids):
+                break
+            row_major = False  # a group put chunks out of order: claim no order (the ghost shrinks)
         for ifd, parts in zip(ifds, levels, strict=False):
             offsets = [0] * len(ifd.tiles)
             for part in parts.values():
                 for i, off, _ in part.tiles:
                     offsets[i] = starts[part.number] + off
             ifd.tile_offsets = offsets
-        first_tail = len(self.levels) - self.tail + 1
-        pieces = self._pieces(first_tail) if self.tail else None
-        return HeaderWithLevels(self.upload, tuple(ifds), bigtiff, row_major, size, pieces,
-                                tuple(e for _, e in tail))
+        for ifd, layout in zip(ifds[len(levels):], tail.levels if tail else (), strict=True):
+            ifd.tile_offsets = [starts[0] + off for _, off, _ in layout]
+        return plan, header_and_ifds(ifds, bigtiff, row_major=row_major)
+
+    def _ifds(self, levels: list[dict[int, Part | Piece]], tail: Tail | None) -> list[Any]:
+        """Fresh IFDs (GDAL's) with their tiles' byte counts."""
+        ifds = read_ifds([self.main.header_path, *self.level_paths])
+        for ifd, parts in zip(ifds, levels, strict=False):
+            ifd_tiles(ifd, parts)
+        for ifd, layout in zip(ifds[len(levels):], tail.levels if tail else (), strict=True):
+            ifd.tiles = [(0, n) for _, _, n in layout]
+        return ifds
+
+    def _grids(self) -> list[tuple[int, int]]:
+        """``(first part number, chunk count)`` of the main grid and each level with parts."""
+        numbers = [self.main.numbers, *self.numbers]
+        chunks = [self.spec.chunks, *self.levels]
+        return [(n.first, _count(c)) for n, c in zip(numbers, chunks, strict=False)]
 
     def _pieces(self, k: int) -> S3Pieces:
         """The level-``k`` pieces (made by the main pass or level ``k-1``'s tasks)."""
@@ -227,9 +278,8 @@ class CogParts:
         return out
 
     def abort(self, *, keep_partial: bool = False) -> bool:
+        """The main output's abort deletes every piece (unless kept for a resume)."""
         self._drop_level_headers()
-        if not keep_partial and self.main.upload is not None:
-            delete_pieces(self.main.upload)
         return self.main.abort(keep_partial=keep_partial)
 
     def _drop_level_headers(self) -> None:
@@ -237,7 +287,21 @@ class CogParts:
             unlink_quietly(path)
 
 
-def ifd_tiles(ifd: Any, parts: dict[int, Part]) -> list[tuple[int, int]]:
+def in_order(starts: dict[int, int], grids: list[tuple[int, int]]) -> bool:
+    """Whether every grid's chunks are in the object in part-number order."""
+    for first, count in grids:
+        at = [starts[n] for n in range(first, first + count)]
+        if any(a >= b for a, b in zip(at, at[1:], strict=False)):
+            return False
+    return True
+
+
+def _no_pixels(region: Region) -> np.ndarray:
+    """The tail job's chunk has no pixels, only the writer's bytes."""
+    return np.zeros((1, 1, 1), dtype=np.uint8)
+
+
+def ifd_tiles(ifd: Any, parts: dict[int, Part | Piece]) -> list[tuple[int, int]]:
     """Give ``ifd`` the byte counts of its tiles from ``parts``; return them."""
     tiles = [(0, 0)] * len(ifd.tiles)
     for part in parts.values():

@@ -9,7 +9,11 @@ prefix next to the key, ``<key>.rdask-partial/<upload token>/l<k>/<a>-<b>``:
 * every main-pass chunk's task writes its level-1 piece (:class:`PieceTap`);
 * level ``k`` is a chunk job of its own whose chunks are assembled from the
   level-``k`` pieces under them (:class:`FromPieces`); its tasks upload
-  their tiles as parts and write the level-``k+1`` pieces in turn.
+  their tiles as parts (or chunk pieces, as the main pass's) and write the
+  level-``k+1`` pieces in turn;
+* the smallest levels are one task (:class:`TailLevels`) that builds them
+  from the first of them's pieces and stores their tiles as one chunk
+  piece, which part 1 takes right after the IFDs.
 
 A nearest pick needs no neighbours, so each piece comes from exactly one
 chunk and the pixels are GDAL's (:func:`~.overviews.picks`), as in the
@@ -18,8 +22,6 @@ local COG. The prefix is deleted on commit and on abort.
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -28,9 +30,8 @@ from typing import Any
 import numpy as np
 
 from rdask.errors import OutputError
-from rdask.outputs.coglayout import header_and_ifds
 from rdask.outputs.overviews import picks, take
-from rdask.outputs.parts import Part, Upload, s3_client, s3_reason
+from rdask.outputs.parts import Piece, Upload, s3_client, s3_reason, token
 from rdask.outputs.tiles import TileEncoder
 from rdask.recipe import Region
 
@@ -40,11 +41,6 @@ log = logging.getLogger("rdask")
 def prefix_of(key: str) -> str:
     """The hidden prefix of every job's pieces for ``key``."""
     return f"{key}.rdask-partial/"
-
-
-def token(upload_id: str) -> str:
-    """A short, key-safe name for one upload's pieces."""
-    return hashlib.sha256(upload_id.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -168,42 +164,49 @@ def delete_pieces(upload: Upload, *, keep: str | None = None) -> int:
 
 
 @dataclass(frozen=True)
-class HeaderWithLevels:
-    """Part 1 of an S3 COG, made in a task: the header and every IFD, then
-    the tiles of the smallest levels (the ``tail``), where a COG keeps them.
+class Tail:
+    """What :class:`TailLevels` stored: one piece, and each tail level's
+    ``[(tile, offset in the piece, size), ...]``, largest level first."""
 
-    The tail levels are small (a few MiB raw, together), so the task builds
-    them in memory from the first tail level's pieces, encodes them, writes
-    their tile index into their IFDs and pads the part to ``size``.
+    piece: Piece
+    levels: tuple[tuple[tuple[int, int, int], ...], ...]
+
+    @property
+    def number(self) -> int:
+        return self.piece.number
+
+
+@dataclass(frozen=True)
+class TailLevels:
+    """The smallest levels of an S3 COG (the ``tail``), made in one task.
+
+    They are small (a few MiB raw, together), so the task builds them in
+    memory from the first tail level's pieces, encodes them and stores
+    their tiles, smallest level first (where a COG keeps them), as one chunk
+    piece that part 1 takes right after the IFDs. Their exact size is then
+    known before the tile index is written: no room to reserve, no padding.
     """
 
     upload: Upload
-    ifds: tuple[Any, ...]  # laid out (coglayout); the tail's are the last ones
-    bigtiff: bool
-    row_major: bool
-    size: int
-    pieces: S3Pieces | None = None  # the first tail level's
-    encoders: tuple[TileEncoder, ...] = ()  # one per tail level, largest first
+    pieces: S3Pieces  # the first tail level's
+    encoders: tuple[TileEncoder, ...]  # one per tail level, largest first
 
-    def __call__(self, block: np.ndarray, region: Region) -> Part:
-        ifds = [copy.copy(ifd) for ifd in self.ifds]
-        tail = ifds[len(ifds) - len(self.encoders):]
-        at = len(header_and_ifds(ifds, self.bigtiff, row_major=self.row_major))
+    def __call__(self, block: np.ndarray, region: Region) -> Tail:
         blobs: list[bytes] = []
-        for ifd, pixels, encoder in reversed(list(zip(tail, self._levels(), self.encoders, strict=True))):
-            tiles = sorted(encoder(pixels, (slice(None), slice(0, None), slice(0, None))))
-            ifd.tiles = [(0, len(b)) for _, b in tiles]
-            ifd.tile_offsets = [int(v) for v in at + np.cumsum([0] + [len(b) for _, b in tiles[:-1]])]
-            at += sum(len(b) for _, b in tiles)
-            blobs += [b for _, b in tiles]
-        head = header_and_ifds(ifds, self.bigtiff, row_major=self.row_major)
-        if len(head) + sum(map(len, blobs)) > self.size:
-            raise OutputError(f"cannot finish {self.upload.url}: rdask bug: the smallest levels overflow part 1")
-        pad = self.size - len(head) - sum(map(len, blobs))
-        etag = self.upload.put(1, b"".join([head, *blobs, bytes(pad)]))
-        log.debug("%s: part 1 uploaded: %d bytes of header + %d bytes of padding (with %d levels' tiles)",
-                  self.upload.url, self.size - pad, pad, len(self.encoders))
-        return Part(1, etag, self.size, padding=pad)
+        layouts: list[tuple[tuple[int, int, int], ...]] = []
+        at = 0
+        for pixels, encoder in reversed(list(zip(self._levels(), self.encoders, strict=True))):
+            layout = []
+            for index, blob in sorted(encoder(pixels, (slice(None), slice(0, None), slice(0, None)))):
+                layout.append((index, at, len(blob)))
+                at += len(blob)
+                blobs.append(blob)
+            layouts.append(tuple(layout))
+        key = self.upload.piece_key("tail")
+        self.upload.put_piece(key, b"".join(blobs))
+        log.debug("%s: the %d smallest levels' tiles stored as a piece: %d bytes",
+                  self.upload.url, len(self.encoders), at)
+        return Tail(Piece(0, key, at), tuple(reversed(layouts)))
 
     def _levels(self) -> list[np.ndarray]:
         """The tail levels' pixels, largest first."""

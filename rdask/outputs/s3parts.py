@@ -9,29 +9,39 @@ only creates the multipart upload; each chunk's task encodes its tiles
 
 * Part numbers: part 1 is the TIFF header, chunk ``(i, j)`` of the grid is
   part ``2 + i * columns + j``. S3 wants every part but the last to be at
-  least 5 MiB: smaller ones are padded with zero bytes no tile references
-  (the file stays a valid TIFF; the padding is logged, at debug level).
+  least 5 MiB: a chunk whose tiles are fewer stores them as a piece, a
+  temporary object under ``<key>.rdask-partial/<upload token>/small/``,
+  and at commit the pieces are grouped into parts of at least 5 MiB
+  (:func:`~.parts.plan_parts`), each taking the number of its first piece.
+  The tile index says where every tile is, so tiles need no order.
 * The header: GDAL creates the structure exactly as the GTiff output does
   (``SPARSE_OK``, a small local file, so tags and metadata are GDAL's own)
   and on commit the client fills in the tile index: a tile's offset is the
-  start of its part plus its offset in the part. Part 1 (padded to 5 MiB)
-  is uploaded by a one-chunk :class:`~rdask.recipe.ChunkJob` run through
+  start of its part plus its offset in the part. Part 1 is the header then
+  the first pieces, up to 5 MiB (padded only when the whole object is
+  smaller and other parts follow); every part's size is known before the
+  index is filled (the header's size is fixed by the tile count).
+* Part 1 and the groups are uploaded by one :class:`~rdask.recipe.ChunkJob`
+  (a chunk per part, :class:`~.parts.Assemble`) run through
   ``commit(run)``, the contract's way for an output to run more tasks (as
   the COG's overview levels do): it runs wherever chunk tasks run, so the
-  scheduler needs no new branch, on a cluster a worker generates the
-  padding, and the client sends only the header bytes (inside the task).
+  scheduler needs no new branch, on a cluster a worker fetches a group's
+  pieces, and the client sends only the header bytes (inside the task).
 * Publication is atomic: nothing is at the key until
   CompleteMultipartUpload. A failure or Ctrl-C aborts the upload, unless
   ``resume`` keeps it for the resume.
-* Resume: the upload id and each chunk's part are journaled on the client's
-  disk (:mod:`.partjournal`, one locked file per URL). A resume keeps only
-  the chunks whose part ListParts shows with the same ETag and size and
-  recomputes the others; an upload that is gone means starting over. A job
-  without ``resume`` aborts what a killed job left on the key.
+* Resume: the upload id and each chunk's part or piece are journaled on
+  the client's disk (:mod:`.partjournal`, one locked file per URL). A
+  resume keeps only the chunks whose part ListParts shows with the same
+  ETag and size, or whose piece one LIST of the prefix shows with the same
+  size, and recomputes the others; an upload that is gone means starting
+  over. The groups are formed anew at each commit (a killed commit's parts
+  are overwritten or, unnamed, dropped by the completion). A job without
+  ``resume`` aborts what a killed job left on the key, pieces included.
 
 What this output cannot do goes to :mod:`.s3staged`: what only GDAL can
-encode (masks, other codecs) and rasters under 5 MiB (one part's worth:
-nothing to spread, and padding would only grow the object). COGs are
+encode (masks, other codecs) and rasters under 5 MiB of pixels (one part's
+worth: nothing to spread; the staged upload is one PUT). COGs are
 :mod:`.s3cog`, which adds the overview levels to this output.
 """
 
@@ -56,12 +66,17 @@ from rdask.outputs.partjournal import PartJournal
 from rdask.outputs.parts import (
     MAX_PARTS,
     MIN_PART,
-    HeaderWriter,
-    Part,
+    Assemble,
+        Part,
     PartNumbers,
+    PartPlan,
     PartWriter,
+    Piece,
     Upload,
+    plan_parts,
+    token,
 )
+from rdask.outputs.s3levels import delete_pieces
 from rdask.outputs.sidecar import sidecars
 from rdask.outputs.staging import unlink_quietly
 from rdask.outputs.tiles import TileEncoder
@@ -97,15 +112,6 @@ def check_part_count(url: str, parts: int) -> None:
                           f"allows {MAX_PARTS} (use larger chunks: --chunk-mb)")
 
 
-def part_starts(parts: list[Part], at: int) -> dict[int, int]:
-    """Where each part starts in the object, the parts after ``at`` bytes of part 1."""
-    starts = {}
-    for part in sorted(parts, key=lambda p: p.number):
-        starts[part.number] = at
-        at += part.size
-    return starts
-
-
 class PartsOutput:
     """A GeoTIFF whose tiles the tasks upload as parts (see the module docstring)."""
 
@@ -120,7 +126,7 @@ class PartsOutput:
         self.header_path = base + ".header.tif"
         self.journal = PartJournal(base + ".rdask-parts", self.url)
         self.partial = f"{self.url} (its multipart upload, journaled in {self.journal.path})"
-        self.parts: dict[int, Part] = {}
+        self.parts: dict[int, Part | Piece] = {}  # by the chunk's part number
         self.upload: Upload | None = None
         self._closed = False
         try:
@@ -144,8 +150,9 @@ class PartsOutput:
         with gdal_env():
             ds.close()
         index = IndexLocation.read(self.header_path, encoder)
-        # Every part but the last is >= 5 MiB: know now if classic TIFF offsets overflow.
-        if index.offsets[1] == 4 and MIN_PART * (self.numbers.last - 1) >= 2**32:
+        # Know now if classic TIFF offsets can overflow: the most the tiles can
+        # encode to (as a TileEncoder's worst case) and part 1's padding.
+        if index.offsets[1] == 4 and worst_size(spec, encoder) + MIN_PART >= 2**32:
             raise OutputError(f"cannot write {self.url}: its parts exceed 4 GB in a classic TIFF; "
                               "pass --co BIGTIFF=YES")
         return index
@@ -160,7 +167,9 @@ class PartsOutput:
             listed = upload.listed()
             if listed is not None:
                 self.journal.start(self.spec.job, upload_id)
-                self._adopt(recorded, listed)
+                delete_pieces(upload, keep=token(upload_id))  # other killed jobs' pieces
+                self._adopt(recorded, listed, upload.pieces_listed() if any(
+                    isinstance(p, Piece) for p in recorded.values()) else {})
                 log.info("resuming %s: %d chunks already uploaded", self.url, len(self.parts))
                 return upload
             log.info("the multipart upload of %s is gone; starting from scratch", self.url)
@@ -168,18 +177,23 @@ class PartsOutput:
             log.info("nothing to resume for %s; starting from scratch", self.url)
         upload = Upload.create(s3.endpoint, s3.bucket, s3.key)
         self.journal.start(self.spec.job, upload.upload_id)
+        delete_pieces(upload, keep=token(upload.upload_id))  # killed jobs' pieces
         return upload
 
-    def _adopt(self, recorded: dict[tuple[int, int], Part], listed: dict[int, tuple[str, int]]) -> None:
+    def _adopt(self, recorded: dict[tuple[int, int], Part | Piece], listed: dict[int, tuple[str, int]],
+               pieces: dict[str, int]) -> None:
         """Keep the journaled chunks whose part S3 holds with the same ETag and
-        size (journaling them again); the others are recomputed."""
+        size, or whose piece with the same size (journaling them again); the
+        others are recomputed."""
         for (y0, x0), part in recorded.items():
             try:
                 number = self.numbers.at(y0, x0)
                 self.grid.index(y0, x0)
             except (ValueError, RuntimeError):
                 continue
-            if number == part.number and listed.get(number) == (part.etag, part.size):
+            held = (pieces.get(part.key) == part.size if isinstance(part, Piece)
+                    else listed.get(number) == (part.etag, part.size))
+            if number == part.number and held:
                 self.grid.claim(y0, x0)
                 self.parts[number] = part
                 self.journal.record((y0, x0), part)
@@ -188,8 +202,8 @@ class PartsOutput:
     def is_done(self, region: Region) -> bool:
         return region in self.grid
 
-    def record(self, region: Region, result: Part) -> None:
-        """Note a chunk's part, and journal it."""
+    def record(self, region: Region, result: Part | Piece) -> None:
+        """Note a chunk's part or piece, and journal it."""
         if self._closed:
             raise OutputError(f"{self.url}: write after the job was stopped")
         _, ys, xs = region
@@ -205,26 +219,28 @@ class PartsOutput:
         self._closed = True
 
     def commit(self, run: RunChunks) -> Committed:
-        """Fill in the tile index, upload the header part, complete the upload."""
+        """Group the pieces, fill in the tile index, upload part 1 and the
+        groups, complete the upload."""
         assert self.upload is not None
         self.close()
-        size = max(MIN_PART, os.path.getsize(self.header_path))
-        header = self._header(size)
-        part1 = run_header(run, HeaderWriter(self.upload, header, size))
-        self.upload.complete([part1, *self.parts.values()])
+        plan = plan_parts(os.path.getsize(self.header_path), self.parts.values())
+        header = self._header(plan.starts())
+        made = run_parts(run, Assemble(self.upload, plan.assemblies(header)))
+        self.upload.complete([*made, *plan.parts])
         self.finish()
-        return Committed(self.url, summary(self.url, part1, list(self.parts.values())))
+        return Committed(self.url, summary(self.url, plan))
 
     def finish(self) -> None:
-        """After the completion: the journal and the local header go."""
+        """After the completion: the pieces, the journal and the local header go."""
+        assert self.upload is not None
+        delete_pieces(self.upload)
         self.journal.close(remove=True)
         self._drop_header()
 
-    def _header(self, header_part: int) -> bytes:
+    def _header(self, starts: dict[int, int]) -> bytes:
         """The header GDAL wrote, its tile index pointing into the parts."""
         offsets = np.zeros(self.index.count, dtype=np.uint64)
         counts = np.zeros(self.index.count, dtype=np.uint64)
-        starts = part_starts(list(self.parts.values()), header_part)
         for part in self.parts.values():
             for i, off, n in part.tiles:
                 offsets[i], counts[i] = starts[part.number] + off, n
@@ -249,6 +265,7 @@ class PartsOutput:
             return True
         if self.upload is not None:
             self.upload.abort()
+            delete_pieces(self.upload)
         self.journal.close(remove=True)
         return False
 
@@ -257,47 +274,59 @@ class PartsOutput:
             unlink_quietly(path)
 
 
-def summary(url: str, part1: Part, parts: list[Part]) -> int:
+def worst_size(spec: OutputSpec, encoder: TileEncoder) -> int:
+    """The most bytes the tiles can encode to: whole tiles, plus what
+    DEFLATE or ZSTD add to incompressible data."""
+    bands, height, width = spec.shape
+    t = encoder.tile
+    raw = t * t * bands * np.dtype(spec.dtype).itemsize
+    return -(-height // t) * -(-width // t) * (raw + raw // 64 + 1024)
+
+
+def summary(url: str, plan: PartPlan) -> int:
     """Log what the object is made of (at debug level); return its size."""
-    total = part1.size + sum(p.size for p in parts)
-    padding = part1.padding + sum(p.padding for p in parts)
-    log.debug("%s: %d parts, %d bytes, of which %d bytes of padding (%d in the header part)",
-              url, len(parts) + 1, total, padding, part1.padding)
+    pieces = len(plan.first) + sum(len(g) for g in plan.groups)
+    total = plan.head + plan.padding + sum(p.size for p in plan.parts) + sum(
+        p.size for p in (*plan.first, *(m for g in plan.groups for m in g)))
+    log.debug("%s: %d parts (%d of them groups of %d pieces), %d bytes, of which %d bytes of padding "
+              "(in the header part)", url, 1 + len(plan.groups) + len(plan.parts), len(plan.groups), pieces,
+              total, plan.padding)
     return total
 
 
-def run_header(run: RunChunks, writer: HeaderWriter) -> Part:
-    """Upload the header part through ``run``: a one-chunk job of its own, so
-    it runs where the chunk tasks run."""
-    job = ChunkJob(shape=(1, 1, 1), dtype=np.dtype("u1"), chunks=((1,), (1,), (1,)),
-                   name=f"rdask-s3-header-{uuid.uuid4().hex}",
+def run_parts(run: RunChunks, writer: Assemble) -> list[Part]:
+    """Upload part 1 and the groups through ``run``: a job of its own, a
+    chunk per part, so they are made where the chunk tasks run."""
+    n = len(writer.parts)
+    job = ChunkJob(shape=(1, 1, n), dtype=np.dtype("u1"), chunks=((1,), (1,), (1,) * n),
+                   name=f"rdask-s3-parts-{uuid.uuid4().hex}",
                    make=lambda region, key: ComputeTask(region, key, _no_pixels))
     output = Collect(writer)
     run(job, output)
-    if not output.parts:
-        raise OutputError(f"cannot finish {writer.upload.url}: the header part was not uploaded")
-    return output.parts[1]
+    if len(output.parts) != n:
+        raise OutputError(f"cannot finish {writer.upload.url}: {n - len(output.parts)} parts were not uploaded")
+    return list(output.parts.values())
 
 
 def _no_pixels(region: Region) -> np.ndarray:
-    """The header job's chunk: it has no pixels, only the writer's bytes."""
+    """The commit job's chunks have no pixels, only the writer's bytes."""
     return np.zeros((1, 1, 1), dtype=np.uint8)
 
 
 class Collect:
-    """The write contract for a job run at commit (the header, a COG level):
-    it only collects the parts its tasks uploaded."""
+    """The write contract for a job run at commit (the parts, a COG level):
+    it only collects the parts and pieces its tasks uploaded."""
 
     partial = ""
 
     def __init__(self, writer: Any) -> None:
         self.writer = writer
-        self.parts: dict[int, Part] = {}
+        self.parts: dict[int, Any] = {}
 
     def is_done(self, region: Region) -> bool:
         return False
 
-    def record(self, region: Region, result: Part) -> None:
+    def record(self, region: Region, result: Any) -> None:
         self.parts[result.number] = result
 
     def commit(self, run: RunChunks) -> Committed:
