@@ -21,6 +21,7 @@ from dask.base import tokenize
 from rdask.errors import OutputError
 from rdask.io.source import RasterSource
 from rdask.kernels import Kernel
+from rdask.kernels.chain import is_chain, parse_chain
 from rdask.meta import RasterMeta
 from rdask.outputs import OutputSpec, kind_for, open_output
 from rdask.outputs.journal import JobId
@@ -54,14 +55,17 @@ class Result:
     pixels: int
     bytes: int
     chunks: int
+    resumed: int = 0  # of ``pixels``, those an interrupted earlier run wrote
 
     def summary(self) -> str:
-        """One line: path, size, time, throughput."""
+        """One line: path, size, time, throughput (of the pixels computed in this run)."""
         mpx = self.pixels / 1e6
-        rate = mpx / self.seconds if self.seconds > 0 else float("inf")
+        now = (self.pixels - self.resumed) / 1e6
+        rate = now / self.seconds if self.seconds > 0 else float("inf")
+        kept = f", {self.resumed / 1e6:.1f} Mpx of them resumed" if self.resumed else ""
         return (
             f"wrote {self.path} ({_human(self.bytes)}) in {self.seconds:.2f} s, "
-            f"{mpx:.1f} Mpx at {rate:.1f} Mpx/s"
+            f"{mpx:.1f} Mpx{kept}, {rate:.1f} Mpx/s"
         )
 
 
@@ -106,7 +110,9 @@ def process(
         Output path (``s3://bucket/key`` too).
     kernel
         A kernel, a kernel name, a numba function, or a chain: a sequence of
-        ``(kernel, args)`` pairs applied in order in one pass. A step named
+        ``(kernel, args)`` pairs applied in order in one pass, or the
+        same chain as the CLI's text (``"warp crs=EPSG:3857 res=30 | slope"``,
+        argument values as strings). A step named
         ``"warp"`` reprojects (arguments of :func:`rdask.recipe.warp`, or
         the CLI's ``crs=``, ``res=``, ``bounds=``, ``like=``,
         ``resampling=``, ``nodata=``, ``et=``).
@@ -178,8 +184,9 @@ def write(job: ChunkJob, meta: RasterMeta, dst: str | os.PathLike, options: Writ
         report = _Reporter(progress, total)
         try:
             # Chunks an interrupted job already wrote (on resume) count as done.
-            report.done = sum(region_pixels(r) for r in chunk_regions(job.chunks) if output.is_done(r))
-            done = report.done + runner.run(job, output, report.add)
+            resumed = sum(region_pixels(r) for r in chunk_regions(job.chunks) if output.is_done(r))
+            report.resumed(resumed)
+            done = resumed + runner.run(job, output, report.add)
             if done != total:
                 raise OutputError(f"{dst}: only {done} of {total} pixels were written")
             committed = output.commit(runner.run)
@@ -190,7 +197,7 @@ def write(job: ChunkJob, meta: RasterMeta, dst: str | os.PathLike, options: Writ
         finally:
             report.close()
     nchunks = job.grid[0] * job.grid[1]
-    return Result(committed.path, time.perf_counter() - t0, total, committed.bytes, nchunks)
+    return Result(committed.path, time.perf_counter() - t0, total, committed.bytes, nchunks, resumed)
 
 
 def job_id(job: ChunkJob, meta: RasterMeta, options: WriteOptions, source: Source) -> JobId:
@@ -234,6 +241,12 @@ def _sized(recipe: Recipe, *, chunk_mb: float | None, distributed: bool, workers
 
 def _chain(kernel: Any, kernel_args: Mapping[str, Any] | None) -> list[tuple[Any, dict[str, Any]]]:
     """``kernel`` as a list of ``(kernel, args)`` steps."""
+    if isinstance(kernel, str) and is_chain(kernel):
+        steps = parse_chain(kernel)
+        if kernel_args and len(steps) > 1:
+            raise ValueError("kernel_args applies to a single kernel; put arguments in the chain")
+        steps[0][1].update(kernel_args or {})
+        return steps
     if isinstance(kernel, (list, tuple)):
         if kernel_args:
             raise ValueError("kernel_args applies to a single kernel; give each step its own args")
@@ -248,6 +261,12 @@ class _Reporter:
         self.total, self.done = total, 0
         self.bar = TerminalProgress() if progress is True else None
         self.callback = self.bar or (progress if callable(progress) else None)
+
+    def resumed(self, pixels: int) -> None:
+        """Count ``pixels`` an interrupted run wrote as done (not in the rate)."""
+        self.done = pixels
+        if self.bar is not None:
+            self.bar.base = pixels
 
     def add(self, pixels: int) -> None:
         self.done += pixels

@@ -24,6 +24,7 @@ class TerminalProgress:
         self._last = 0.0
         self._lock = threading.Lock()
         self._drawn = False
+        self.base = 0  # pixels an earlier, resumed run wrote: not part of the rate
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
@@ -33,8 +34,9 @@ class TerminalProgress:
             self._last = now
             elapsed = max(now - self.t0, 1e-9)
             frac = done / total if total else 1.0
-            rate = done / elapsed / 1e6
-            eta = (total - done) / (done / elapsed) if done else float("inf")
+            now_done = done - self.base
+            rate = now_done / elapsed / 1e6
+            eta = (total - done) / (now_done / elapsed) if now_done > 0 else float("inf")
             filled = int(self.width * frac)
             bar = "#" * filled + "-" * (self.width - filled)
             eta_s = f"{eta:5.0f}s" if eta != float("inf") else "    ?"

@@ -205,6 +205,25 @@ def test_cog_resume_completes_with_the_same_bytes(tmp_path):
     result = rdask.process(src, resumed, f"{kfile}:flaky", resume=True,
                            progress=lambda done, _total: written.append(done), **kw)
     assert 0 < len(written) < result.chunks  # only the missing chunks ran
+    assert 0 < result.resumed < result.pixels and "resumed" in result.summary()
     assert resumed.read_bytes() == open(clean, "rb").read()
     assert cog_validate(str(resumed), quiet=True)[0]
     assert sorted(os.listdir(outdir)) == ["clean.tif", "resumed.tif"]
+
+
+def test_level1_scratch_is_per_attempt_and_stale_ones_are_removed(tmp_path):
+    """Each attempt's level-1 scratch has its own name (a chunk thread left
+    over from an interrupted attempt cannot write into the next one's), and a
+    scratch file a killed attempt left beside the target is removed."""
+    from rdask.outputs.overviews import LevelPieces
+
+    assert LevelPieces.path_for("/x/p") != LevelPieces.path_for("/x/p")
+    data = synthetic((1, 300, 280), "uint16", nodata=0, seed=9)
+    src = write(tmp_path / "in.tif", data, block=(64, 64), nodata=0)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    stale = outdir / ".o.tif.rdask-partial.ovr1.0123456789ab.raw"
+    stale.write_bytes(b"left by a killed job")
+    rdask.process(src, str(outdir / "o.tif"), "reverse-bands", chunk_mb=0.05, blocksize=64,
+                  driver="COG", workers=2)
+    assert sorted(os.listdir(outdir)) == ["o.tif"]

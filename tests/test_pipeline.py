@@ -331,3 +331,43 @@ def test_default_deflate_profile_and_override(tmp_path, dtype, predictor):
         assert a.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == str(predictor)
         assert "PREDICTOR" not in b.tags(ns="IMAGE_STRUCTURE")
         assert np.array_equal(a.read(), b.read()) and np.array_equal(a.read(), data[::-1])
+
+
+def test_rates_count_only_the_pixels_computed_in_this_run():
+    """A resumed run's throughput and ETA leave out what the earlier run wrote."""
+    import io
+
+    from rdask.pipeline import Result
+    from rdask.progress import TerminalProgress
+
+    fresh = Result("o.tif", 2.0, 100_000_000, 1, 10)
+    resumed = Result("o.tif", 2.0, 100_000_000, 1, 10, resumed=60_000_000)
+    assert "50.0 Mpx/s" in fresh.summary()
+    assert "20.0 Mpx/s" in resumed.summary() and "60.0 Mpx of them resumed" in resumed.summary()
+    out = io.StringIO()
+    bar = TerminalProgress(out)
+    bar.base = 90_000_000
+    bar.t0 -= 1.0  # one second in
+    bar(90_000_000 + 1_000_000, 100_000_000)
+    text = out.getvalue()
+    assert "   1.0 Mpx/s" in text or "  1.0 Mpx/s" in text
+    assert "ETA     9s" in text
+
+
+def test_process_takes_the_clis_chain_text(tmp_path):
+    """process() takes a chain as the CLI writes it, with the same result as
+    the list form; kernel_args go to a single step; a bad chain is one line."""
+    src = write(tmp_path / "in.tif", synthetic((2, 300, 260), "float32", seed=4), block=(64, 64))
+    listed = str(tmp_path / "listed.tif")
+    rdask.process(src, listed, [("focal-mean", {"radius": 2}), ("reverse-bands", {})], chunk_mb=0.1)
+    text = str(tmp_path / "text.tif")
+    rdask.process(src, text, "focal-mean radius=2 | reverse-bands", chunk_mb=0.1)
+    np.testing.assert_array_equal(read(text), read(listed))
+    single = str(tmp_path / "single.tif")
+    rdask.process(src, single, "focal-mean radius=1", kernel_args={"radius": 2}, chunk_mb=0.1)
+    np.testing.assert_array_equal(read(single)[::-1], read(listed))
+    with pytest.raises(ValueError, match=r"^empty step in kernel chain"):
+        rdask.process(src, str(tmp_path / "bad.tif"), "focal-mean | ", chunk_mb=0.1)
+    with pytest.raises(ValueError, match=r"is not NAME=VALUE"):
+        rdask.process(src, str(tmp_path / "bad.tif"), "focal-mean radius", chunk_mb=0.1)
+    assert not (tmp_path / "bad.tif").exists()

@@ -205,6 +205,22 @@ def test_target_grid_is_gdalwarps(dem, data, crs, args):
     assert target_grid(Grid.of(dem), like=want) is want
 
 
+@pytest.mark.parametrize("crs, te", [
+    ("EPSG:4326", ("-75.01", "40.4", "-74.7", "40.6")),
+    ("EPSG:4326", ("-75.3", "40.2", "-74.5", "40.9")),  # wider than the source
+    ("EPSG:3857", ("-8350000", "4925000", "-8310000", "4955000")),
+    ("EPSG:32618", ("500000", "4480000", "520000", "4500000")),  # the source's own CRS
+])
+def test_target_grid_bounds_without_resolution(dem, data, crs, te):
+    """-te without -tr: gdalwarp samples the source's resolution inside the
+    target extent, not the whole source's suggested resolution."""
+    out = gdalwarp(dem, data / "grid_te.tif", "-t_srs", crs, "-r", "near", "-te", *te)
+    want = Grid.of(out)
+    got = target_grid(Grid.of(dem), crs=crs, bounds=tuple(float(v) for v in te))
+    assert got.shape == want.shape
+    assert got.transform.almost_equals(want.transform, precision=1e-9)
+
+
 @pytest.mark.parametrize("crs", ["EPSG:4326", "EPSG:3857"])
 @pytest.mark.parametrize("resampling", ["nearest", "bilinear", "cubic", "lanczos", "average", "mode"])
 def test_dem_chunked_equals_whole(dem, data, crs, resampling):

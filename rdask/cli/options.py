@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import click
 
+from rdask.kernels import chain
+
 
 def _set_flag(ctx: click.Context, param: click.Parameter, value) -> None:
     """Record -v/-q/--debug on the root context (they work before or after
@@ -61,19 +63,11 @@ def parse_pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 
 
 def parse_chain(text: str) -> list[tuple[str, dict[str, str]]]:
-    """Parse ``"focal-mean radius=2 | slope"`` into ``[(name, args), ...]``.
-
-    The syntax follows GDAL's ``gdal raster pipeline``: steps separated by
-    ``|``, each a kernel name followed by ``NAME=VALUE`` arguments.
-    """
-    steps = []
-    for part in text.split("|"):
-        words = part.split()
-        if not words:
-            raise click.BadParameter(f"empty step in kernel chain {text!r}", param_hint="KERNEL")
-        name, *rest = words
-        steps.append((name, parse_pairs(tuple(rest), f"arguments of {name}")))
-    return steps
+    """:func:`rdask.kernels.chain.parse_chain`, its errors as click's."""
+    try:
+        return chain.parse_chain(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="KERNEL") from None
 
 
 workers_option = click.option(

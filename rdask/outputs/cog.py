@@ -52,7 +52,7 @@ class CogOutput:
                            and spec.shares_files(self.partial))
         try:
             # A scratch file left by a killed job is stale either way.
-            unlink_quietly(LevelPieces.path_for(self.partial))
+            LevelPieces.remove_stale(self.partial)
             self.scratch = self._tap()
         except BaseException:
             self.inner.abort(keep_partial=self.staging.resuming)

@@ -26,6 +26,7 @@ picks span, wherever the seams fall.
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import uuid
@@ -88,7 +89,15 @@ class LevelPieces:
 
     @staticmethod
     def path_for(partial: str) -> str:
-        return f"{partial}.ovr1.raw"
+        # One name per job attempt: a chunk thread abandoned by Ctrl-C can
+        # then never write into the scratch of a rerun in the same process.
+        return f"{partial}.ovr1.{uuid.uuid4().hex[:12]}.raw"
+
+    @staticmethod
+    def remove_stale(partial: str) -> None:
+        """Remove the scratch files earlier (killed) attempts left beside ``partial``."""
+        for path in glob.glob(f"{glob.escape(partial)}.ovr1.*.raw"):
+            unlink_quietly(path)
 
     @property
     def shape(self) -> tuple[int, int]:
