@@ -147,7 +147,7 @@ def open_recipe(
                              gdal_options=gdal_options)
     if len(paths) == 1 and is_zarr_path(paths[0]):
         # A Zarr store, read through the zarr package; chunks align to its chunks.
-        zsource, zmeta, zblock = open_zarr(paths[0])
+        zsource, zmeta, zblock = open_zarr(paths[0], gdal_options)
         explicit = None if chunks == "auto" else tuple(chunks)  # type: ignore[arg-type]
         plan = plan_chunks((zsource.height, zsource.width), zsource.count, zsource.dtype, zblock,
                            chunk_mb=chunk_mb, tile=tile, chunks=explicit)

@@ -201,8 +201,8 @@ def test_zarr_options_are_checked():
     with pytest.raises(ValueError, match="nearest or average"):
         rdask.WriteOptions(driver="Zarr", overview_resampling="cubic")
     assert rdask.WriteOptions(driver="zarr", compress="zstd").driver == "Zarr"
-    with pytest.raises(ValueError, match="local paths only"):
-        rdask.process("nothing.tif", "s3://bucket/out.zarr", "reverse-bands")
+    with pytest.raises(ValueError, match="local paths and s3:// URLs only"):
+        rdask.process("nothing.tif", "gs://bucket/out.zarr", "reverse-bands")
     with pytest.raises(ValueError, match="V2_METADATA"):
         rdask.WriteOptions(driver="Zarr", creation_options={"PREDICTOR": 2})
 

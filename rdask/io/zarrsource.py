@@ -8,6 +8,10 @@ rioxarray / odc-geo do: the CF grid mapping named by ``grid_mapping``
 (``crs_wkt`` or ``spatial_ref``, and ``GeoTransform`` for the exact
 transform), else GeoZarr's ``proj:`` / ``spatial:`` attributes, else GDAL's
 ``_CRS`` and the pixel-centre ``x`` / ``y`` coordinates.
+
+A store at ``s3://bucket/prefix/x.zarr`` is read through zarr's
+``ObjectStore`` (:mod:`rdask.io.objectstore`): the source carries the URL and
+the S3 endpoint, each process connects with its own credentials.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rdask.errors import RasterOpenError, first_line
+from rdask.io.remote import S3Endpoint, check_options, is_s3
 from rdask.io.source import SourceShape
 from rdask.meta import BandMeta, RasterMeta
 
@@ -45,7 +50,10 @@ def is_zarr_path(path: str) -> bool:
 
 @dataclass(frozen=True)
 class ZarrSource(SourceShape):
-    """One array of a local Zarr store, read as ``(band, y, x)``."""
+    """One array of a Zarr store (a local path, or an ``s3://`` URL with its
+    ``endpoint``), read as ``(band, y, x)``. With ``metadata`` (the array's
+    ``zarr.json`` text) the array is not looked up in the store: an
+    unpublished S3 store's overview levels are read that way."""
 
     root: str
     array: str
@@ -58,18 +66,23 @@ class ZarrSource(SourceShape):
     files: tuple = ()
     gdal_options: tuple = ()
     per_dataset_mask: bool = False
+    endpoint: S3Endpoint | None = None
+    metadata: str = ""
 
     @classmethod
-    def of_array(cls, root: str, array: str) -> ZarrSource:
-        """The source of ``root``/``array`` as it is now on disk."""
-        arr = _open(root, array)
+    def of_array(cls, root: str, array: str, *, endpoint: S3Endpoint | None = None,
+                 metadata: str = "") -> ZarrSource:
+        """The source of ``root``/``array`` as it is now (on disk, or on S3)."""
+        arr = _open(root, array, endpoint, metadata)
         shape = tuple(arr.shape)
         squeeze = len(shape) == 2
         count, h, w = (1, *shape) if squeeze else shape
-        return cls(root, array, int(count), int(h), int(w), str(_dtype(arr)), _stamp(root, array), squeeze)
+        stamp = (0.0, 0) if is_s3(root) else _stamp(root, array)
+        return cls(root, array, int(count), int(h), int(w), str(_dtype(arr)), stamp, squeeze,
+                   endpoint=endpoint, metadata=metadata)
 
     def __dask_tokenize__(self) -> tuple:
-        return ("rdask.ZarrSource", self.root, self.array, self.stamp, self.dtype)
+        return ("rdask.ZarrSource", self.root, self.array, self.stamp, self.dtype, self.metadata)
 
     def env(self) -> Any:
         import contextlib
@@ -106,18 +119,36 @@ class ZarrSource(SourceShape):
         if arr is None:
             if len(cache) > 16:
                 cache.clear()
-            arr = cache[key] = _open(self.root, self.array)
+            arr = cache[key] = _open(self.root, self.array, self.endpoint, self.metadata)
         return arr
 
 
-def _open(root: str, array: str) -> Any:
+def _open(root: str, array: str, endpoint: S3Endpoint | None = None, metadata: str = "") -> Any:
     import zarr
 
     try:
+        if is_s3(root):
+            from rdask.io.objectstore import zarr_array, zarr_store
+
+            endpoint = endpoint or S3Endpoint.from_options(None)
+            if metadata:
+                return zarr_array(root, endpoint, array, metadata, read_only=True)
+            return _open_any(zarr.open_array, zarr_store(root, endpoint), array)
         path = os.path.join(root, array)
         return zarr.open_array(path, mode="r", zarr_format=_format(path))
+    except RasterOpenError:
+        raise
     except Exception as exc:  # noqa: BLE001 - one line naming the store
         raise RasterOpenError(f"cannot open {root}: {first_line(exc)}") from None
+
+
+def _open_any(opener: Any, store: Any, path: str) -> Any:
+    """A node of a remote store: v3 metadata first (rdask's stores carry v2
+    beside it, and zarr-python warns on finding both), else whatever is there."""
+    try:
+        return opener(store=store, path=path, mode="r", zarr_format=3)
+    except FileNotFoundError:
+        return opener(store=store, path=path, mode="r")
 
 
 def _format(path: str) -> int | None:
@@ -143,9 +174,10 @@ def _stamp(root: str, array: str) -> tuple[float, int]:
     return (0.0, 0)
 
 
-def open_zarr(path: str) -> tuple[ZarrSource, RasterMeta, tuple[int, int]]:
+def open_zarr(path: str, gdal_options: Any = None) -> tuple[ZarrSource, RasterMeta, tuple[int, int]]:
     """The source, metadata and chunk shape ``(y, x)`` of the raster in the
-    Zarr store at ``path``.
+    Zarr store at ``path`` (an ``s3://`` URL too: its endpoint from
+    ``gdal_options`` or the environment, as for GDAL).
 
     Raises
     ------
@@ -154,16 +186,32 @@ def open_zarr(path: str) -> tuple[ZarrSource, RasterMeta, tuple[int, int]]:
     """
     import zarr
 
-    root = os.path.abspath(os.fspath(path)).rstrip("/")
-    if not os.path.exists(root):
-        raise RasterOpenError(f"no such file: {path}")
-    try:
-        group = zarr.open_group(root, mode="r", zarr_format=_format(root))
-    except Exception as exc:  # noqa: BLE001 - one line naming the store
-        raise RasterOpenError(f"cannot open {path} as a Zarr store: {first_line(exc)}") from None
+    endpoint = None
+    if is_s3(os.fspath(path)):
+        check_options(gdal_options)  # secrets come from each process's environment
+        root = os.fspath(path).rstrip("/")
+        endpoint = S3Endpoint.from_options(gdal_options)
+        try:
+            from rdask.io.objectstore import zarr_store
+
+            group = _open_any(zarr.open_group, zarr_store(root, endpoint), "")
+        except FileNotFoundError:
+            raise RasterOpenError(f"no Zarr store at {path}") from None
+        except Exception as exc:  # noqa: BLE001 - one line naming the store
+            from rdask.io.objectstore import s3_reason
+
+            raise RasterOpenError(f"cannot open {path} as a Zarr store: {s3_reason(exc)}") from None
+    else:
+        root = os.path.abspath(os.fspath(path)).rstrip("/")
+        if not os.path.exists(root):
+            raise RasterOpenError(f"no such file: {path}")
+        try:
+            group = zarr.open_group(root, mode="r", zarr_format=_format(root))
+        except Exception as exc:  # noqa: BLE001 - one line naming the store
+            raise RasterOpenError(f"cannot open {path} as a Zarr store: {first_line(exc)}") from None
     name = _data_array(group, path)
     arr = group[name]
-    source = ZarrSource.of_array(root, name)
+    source = ZarrSource.of_array(root, name, endpoint=endpoint)
     attrs = dict(arr.attrs)
     gm_name = attrs.get("grid_mapping")
     gm = dict(group[gm_name].attrs) if gm_name and gm_name in group else {}
