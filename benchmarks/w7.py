@@ -371,9 +371,11 @@ def check_output(mode: Mode, target: str, reference: Path, job: Job) -> str:
     if "cog" in mode.args:
         import rasterio
 
+        # rdask's COG has no GDAL ghost header (no LAYOUT=COG): check what W5's
+        # rio-cogeo validation cannot run here without, its tiles and overviews.
         with rasterio.open("/vsis3/" + target[len("s3://"):]) as ds:
-            if ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") != "COG" or not ds.overviews(1):
-                return "not a COG with overviews"
+            if not ds.overviews(1) or ds.block_shapes[0] != (BLOCK, BLOCK):
+                return f"not a tiled COG with overviews: {ds.block_shapes[0]}, {ds.overviews(1)}"
     return ""
 
 
@@ -419,6 +421,8 @@ class Run:
     scheduler_cpu: float = 0.0
     s3_server_cpu: float = 0.0
     """CPU of this process during the run: moto's threads (and the request log)."""
+    others_cpu: float = 0.0
+    """CPU the rest of the machine used meanwhile (other users: the noise)."""
     sent: int = 0
     received: int = 0
     output_bytes: int = 0
@@ -447,6 +451,9 @@ def measure_run(r, job: Job, mode: Mode, reqlog: RequestLog, logdir: Path, tag: 
         reset_peak_rss(pid)
     report = logdir / f"{mode.slug}.{tag}.time"
     argv = [TIME_BIN, "-v", "-o", str(report), *job.argv(r.rdask, mode, target)]
+    from measure import busy_cpu_seconds
+
+    busy = busy_cpu_seconds()
     before = {pid: cpu_seconds(pid) for pid in [*workers, sched, os.getpid()]}
     reqlog.take(r.net.client_ip)
     try:
@@ -454,6 +461,7 @@ def measure_run(r, job: Job, mode: Mode, reqlog: RequestLog, logdir: Path, tag: 
     except subprocess.TimeoutExpired:
         return Run(False, f"timed out after {timeout:.0f} s")
     cpu = {pid: cpu_seconds(pid) - t0 for pid, t0 in before.items()}
+    busy = busy_cpu_seconds() - busy
     requests = reqlog.take(r.net.client_ip)
     (logdir / f"{mode.slug}.{tag}.log").write_text(f"{' '.join(argv)}\n{res.stdout}\n{res.stderr}")
     if res.returncode != 0:
@@ -468,6 +476,8 @@ def measure_run(r, job: Job, mode: Mode, reqlog: RequestLog, logdir: Path, tag: 
         client_rss_mb=int(stats.get("Maximum resident set size (kbytes)", 0)) / 1024,
         workers_cpu=sum(cpu[p] for p in workers), workers_rss_mb=max(peaks, default=0.0),
         workers_rss_sum_mb=sum(peaks), scheduler_cpu=cpu[sched], s3_server_cpu=cpu[os.getpid()],
+        others_cpu=max(0.0, busy - sum(cpu.values()) - float(stats.get("User time (seconds)", 0))
+                       - float(stats.get("System time (seconds)", 0))),
         sent=moved.sent, received=moved.received, output_bytes=size, output_objects=objects,
         requests=requests)
 
@@ -505,6 +515,9 @@ class ModeResult:
             out["client_sent_per_gb"] = out["sent"] / gb
             out["client_cpu_per_gb"] = out["client_cpu"] / gb
             out["client_share_percent"] = 100 * (out["sent"] + out["received"]) / size
+        if out["wall"]:
+            # As the harness's "others %": of the machine's CPU over the run.
+            out["others_percent"] = 100 * out["others_cpu"] / (out["wall"] * (os.cpu_count() or 1))
         if self.runs and self.status == OK:
             out["requests"] = self.runs[len(self.runs) // 2].requests
         return out
@@ -527,9 +540,8 @@ def run_modes(job: Job, modes: Sequence[Mode], workdir: Path, *, repeat: int, ti
     results = {m.name: ModeResult(m) for m in modes}
     base = workdir / "w7-rig"
     shutil.rmtree(base, ignore_errors=True)
-    with isolation.rig(base, n_workers=2, nthreads=1) as r:
+    with s3_rig(isolation, base) as r:
         r.s3.client().create_bucket(Bucket=BUCKET)
-        os.environ.update(r.s3.env)  # the checks read S3 through GDAL and obstore
         reqlog = RequestLog(r.s3)
         facts = {"rdask": rdask, "python": sys.executable, "workers": 2, "threads_per_worker": 1,
                  "scheduler": r.address, "client_ip": r.net.client_ip}
@@ -562,6 +574,38 @@ def run_modes(job: Job, modes: Sequence[Mode], workdir: Path, *, repeat: int, ti
     return results, facts
 
 
+@contextlib.contextmanager
+def s3_rig(isolation, base: Path) -> Iterator:
+    """``isolation.rig(base)`` (2 one-thread workers, S3), except that the
+    workers get the S3 server's settings and credentials in their
+    environment, as workers on a cloud would have their own (an IAM role):
+    rdask ships no secret to them, and outputs whose tasks write to S3
+    themselves (Zarr s3, S3 multipart parts) need them. ``rig()`` starts the
+    workers with this process's environment before the server's is known,
+    so this composes the same parts in the other order.
+
+    This process keeps the S3 settings too: the checks read S3 through
+    GDAL and obstore.
+    """
+    isolation.remove_leftovers()
+    hidden, shared = base / "hidden", base / "shared"
+    for d in (hidden / "tmp", shared):
+        d.mkdir(parents=True, exist_ok=True)
+    with isolation.client_net() as net, contextlib.ExitStack() as stack:
+        server = isolation.s3_server(net.host_ip).start()
+        stack.callback(server.stop)
+        os.environ.update(server.env)
+        cluster = stack.enter_context(isolation.isolated_cluster(
+            net.host_ip, hidden, base / "cluster", n_workers=2, nthreads=1, nanny=True))
+        r = isolation.Rig(net, cluster, server, base, hidden, shared)
+        try:
+            yield r
+        finally:
+            for proc in r.processes:
+                if proc.poll() is None:
+                    isolation.stop(proc)
+
+
 def describe(name: str, run: Run) -> str:
     """One progress line."""
     if not run.ok:
@@ -579,7 +623,7 @@ def table(results: dict[str, ModeResult]) -> str:
 
     headers = ["mode", "output MB", "objects", "wall s", "client CPU s", "client RSS MB",
                "worker RSS MB", "workers CPU s", "client rx MB", "client tx MB", "% of output",
-               "rx MB/GB", "client CPU s/GB", "runs", "status"]
+               "rx MB/GB", "client CPU s/GB", "others %", "runs", "status"]
     rows = []
     for res in results.values():
         s = res.summary() if res.status == OK and res.runs else None
@@ -594,7 +638,8 @@ def table(results: dict[str, ModeResult]) -> str:
             f"{s['workers_rss_mb']:.0f}", f"{s['workers_cpu']:.2f}",
             f"{s['received'] / 1e6:.2f}", f"{s['sent'] / 1e6:.2f}",
             f"{s['client_share_percent']:.2f}", f"{s['client_received_per_gb'] / 1e6:.1f}",
-            f"{s['client_cpu_per_gb']:.1f}", str(len(res.runs)), res.status])
+            f"{s['client_cpu_per_gb']:.1f}", f"{s['others_percent']:.0f}", str(len(res.runs)),
+            res.status])
     notes = [f"  ! {res.mode.name}: {res.status}: {res.detail}"
              for res in results.values() if res.status != OK]
     return "\n".join([aligned(headers, rows), *notes])
