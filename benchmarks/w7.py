@@ -742,7 +742,7 @@ def run_w7(src: Path, workdir: Path, *, repeat: int, timeout: float, python: str
            log: Callable[[str], None] = _say) -> dict:
     """``run.py``'s side: run the driver under the test venv's Python,
     relay its lines, return its JSON record (a FAILED one if it cannot run)."""
-    python = python or test_python()
+    python = os.path.abspath(python or test_python())  # not resolved: a venv is a symlink
     if not os.path.exists(python):
         why = (f"no test venv Python at {python}: run `make .venv/.rdask-installed` "
                f"(pip install -e .[test]) or set {PYTHON_VAR}")
