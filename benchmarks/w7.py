@@ -216,7 +216,9 @@ def s3_operation(method: str, path: str, query: str) -> str:
                 else "ListMultipartUploads" if "uploads" in q else "GetObject")
     if method == "DELETE":
         return "AbortMultipartUpload" if "uploadId" in q else "DeleteObject"
-    return f"{method}Object" if method == "HEAD" else method
+    if method == "HEAD":
+        return "HeadBucket" if is_bucket else "HeadObject"
+    return method
 
 
 class RequestLog:
