@@ -169,15 +169,15 @@ def _ceil_div(a: int, b: int) -> int:
 # -- per-process costs ------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (0 if gone)."""
+def cpu_seconds(pid: int, system_only: bool = False) -> float:
+    """User + system (or system only) CPU seconds of process ``pid`` so far (0 if gone)."""
     import psutil
 
     try:
         t = psutil.Process(pid).cpu_times()
     except psutil.Error:
         return 0.0
-    return t.user + t.system
+    return t.system if system_only else t.user + t.system
 
 
 def reset_peak_rss(pid: int) -> None:
@@ -417,6 +417,8 @@ class Run:
     client_cpu: float = 0.0
     client_rss_mb: float = 0.0
     workers_cpu: float = 0.0
+    workers_sys_cpu: float = 0.0
+    """The system (kernel) part of ``workers_cpu``."""
     workers_rss_mb: float = 0.0
     """Peak RSS of the larger worker process."""
     workers_rss_sum_mb: float = 0.0
@@ -457,12 +459,14 @@ def measure_run(r, job: Job, mode: Mode, reqlog: RequestLog, logdir: Path, tag: 
 
     busy = busy_cpu_seconds()
     before = {pid: cpu_seconds(pid) for pid in [*workers, sched, os.getpid()]}
+    sys_before = {pid: cpu_seconds(pid, system_only=True) for pid in workers}
     reqlog.take(r.net.client_ip)
     try:
         res, moved, wall = r.run_client(argv, timeout=timeout)
     except subprocess.TimeoutExpired:
         return Run(False, f"timed out after {timeout:.0f} s")
     cpu = {pid: cpu_seconds(pid) - t0 for pid, t0 in before.items()}
+    workers_sys = sum(cpu_seconds(pid, system_only=True) - t0 for pid, t0 in sys_before.items())
     busy = busy_cpu_seconds() - busy
     requests = reqlog.take(r.net.client_ip)
     (logdir / f"{mode.slug}.{tag}.log").write_text(f"{' '.join(argv)}\n{res.stdout}\n{res.stderr}")
@@ -476,7 +480,8 @@ def measure_run(r, job: Job, mode: Mode, reqlog: RequestLog, logdir: Path, tag: 
         True, wall=wall,
         client_cpu=float(stats.get("User time (seconds)", 0)) + float(stats.get("System time (seconds)", 0)),
         client_rss_mb=int(stats.get("Maximum resident set size (kbytes)", 0)) / 1024,
-        workers_cpu=sum(cpu[p] for p in workers), workers_rss_mb=max(peaks, default=0.0),
+        workers_cpu=sum(cpu[p] for p in workers), workers_sys_cpu=workers_sys,
+        workers_rss_mb=max(peaks, default=0.0),
         workers_rss_sum_mb=sum(peaks), scheduler_cpu=cpu[sched], s3_server_cpu=cpu[os.getpid()],
         others_cpu=max(0.0, busy - sum(cpu.values()) - float(stats.get("User time (seconds)", 0))
                        - float(stats.get("System time (seconds)", 0))),
@@ -530,6 +535,7 @@ def _say(line: str = "") -> None:
 
 
 def run_modes(job: Job, modes: Sequence[Mode], workdir: Path, *, repeat: int, timeout: float,
+              malloc: str = "dask",
               log: Callable[[str], None] = _say) -> tuple[dict[str, ModeResult], dict]:
     """Check, then time, every mode on one rig. Returns results and rig facts."""
     sys.path.insert(0, str(TESTS))
@@ -542,11 +548,12 @@ def run_modes(job: Job, modes: Sequence[Mode], workdir: Path, *, repeat: int, ti
     results = {m.name: ModeResult(m) for m in modes}
     base = workdir / "w7-rig"
     shutil.rmtree(base, ignore_errors=True)
-    with s3_rig(isolation, base) as r:
+    with s3_rig(isolation, base, malloc) as r:
         r.s3.client().create_bucket(Bucket=BUCKET)
         reqlog = RequestLog(r.s3)
         facts = {"rdask": rdask, "python": sys.executable, "workers": 2, "threads_per_worker": 1,
-                 "scheduler": r.address, "client_ip": r.net.client_ip}
+                 "scheduler": r.address, "client_ip": r.net.client_ip,
+                 "worker_malloc": malloc}
         for mode in modes:
             res = results[mode.name]
             res.target = mode.target(r.hidden, r.shared)
@@ -576,8 +583,31 @@ def run_modes(job: Job, modes: Sequence[Mode], workdir: Path, *, repeat: int, ti
     return results, facts
 
 
+#: ``--worker-malloc rdask``: the allocator settings rdask gives its own
+#: processes and its ``local:N`` workers (``rdask.config.WORKER_MALLOC``),
+#: instead of what distributed's nanny gives a plain ``dask worker``
+#: (``MALLOC_TRIM_THRESHOLD_=65536``, under which every large buffer is
+#: mmapped and unmapped again, paying its page faults each time).
+RDASK_MALLOC_YAML = """distributed:
+  nanny:
+    pre-spawn-environ:
+      MALLOC_TRIM_THRESHOLD_: "536870912"
+      MALLOC_MMAP_THRESHOLD_: "268435456"
+"""
+
+
+def worker_config(base: Path, malloc: str) -> Path | None:
+    """A ``DASK_CONFIG`` directory for the workers (None: distributed's defaults)."""
+    if malloc == "dask":
+        return None
+    conf = base / "dask-config"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "w7-malloc.yaml").write_text(RDASK_MALLOC_YAML)
+    return conf
+
+
 @contextlib.contextmanager
-def s3_rig(isolation, base: Path) -> Iterator:
+def s3_rig(isolation, base: Path, malloc: str = "dask") -> Iterator:
     """``isolation.rig(base)`` (2 one-thread workers, S3), except that the
     workers get the S3 server's settings and credentials in their
     environment, as workers on a cloud would have their own (an IAM role):
@@ -597,6 +627,8 @@ def s3_rig(isolation, base: Path) -> Iterator:
         server = isolation.s3_server(net.host_ip).start()
         stack.callback(server.stop)
         os.environ.update(server.env)
+        if conf := worker_config(base, malloc):
+            os.environ["DASK_CONFIG"] = str(conf)
         cluster = stack.enter_context(isolation.isolated_cluster(
             net.host_ip, hidden, base / "cluster", n_workers=2, nthreads=1, nanny=True))
         r = isolation.Rig(net, cluster, server, base, hidden, shared)
@@ -624,7 +656,7 @@ def table(results: dict[str, ModeResult]) -> str:
     from report import table as aligned
 
     headers = ["mode", "output MB", "objects", "wall s", "client CPU s", "client RSS MB",
-               "worker RSS MB", "workers CPU s", "client rx MB", "client tx MB", "% of output",
+               "worker RSS MB", "workers CPU s", "sched CPU s", "client rx MB", "client tx MB", "% of output",
                "rx MB/GB", "client CPU s/GB", "others %", "runs", "status"]
     rows = []
     for res in results.values():
@@ -637,7 +669,7 @@ def table(results: dict[str, ModeResult]) -> str:
         rows.append([
             res.mode.name, f"{s['output_bytes'] / 1e6:.1f}", f"{s['output_objects']:.0f}",
             f"{s['wall']:.2f}", f"{s['client_cpu']:.2f}", f"{s['client_rss_mb']:.0f}",
-            f"{s['workers_rss_mb']:.0f}", f"{s['workers_cpu']:.2f}",
+            f"{s['workers_rss_mb']:.0f}", f"{s['workers_cpu']:.2f}", f"{s['scheduler_cpu']:.2f}",
             f"{s['received'] / 1e6:.2f}", f"{s['sent'] / 1e6:.2f}",
             f"{s['client_share_percent']:.2f}", f"{s['client_received_per_gb'] / 1e6:.1f}",
             f"{s['client_cpu_per_gb']:.1f}", f"{s['others_percent']:.0f}", str(len(res.runs)),
@@ -712,6 +744,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--modes", default=None, help="comma-separated subset (slugs)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--worker-malloc", choices=("dask", "rdask"), default="dask",
+                        help="workers' allocator settings: a plain `dask worker`'s (default) "
+                        "or rdask's own (see RDASK_MALLOC_YAML)")
     args = parser.parse_args(argv)
     # The client works in the rig's own directory: paths must be absolute.
     args.input, args.workdir = args.input.resolve(), args.workdir.resolve()
@@ -723,9 +758,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         job = Job.of(args.input)
         _say(f"  job: {job.side}x{job.side}x{job.bands}, {job.chunks} chunks of "
-             f"{job.chunk_side}^2 (--chunk-mb {job.chunk_mb:g}), 2 workers x 1 thread")
+             f"{job.chunk_side}^2 (--chunk-mb {job.chunk_mb:g}), 2 workers x 1 thread, "
+             f"{args.worker_malloc}'s malloc settings on the workers")
         results, facts = run_modes(job, modes, args.workdir, repeat=args.repeat,
-                                   timeout=args.timeout)
+                                   timeout=args.timeout, malloc=args.worker_malloc)
         rec = record(job, results, facts, args.repeat)
         _say()
         _say(table(results))
