@@ -34,13 +34,16 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from servers import S3Server
 
 BIN = os.path.dirname(sys.executable)
 PREFIX = "rdq"
@@ -197,8 +200,7 @@ def client_net() -> Iterator[ClientNet]:
         _run("ip", "link", "add", net.host_if, "type", "veth", "peer", "name", net.client_if)
         _run("ip", "link", "set", net.client_if, "netns", net.netns)
         # No IPv6: its neighbour discovery chatter would count as the client's bytes.
-        for cmd in (["sysctl", "-qw", f"net.ipv6.conf.{net.host_if}.disable_ipv6=1"],):
-            _run(*cmd, check=False)
+        _run("sysctl", "-qw", f"net.ipv6.conf.{net.host_if}.disable_ipv6=1", check=False)
         _run("ip", "addr", "add", f"{net.host_ip}/30", "dev", net.host_if)
         _run("ip", "link", "set", net.host_if, "up")
         inside = ["ip", "netns", "exec", net.netns]
@@ -214,7 +216,7 @@ def client_net() -> Iterator[ClientNet]:
 
 
 def _wait_link(net: ClientNet, timeout: float = 10.0) -> None:
-    """Wait until the host can reach the client address (the veth is up)."""
+    """Wait until the host end of the veth is up (both ends are, then)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = Path(f"/sys/class/net/{net.host_if}/operstate").read_text().strip()
@@ -308,12 +310,15 @@ def hidden_worker_command(address: str, host: str, hidden: str | os.PathLike, *,
 
 @contextlib.contextmanager
 def isolated_cluster(host: str, hidden: str | os.PathLike, workdir: str | os.PathLike, *,
-                     n_workers: int = 2, nthreads: int = 1, nanny: bool = True) -> Iterator[Cluster]:
+                     n_workers: int = 2, nthreads: int = 1, nanny: bool = True,
+                     worker_env: dict[str, str] | None = None) -> Iterator[Cluster]:
     """A scheduler on ``host`` and ``n_workers`` workers that cannot see ``hidden``.
 
     ``workdir`` (not under ``hidden``) holds the scheduler file and the
     log, and is the processes' working directory. With ``nanny`` a
-    SIGKILLed worker process is restarted by its nanny.
+    SIGKILLed worker process is restarted by its nanny. ``worker_env`` is
+    added to the workers' environment (e.g. S3 credentials: outputs that
+    workers upload themselves take them from each process's environment).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -324,7 +329,7 @@ def isolated_cluster(host: str, hidden: str | os.PathLike, workdir: str | os.Pat
         for _ in range(n_workers):
             cluster.nannies.append(_start(
                 hidden_worker_command(address, host, hidden, nthreads=nthreads, nanny=nanny),
-                log, cwd=workdir))
+                log, env=rig_env(worker_env), cwd=workdir))
         with cluster.client() as c:
             c.wait_for_workers(n_workers, timeout=90)
         yield cluster
@@ -336,7 +341,7 @@ def isolated_cluster(host: str, hidden: str | os.PathLike, workdir: str | os.Pat
 # -- S3 -------------------------------------------------------------------------
 
 
-def s3_server(host: str):
+def s3_server(host: str) -> S3Server:
     """moto's S3 server (tests/servers.py) listening on ``host``."""
     from servers import S3Server
 
@@ -363,7 +368,7 @@ class Rig:
 
     net: ClientNet
     cluster: Cluster
-    s3: object | None
+    s3: S3Server | None
     base: Path
     hidden: Path  # the client's working directory; workers see it empty
     shared: Path  # everybody sees it (a shared filesystem)
@@ -423,9 +428,9 @@ def rig(base: str | os.PathLike, *, n_workers: int = 2, nthreads: int = 1, nanny
         if s3:
             server = s3_server(net.host_ip).start()
             stack.callback(server.stop)
-        cluster = stack.enter_context(isolated_cluster(net.host_ip, hidden, base / "cluster",
-                                                       n_workers=n_workers, nthreads=nthreads,
-                                                       nanny=nanny))
+        cluster = stack.enter_context(isolated_cluster(
+            net.host_ip, hidden, base / "cluster", n_workers=n_workers, nthreads=nthreads,
+            nanny=nanny, worker_env=dict(server.env) if server else None))
         r = Rig(net, cluster, server, base, hidden, shared)
         try:
             yield r
@@ -434,11 +439,3 @@ def rig(base: str | os.PathLike, *, n_workers: int = 2, nthreads: int = 1, nanny
                 if proc.poll() is None:
                     stop(proc)
 
-
-def reachable(host: str, port: int, timeout: float = 2.0) -> bool:
-    """True if a TCP connection to ``host:port`` succeeds from this process."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False

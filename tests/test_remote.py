@@ -572,8 +572,9 @@ def test_ctrl_c_while_writing_to_s3(s3, served, tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        # Interrupt once the job is computing: its partial file is staged.
-        assert wait_for(lambda: any("rdask-partial" in f for f in staged_files(staging)), 60), \
+        # Interrupt once the job is computing: its partial file (staged upload)
+        # or its parts journal (parts uploaded by the tasks) is there.
+        assert wait_for(lambda: any("rdask-part" in f for f in staged_files(staging)), 60), \
             proc.poll()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)

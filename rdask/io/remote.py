@@ -156,9 +156,10 @@ class S3Upload:
             self._client = self.endpoint.client()
         return self._client
 
-    def check(self, *, overwrite: bool) -> None:
+    def check(self, *, overwrite: bool, keep: str | None = None) -> None:
         """Before any work: the bucket is reachable; no object unless overwrite;
-        abort what a killed job on this key left behind."""
+        abort what a killed job on this key left behind (but for the upload
+        ``keep``, which a resume continues)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -174,14 +175,14 @@ class S3Upload:
                 pass
             else:
                 raise OutputError(f"output exists: {self.url} (pass overwrite=True / --overwrite to replace it)")
-        self.abort_stale()
+        self.abort_stale(keep=keep)
 
-    def abort_stale(self) -> int:
-        """Abort unfinished multipart uploads to this key; return how many."""
+    def abort_stale(self, keep: str | None = None) -> int:
+        """Abort unfinished multipart uploads to this key (but ``keep``); return how many."""
         n = 0
         resp = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.key)
         for up in resp.get("Uploads", []):
-            if up["Key"] == self.key:
+            if up["Key"] == self.key and up["UploadId"] != keep:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=up["UploadId"])
                 n += 1
         return n

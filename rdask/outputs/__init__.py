@@ -16,6 +16,8 @@ from rdask.outputs.options import WriteOptions
 KINDS = (
     "rdask.outputs.mosaic",
     "rdask.outputs.zarr",
+    "rdask.outputs.s3cog",
+    "rdask.outputs.s3parts",
     "rdask.outputs.s3staged",
     "rdask.outputs.cog",
     "rdask.outputs.gtiff",

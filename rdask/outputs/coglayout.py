@@ -102,9 +102,28 @@ def assemble_cog(src: str, dst: str, levels: Sequence[str] = ()) -> None:
     Overviews are either internal to ``src`` or, when ``levels`` is given,
     one single-image GeoTIFF per level, largest first.
     """
+    files = [src, *levels]
+    ifds = read_ifds(files)
+    bigtiff = _needs_bigtiff(ifds)
+    layout_ifds(ifds, bigtiff)
+    handles = [open(f, "rb") for f in files]
+    try:
+        with open(dst, "wb") as fout:
+            fout.write(header_and_ifds(ifds, bigtiff))
+            for ifd in ifds:
+                _copy_tiles(handles[ifd.source], fout, ifd)
+            fout.flush()
+            os.fsync(fout.fileno())
+    finally:
+        for h in handles:
+            h.close()
+
+
+def read_ifds(files: Sequence[str]) -> list[_Ifd]:
+    """The IFDs of a COG made of ``files`` (a GeoTIFF, then one single-image
+    GeoTIFF per overview level), largest image first, each mask after its image."""
     import tifffile
 
-    files = [src, *levels]
     ifds: list[_Ifd] = []
     for n, path in enumerate(files):
         with tifffile.TiffFile(path) as tif:
@@ -116,19 +135,7 @@ def assemble_cog(src: str, dst: str, levels: Sequence[str] = ()) -> None:
                     _as_overview(ifd)
                 ifds.append(ifd)
     ifds.sort(key=lambda i: (-i.pixels, i.is_mask))
-    bigtiff = _needs_bigtiff(ifds)
-    _layout(ifds, bigtiff)
-    handles = [open(f, "rb") for f in files]
-    try:
-        with open(dst, "wb") as fout:
-            fout.write(_header_and_ifds(ifds, bigtiff))
-            for ifd in ifds:
-                _copy_tiles(handles[ifd.source], fout, ifd)
-            fout.flush()
-            os.fsync(fout.fileno())
-    finally:
-        for h in handles:
-            h.close()
+    return ifds
 
 
 #: Tags an overview IFD does not carry (GeoTIFF keys, GDAL's metadata).
@@ -182,17 +189,21 @@ def _needs_bigtiff(ifds: list[_Ifd]) -> bool:
     return data + meta + 4096 >= 2**32 - 1
 
 
-def _ghost() -> bytes:
-    body = "LAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nKNOWN_INCOMPATIBLE_EDITION=NO\n "
+def _ghost(row_major: bool = True) -> bytes:
+    """GDAL's structural metadata; ``row_major`` when each level's tiles are
+    stored row by row (otherwise the order is left unstated)."""
+    order = "BLOCK_ORDER=ROW_MAJOR\n" if row_major else ""
+    body = f"LAYOUT=IFDS_BEFORE_DATA\n{order}KNOWN_INCOMPATIBLE_EDITION=NO\n "
     head = f"GDAL_STRUCTURAL_METADATA_SIZE={len(body):06d} bytes\n"
     return (head + body).encode("ascii")
 
 
-def _layout(ifds: list[_Ifd], bigtiff: bool) -> None:
-    """Assign file offsets to IFDs, out-of-line values and tiles."""
+def layout_ifds(ifds: list[_Ifd], bigtiff: bool, *, row_major: bool = True) -> None:
+    """Assign file offsets to IFDs, out-of-line values and tiles (the tiles
+    back to back after the IFDs, smallest level first)."""
     entry, count_size, word = (20, 8, 8) if bigtiff else (12, 2, 4)
     off_type_size = 8 if bigtiff else 4
-    pos = (16 if bigtiff else 8) + len(_ghost())
+    pos = (16 if bigtiff else 8) + len(_ghost(row_major))
     for ifd in ifds:
         pos += pos % 2
         ifd.offset = pos
@@ -219,12 +230,13 @@ def _layout(ifds: list[_Ifd], bigtiff: bool) -> None:
                 ifd.tile_offsets.append(0)
 
 
-def _header_and_ifds(ifds: list[_Ifd], bigtiff: bool) -> bytes:
+def header_and_ifds(ifds: list[_Ifd], bigtiff: bool, *, row_major: bool = True) -> bytes:
+    """The file's bytes up to its first tile, as :func:`layout_ifds` placed them."""
     word = 8 if bigtiff else 4
     off_type = 16 if bigtiff else 4
     blob = bytearray()
     blob += b"II" + (struct.pack("<HHHQ", 43, 8, 0, ifds[0].offset) if bigtiff else struct.pack("<HI", 42, ifds[0].offset))
-    blob += _ghost()
+    blob += _ghost(row_major)
     for k, ifd in enumerate(ifds):
         entries = list(ifd.tags)
         offsets = ifd.tile_offsets

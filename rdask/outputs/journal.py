@@ -66,7 +66,7 @@ class Journal:
     @classmethod
     def start(cls, path: str, job: JobId) -> Journal:
         """Begin a fresh journal (replacing a stale one)."""
-        fh = _open_locked(path, "a+")
+        fh = open_locked(path, "a+")
         fh.seek(0)
         fh.truncate()
         fh.write(json.dumps({"rdask_journal": VERSION, **job.__dict__}) + "\n")
@@ -82,7 +82,7 @@ class Journal:
         ResumeError
             When the interrupted job had another input, kernel or options.
         """
-        fh = _open_locked(path, "a+")
+        fh = open_locked(path, "a+")
         fh.seek(0)
         text = fh.read()
         lines = text.splitlines()
@@ -150,7 +150,9 @@ class Journal:
         self._fh.close()
 
 
-def _open_locked(path: str, mode: str):
+def open_locked(path: str, mode: str, shown: str | None = None):
+    """Open ``path`` with an exclusive ``flock``: the job's lock on its target
+    (``shown``, by default the target this journal's name is beside)."""
     try:
         fh = open(path, mode)
     except OSError as exc:
@@ -160,7 +162,7 @@ def _open_locked(path: str, mode: str):
     except BlockingIOError:
         fh.close()
         head, tail = os.path.split(path)
-        target = os.path.join(head, tail[1 : -len(".rdask-journal")])
+        target = shown or os.path.join(head, tail[1 : -len(".rdask-journal")])
         raise OutputError(f"another rdask job is writing {target}") from None
     return fh
 

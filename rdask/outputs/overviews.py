@@ -119,7 +119,7 @@ class LevelPieces:
             return
         rows = picks(self.y_edges[-1], self.shape[0], self.rows[a], self.rows[a + 1]) - self.y_edges[a]
         cols = picks(self.x_edges[-1], self.shape[1], self.cols[b], self.cols[b + 1]) - self.x_edges[b]
-        piece = np.ascontiguousarray(_take(block, rows, cols), dtype=self.dtype)
+        piece = np.ascontiguousarray(take(block, rows, cols), dtype=self.dtype)
         fd = os.open(self.path, os.O_WRONLY)
         try:
             pwrite_all(fd, memoryview(piece).cast("B"), self.offset(a, b))
@@ -239,7 +239,7 @@ class _Picks:
         rows = picks(self.source.height, self.shape[0], ys.start, ys.stop)
         cols = picks(self.source.width, self.shape[1], xs.start, xs.stop)
         window = self.source.read(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
-        return np.ascontiguousarray(_take(window, rows - rows[0], cols - cols[0]))
+        return np.ascontiguousarray(take(window, rows - rows[0], cols - cols[0]))
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,7 @@ class _FromPieces:
         return out
 
 
-def _take(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def take(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """``block[:, rows][:, :, cols]``, as strided views where the picks allow."""
     return block[:, _index(rows)][:, :, _index(cols)]
 

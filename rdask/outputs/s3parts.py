@@ -1,0 +1,307 @@
+"""``s3://bucket/key`` GeoTIFFs whose tiles the tasks upload themselves, as
+the parts of one S3 multipart upload.
+
+The staged output (:mod:`.s3staged`) builds the file on the client's disk,
+so on a cluster every encoded tile crosses to the client. Here the client
+only creates the multipart upload; each chunk's task encodes its tiles
+(:mod:`.tiles`, as the GTiff output's) and uploads them as one part
+(:class:`~.parts.PartWriter`), returning ``(part, ETag, size, tile layout)``.
+
+* Part numbers: part 1 is the TIFF header, chunk ``(i, j)`` of the grid is
+  part ``2 + i * columns + j``. S3 wants every part but the last to be at
+  least 5 MiB: smaller ones are padded with zero bytes no tile references
+  (the file stays a valid TIFF; the padding is logged, at debug level).
+* The header: GDAL creates the structure exactly as the GTiff output does
+  (``SPARSE_OK``, a small local file, so tags and metadata are GDAL's own)
+  and on commit the client fills in the tile index: a tile's offset is the
+  start of its part plus its offset in the part. Part 1 (padded to 5 MiB)
+  is uploaded by a one-chunk :class:`~rdask.recipe.ChunkJob` run through
+  ``commit(run)``, the contract's way for an output to run more tasks (as
+  the COG's overview levels do): it runs wherever chunk tasks run, so the
+  scheduler needs no new branch, on a cluster a worker generates the
+  padding, and the client sends only the header bytes (inside the task).
+* Publication is atomic: nothing is at the key until
+  CompleteMultipartUpload. A failure or Ctrl-C aborts the upload, unless
+  ``resume`` keeps it for the resume.
+* Resume: the upload id and each chunk's part are journaled on the client's
+  disk (:mod:`.partjournal`, one locked file per URL). A resume keeps only
+  the chunks whose part ListParts shows with the same ETag and size and
+  recomputes the others; an upload that is gone means starting over. A job
+  without ``resume`` aborts what a killed job left on the key.
+
+What this output cannot do goes to :mod:`.s3staged`: what only GDAL can
+encode (masks, other codecs) and rasters under 5 MiB (one part's worth:
+nothing to spread, and padding would only grow the object). COGs are
+:mod:`.s3cog`, which adds the overview levels to this output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from rdask.errors import OutputError
+from rdask.io.remote import S3Upload, staging_path
+from rdask.outputs import s3staged
+from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
+from rdask.outputs.gdalsink import create_dataset, gdal_env
+from rdask.outputs.gtiff import IndexLocation, encoder_of
+from rdask.outputs.options import WriteOptions
+from rdask.outputs.partjournal import PartJournal
+from rdask.outputs.parts import (
+    MAX_PARTS,
+    MIN_PART,
+    HeaderWriter,
+    Part,
+    PartNumbers,
+    PartWriter,
+    Upload,
+)
+from rdask.outputs.sidecar import sidecars
+from rdask.outputs.staging import unlink_quietly
+from rdask.outputs.tiles import TileEncoder
+from rdask.recipe import ChunkJob, ComputeTask, Region
+
+log = logging.getLogger("rdask")
+
+
+def accepts(target: str, options: WriteOptions) -> bool:
+    """An S3 GeoTIFF (:func:`open` hands what it cannot write to :mod:`.s3staged`)."""
+    return target.startswith("s3://") and options.driver == "GTiff"
+
+
+def open(spec: OutputSpec) -> Any:  # noqa: A001
+    """Parts uploaded by the tasks when rdask encodes the tiles, else the staged upload."""
+    encoder = parts_encoder(spec)
+    return s3staged.open(spec) if encoder is None else PartsOutput(spec, encoder)
+
+
+def parts_encoder(spec: OutputSpec) -> TileEncoder | None:
+    """The tile encoder when the tasks can upload the tiles as parts: rdask
+    encodes them, no mask, and at least 5 MiB of pixels; else None."""
+    bands, height, width = spec.shape
+    if spec.mask is not None or bands * height * width * np.dtype(spec.dtype).itemsize < MIN_PART:
+        return None
+    return encoder_of(spec)
+
+
+def check_part_count(url: str, parts: int) -> None:
+    """Refuse, before any work, a job that needs more parts than S3 allows."""
+    if parts > MAX_PARTS:
+        raise OutputError(f"cannot write {url}: its chunks need {parts} multipart parts, S3 "
+                          f"allows {MAX_PARTS} (use larger chunks: --chunk-mb)")
+
+
+def part_starts(parts: list[Part], at: int) -> dict[int, int]:
+    """Where each part starts in the object, the parts after ``at`` bytes of part 1."""
+    starts = {}
+    for part in sorted(parts, key=lambda p: p.number):
+        starts[part.number] = at
+        at += part.size
+    return starts
+
+
+class PartsOutput:
+    """A GeoTIFF whose tiles the tasks upload as parts (see the module docstring)."""
+
+    def __init__(self, spec: OutputSpec, encoder: TileEncoder, *, first: int = 2) -> None:
+        """``first``: the chunks' first part number (a COG's levels come before them)."""
+        self.spec, self.url = spec, spec.target
+        self.s3 = S3Upload(spec.target, dict(spec.gdal_options))  # refuses secret options
+        self.grid = ChunkGrid(spec.chunks)
+        self.numbers = PartNumbers.of(spec.chunks, first=first)
+        check_part_count(self.url, self.numbers.last)
+        base = staging_path(self.url)
+        self.header_path = base + ".header.tif"
+        self.journal = PartJournal(base + ".rdask-parts", self.url)
+        self.partial = f"{self.url} (its multipart upload, journaled in {self.journal.path})"
+        self.parts: dict[int, Part] = {}
+        self.upload: Upload | None = None
+        self._closed = False
+        try:
+            self.index = self._make_header(encoder)
+            self.upload = self._open_upload()
+        except BaseException:
+            # A failed resume keeps its journal: the upload may still be there.
+            self._drop_header()
+            self.journal.close(remove=not spec.options.resume)
+            raise
+        self.writer = PartWriter(encoder, self.upload, self.numbers)
+        self._last_sync = time.monotonic()
+
+    def _make_header(self, encoder: TileEncoder) -> IndexLocation:
+        """Have GDAL write the structure, no pixels, as the GTiff output does."""
+        spec = self.spec
+        options = spec.options.gtiff_creation_options(spec.dtype, spec.threads)
+        unlink_quietly(self.header_path)
+        ds = create_dataset(self.header_path, spec.shape, spec.dtype, spec.meta,
+                            {**options, "SPARSE_OK": "TRUE"}, self.url)
+        with gdal_env():
+            ds.close()
+        index = IndexLocation.read(self.header_path, encoder)
+        # Every part but the last is >= 5 MiB: know now if classic TIFF offsets overflow.
+        if index.offsets[1] == 4 and MIN_PART * (self.numbers.last - 1) >= 2**32:
+            raise OutputError(f"cannot write {self.url}: its parts exceed 4 GB in a classic TIFF; "
+                              "pass --co BIGTIFF=YES")
+        return index
+
+    def _open_upload(self) -> Upload:
+        """Continue the journaled upload (``resume``) or start a new one."""
+        opts, s3 = self.spec.options, self.s3
+        upload_id, recorded = self.journal.read(self.spec.job) if opts.resume else (None, {})
+        s3.check(overwrite=opts.overwrite, keep=upload_id)
+        if upload_id is not None:
+            upload = Upload(s3.endpoint, s3.bucket, s3.key, upload_id)
+            listed = upload.listed()
+            if listed is not None:
+                self.journal.start(self.spec.job, upload_id)
+                self._adopt(recorded, listed)
+                log.info("resuming %s: %d chunks already uploaded", self.url, len(self.parts))
+                return upload
+            log.info("the multipart upload of %s is gone; starting from scratch", self.url)
+        elif opts.resume:
+            log.info("nothing to resume for %s; starting from scratch", self.url)
+        upload = Upload.create(s3.endpoint, s3.bucket, s3.key)
+        self.journal.start(self.spec.job, upload.upload_id)
+        return upload
+
+    def _adopt(self, recorded: dict[tuple[int, int], Part], listed: dict[int, tuple[str, int]]) -> None:
+        """Keep the journaled chunks whose part S3 holds with the same ETag and
+        size (journaling them again); the others are recomputed."""
+        for (y0, x0), part in recorded.items():
+            try:
+                number = self.numbers.at(y0, x0)
+                self.grid.index(y0, x0)
+            except (ValueError, RuntimeError):
+                continue
+            if number == part.number and listed.get(number) == (part.etag, part.size):
+                self.grid.claim(y0, x0)
+                self.parts[number] = part
+                self.journal.record((y0, x0), part)
+        self.journal.sync()
+
+    def is_done(self, region: Region) -> bool:
+        return region in self.grid
+
+    def record(self, region: Region, result: Part) -> None:
+        """Note a chunk's part, and journal it."""
+        if self._closed:
+            raise OutputError(f"{self.url}: write after the job was stopped")
+        _, ys, xs = region
+        self.grid.claim(ys.start, xs.start)
+        self.parts[result.number] = result
+        sync = time.monotonic() - self._last_sync >= self.spec.options.checkpoint_seconds
+        self.journal.record((ys.start, xs.start), result, sync=sync)
+        if sync:
+            self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        """No more chunks: the main pass is over."""
+        self._closed = True
+
+    def commit(self, run: RunChunks) -> Committed:
+        """Fill in the tile index, upload the header part, complete the upload."""
+        assert self.upload is not None
+        self.close()
+        size = max(MIN_PART, os.path.getsize(self.header_path))
+        header = self._header(size)
+        part1 = run_header(run, HeaderWriter(self.upload, header, size))
+        self.upload.complete([part1, *self.parts.values()])
+        self.finish()
+        return Committed(self.url, summary(self.url, part1, list(self.parts.values())))
+
+    def finish(self) -> None:
+        """After the completion: the journal and the local header go."""
+        self.journal.close(remove=True)
+        self._drop_header()
+
+    def _header(self, header_part: int) -> bytes:
+        """The header GDAL wrote, its tile index pointing into the parts."""
+        offsets = np.zeros(self.index.count, dtype=np.uint64)
+        counts = np.zeros(self.index.count, dtype=np.uint64)
+        starts = part_starts(list(self.parts.values()), header_part)
+        for part in self.parts.values():
+            for i, off, n in part.tiles:
+                offsets[i], counts[i] = starts[part.number] + off, n
+        if not counts.all():
+            raise OutputError(f"cannot finish {self.url}: rdask bug: {int((counts == 0).sum())} tiles missing")
+        fd = os.open(self.header_path, os.O_RDWR)
+        try:
+            self.index.write(fd, offsets, counts)
+            return os.pread(fd, os.fstat(fd).st_size, 0)
+        except OSError as exc:
+            raise OutputError(f"cannot finish {self.url}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+
+    def abort(self, *, keep_partial: bool = False) -> bool:
+        """Abort the upload, or (``keep_partial``) leave it and the journal for a resume."""
+        self._closed = True
+        self._drop_header()
+        if keep_partial and self.upload is not None:
+            self.journal.sync()
+            self.journal.close(remove=False)
+            return True
+        if self.upload is not None:
+            self.upload.abort()
+        self.journal.close(remove=True)
+        return False
+
+    def _drop_header(self) -> None:
+        for path in (self.header_path, *sidecars(self.header_path)):
+            unlink_quietly(path)
+
+
+def summary(url: str, part1: Part, parts: list[Part]) -> int:
+    """Log what the object is made of (at debug level); return its size."""
+    total = part1.size + sum(p.size for p in parts)
+    padding = part1.padding + sum(p.padding for p in parts)
+    log.debug("%s: %d parts, %d bytes, of which %d bytes of padding (%d in the header part)",
+              url, len(parts) + 1, total, padding, part1.padding)
+    return total
+
+
+def run_header(run: RunChunks, writer: HeaderWriter) -> Part:
+    """Upload the header part through ``run``: a one-chunk job of its own, so
+    it runs where the chunk tasks run."""
+    job = ChunkJob(shape=(1, 1, 1), dtype=np.dtype("u1"), chunks=((1,), (1,), (1,)),
+                   name=f"rdask-s3-header-{uuid.uuid4().hex}",
+                   make=lambda region, key: ComputeTask(region, key, _no_pixels))
+    output = Collect(writer)
+    run(job, output)
+    if not output.parts:
+        raise OutputError(f"cannot finish {writer.upload.url}: the header part was not uploaded")
+    return output.parts[1]
+
+
+def _no_pixels(region: Region) -> np.ndarray:
+    """The header job's chunk: it has no pixels, only the writer's bytes."""
+    return np.zeros((1, 1, 1), dtype=np.uint8)
+
+
+class Collect:
+    """The write contract for a job run at commit (the header, a COG level):
+    it only collects the parts its tasks uploaded."""
+
+    partial = ""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+        self.parts: dict[int, Part] = {}
+
+    def is_done(self, region: Region) -> bool:
+        return False
+
+    def record(self, region: Region, result: Part) -> None:
+        self.parts[result.number] = result
+
+    def commit(self, run: RunChunks) -> Committed:
+        raise NotImplementedError
+
+    def abort(self, *, keep_partial: bool = False) -> bool:
+        return False

@@ -1,0 +1,472 @@
+"""S3 GeoTIFF outputs whose tasks upload their tiles as multipart parts
+(rdask.outputs.s3parts), against moto's real S3 server on 127.0.0.1.
+
+Every job is compared with the local GeoTIFF output of the same job: same
+pixels, same metadata, and a sound tile layout in the object. Faults are
+real: a kernel that raises, a client SIGKILLed mid-job, an upload aborted
+behind the journal's back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import tempfile
+
+import numpy as np
+import pytest
+import rasterio
+from rasters import read, synthetic, write
+from servers import S3Server
+from test_distributed_write import check_layout
+from test_remote import RDASK, assert_one_line_error, assert_same_raster, rdask_cli
+
+import rdask
+from rdask.errors import KernelError, OutputError, ResumeError
+from rdask.io.remote import staging_path
+from rdask.outputs import kind_for
+from rdask.outputs.options import WriteOptions
+from rdask.outputs.parts import MIN_PART
+
+BUCKET = "rdask-parts"
+SECRET = "Qp4-SECRET-s3parts-never-print-8812"
+#: Uploaded-part lines the workers log (threads: this process's log).
+PART_LOG = re.compile(r"part (\d+) uploaded: (\d+) bytes of (tiles|header) \+ (\d+) bytes of padding")
+
+SENTINEL_KERNEL = '''
+import numba
+import rdask
+
+
+@rdask.kernel()
+@numba.njit(nogil=True)
+def explode_on_sentinel(block):
+    if block.max() == 65535:
+        raise ValueError("boom")
+    return block
+'''
+
+
+# -- fixtures ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto():
+    server = S3Server(secret=SECRET).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto, monkeypatch, tmp_path):
+    """moto with an empty bucket; this process's environment (inherited by
+    spawned workers and CLI runs) pointing at it; $TMPDIR in tmp_path."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    for name, value in moto.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    staging = tmp_path / "tmpdir"
+    staging.mkdir()
+    monkeypatch.setenv("TMPDIR", str(staging))
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))
+    moto.reset()
+    moto.client().create_bucket(Bucket=BUCKET)
+    return moto
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """``small``: 6 MiB of uint16 whose 1 MB chunks compress far below 5 MiB
+    (padded parts); ``big``: 24 MiB of noise whose 8 MB chunks stay above 5 MiB
+    uncompressed; ``sentinel``: ``small`` with 65535 in its last rows."""
+    root = tmp_path_factory.mktemp("s3parts-in")
+    small = synthetic((3, 1024, 1024), "uint16", seed=5, nodata=0)
+    write(root / "small.tif", small, block=(256, 256), nodata=0, descriptions=("r", "g", "b"),
+          tags={"SENSOR": "synthetic"})
+    big = np.random.default_rng(1).normal(0, 50, size=(3, 1024, 2048)).astype("float32")
+    write(root / "big.tif", big, block=(256, 256), compress=None)
+    sentinel = small.copy()
+    sentinel[:, 1000:, :] = 65535
+    write(root / "sentinel.tif", sentinel, block=(256, 256), nodata=0)
+    (root / "kernels.py").write_text(SENTINEL_KERNEL)
+    return root
+
+
+def url(key="out.tif"):
+    return f"s3://{BUCKET}/{key}"
+
+
+def objects(client):
+    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET).get("Contents", []))
+
+
+def uploads(client):
+    return client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+
+
+def download(s3, dst, key="out.tif"):
+    s3.client().download_file(BUCKET, key, str(dst))
+    return dst
+
+
+def part_logs(caplog):
+    """``{part number: (kind, data bytes, padding)}`` from the workers' debug lines."""
+    out = {}
+    for rec in caplog.records:
+        m = PART_LOG.search(rec.getMessage())
+        if m:
+            out[int(m[1])] = (m[3], int(m[2]), int(m[4]))
+    return out
+
+
+def journal_path(target):
+    return staging_path(target) + ".rdask-parts"
+
+
+# -- 1. the object equals the local output -------------------------------------
+
+
+def test_s3parts_is_chosen_for_what_it_encodes():
+    gtiff = WriteOptions.of(driver="GTiff")
+    assert kind_for(url(), gtiff).__name__ == "rdask.outputs.s3parts"
+    assert kind_for(url(), WriteOptions.of(driver="COG")).__name__ == "rdask.outputs.s3cog"
+
+
+@pytest.mark.parametrize("case", ["small-chunks-padded", "big-chunks", "big-chunks-deflate"])
+def test_threads_give_the_local_output(case, s3, inputs, tmp_path, caplog):
+    src, kw = {
+        "small-chunks-padded": ("small.tif", dict(chunk_mb=1, compress="deflate")),
+        "big-chunks": ("big.tif", dict(chunk_mb=8, compress="none")),
+        "big-chunks-deflate": ("big.tif", dict(chunk_mb=8, compress="deflate")),
+    }[case]
+    local = tmp_path / "local.tif"
+    rdask.process(str(inputs / src), str(local), "reverse-bands", workers=2, **kw)
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    result = rdask.process(str(inputs / src), url(), "reverse-bands", workers=2, **kw)
+    assert result.path == url()
+    got = download(s3, tmp_path / "from-s3.tif")
+    assert_same_raster(got, local)
+    check_layout(str(got))
+    assert result.bytes == os.path.getsize(got)
+    parts = part_logs(caplog)
+    last = max(parts)
+    assert parts[1][0] == "header" and sorted(parts) == list(range(1, last + 1))
+    assert last - 1 == result.chunks
+    # Every part but the last is >= 5 MiB; padding only where tiles are fewer.
+    for number, (_, data, pad) in parts.items():
+        if number != last:
+            assert data + pad == max(data, MIN_PART), (number, data, pad)
+        else:
+            assert pad == 0
+    if case == "small-chunks-padded":
+        assert all(data < MIN_PART for _, data, _ in parts.values())
+        assert any("bytes of padding" in r.getMessage() and "parts" in r.getMessage() for r in caplog.records)
+    else:
+        assert all(data > MIN_PART for kind, data, _ in parts.values() if kind == "tiles")
+    assert not uploads(s3.client())
+    assert not [f for _, _, fs in os.walk(tempfile.gettempdir()) for f in fs]  # journal and header gone
+
+
+def test_local_cluster_gives_the_local_output(s3, inputs, tmp_path):
+    """Spawned worker processes upload the parts (and the header part) with
+    credentials from their own environment."""
+    src = str(inputs / "small.tif")
+    local = tmp_path / "local.tif"
+    rdask.process(src, str(local), "reverse-bands", chunk_mb=1, blocksize=128)
+    result = rdask.process(src, url(), "reverse-bands", scheduler="local:2", chunk_mb=1, blocksize=128)
+    assert result.chunks > 2
+    got = download(s3, tmp_path / "from-s3.tif")
+    assert_same_raster(got, local)
+    check_layout(str(got))
+    assert not uploads(s3.client())
+
+
+def test_nothing_at_the_key_before_completion(s3, inputs, tmp_path):
+    client = s3.client()
+    seen = []
+
+    def progress(done, total):
+        # In the client, after each chunk is recorded: its part is uploaded,
+        # the object must not exist yet.
+        seen.append((objects(client), len(uploads(client))))
+
+    rdask.process(str(inputs / "small.tif"), url(), "reverse-bands", chunk_mb=1, progress=progress)
+    assert len(seen) > 2 and all(s == ([], 1) for s in seen), seen
+    assert objects(client) == ["out.tif"] and not uploads(client)
+
+
+# -- 2. failures leave nothing; refusals come first -------------------------------
+
+
+def test_kernel_error_mid_job_aborts_the_upload(s3, inputs, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    kernel = f"{inputs / 'kernels.py'}:explode_on_sentinel"
+    with pytest.raises(KernelError, match="boom"):
+        rdask.process(str(inputs / "sentinel.tif"), url(), kernel, chunk_mb=1, workers=1)
+    assert part_logs(caplog), "some parts were uploaded before the error"
+    assert objects(s3.client()) == [] and not uploads(s3.client())
+    assert not os.path.exists(journal_path(url()))
+
+
+def test_kernel_error_with_resume_keeps_the_upload(s3, inputs, tmp_path):
+    kernel = f"{inputs / 'kernels.py'}:explode_on_sentinel"
+    with pytest.raises(KernelError) as err:
+        rdask.process(str(inputs / "sentinel.tif"), url(), kernel, chunk_mb=1, workers=1, resume=True)
+    assert any("kept for --resume" in n for n in getattr(err.value, "__notes__", []))
+    assert objects(s3.client()) == [] and len(uploads(s3.client())) == 1
+    with open(journal_path(url())) as fh:
+        head = json.loads(fh.readline())
+    assert head["upload"] == uploads(s3.client())[0]["UploadId"]
+    # The next run without resume aborts it and starts over.
+    rdask.process(str(inputs / "small.tif"), url(), "reverse-bands", chunk_mb=1)
+    assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())
+
+
+def test_too_many_parts_is_refused_before_any_work(s3, tmp_path):
+    src = write(tmp_path / "many.tif", synthetic((1, 1600, 1600), "float64", seed=2), block=(16, 16))
+    with pytest.raises(OutputError) as err:
+        rdask.process(src, url(), "reverse-bands", blocksize=16, chunk_mb=0.000001)
+    msg = str(err.value)
+    assert "10000" in msg and "--chunk-mb" in msg and "\n" not in msg, msg
+    assert objects(s3.client()) == [] and not uploads(s3.client())
+
+
+def test_existing_object_needs_overwrite(s3, inputs, tmp_path):
+    src = str(inputs / "small.tif")
+    s3.client().put_object(Bucket=BUCKET, Key="out.tif", Body=b"old")
+    with pytest.raises(OutputError, match="overwrite"):
+        rdask.process(src, url(), "reverse-bands", chunk_mb=1)
+    assert not uploads(s3.client())
+    rdask.process(src, url(), "reverse-bands", chunk_mb=1, overwrite=True)
+    assert np.array_equal(read(download(s3, tmp_path / "o.tif")), read(src)[::-1])
+
+
+# -- 3. resume after the client is SIGKILLed --------------------------------------
+
+
+def killed_run(inputs, target, *extra, after_parts=3):
+    """``rdask run`` on 1 thread, SIGKILLed once ``after_parts`` chunks are
+    journaled; returns the journal's chunk lines."""
+    journal = journal_path(target)
+    proc = subprocess.Popen([RDASK, "run", "reverse-bands", str(inputs / "small.tif"), target, "-j", "1",
+                             "--chunk-mb", "0.3", "--resume", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while proc.poll() is None:
+            if os.path.exists(journal):
+                with open(journal) as fh:
+                    if len(fh.read().splitlines()) > after_parts:
+                        break
+        proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, err
+    with open(journal) as fh:
+        return [json.loads(line) for line in fh.read().splitlines()[1:]]
+
+
+def test_resume_after_sigkill_uploads_only_missing_chunks(s3, inputs, tmp_path, caplog):
+    client = s3.client()
+    recorded = killed_run(inputs, url())
+    assert objects(client) == [] and len(uploads(client)) == 1
+    upload_id = uploads(client)[0]["UploadId"]
+    listed = client.list_parts(Bucket=BUCKET, Key="out.tif", UploadId=upload_id)["Parts"]
+    assert len(listed) >= len(recorded) >= 3
+    # A journaled part S3 does not hold as journaled is never trusted: make one lie.
+    lines = open(journal_path(url())).read().splitlines()
+    forged = json.loads(lines[1])
+    forged[3] = '"0123456789abcdef0123456789abcdef"'
+    lines[1] = json.dumps(forged)
+    with open(journal_path(url()), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    result = rdask.process(str(inputs / "small.tif"), url(), "reverse-bands", workers=1, chunk_mb=0.3,
+                           resume=True)
+    uploaded = part_logs(caplog)
+    chunks = {2 + i for i in range(result.chunks)}
+    kept = {r[2] for r in recorded[1:]}
+    assert set(uploaded) == {1} | (chunks - kept)  # the forged chunk and the unjournaled ones
+    assert forged[2] in uploaded
+    assert any("resuming" in r.getMessage() and f"{len(kept)} chunks" in r.getMessage() for r in caplog.records)
+    local = tmp_path / "local.tif"
+    rdask.process(str(inputs / "small.tif"), str(local), "reverse-bands", workers=1, chunk_mb=0.3)
+    got = download(s3, tmp_path / "from-s3.tif")
+    assert_same_raster(got, local)
+    check_layout(str(got))
+    assert not uploads(client) and not os.path.exists(journal_path(url()))
+
+
+def test_resume_whose_upload_is_gone_starts_over(s3, inputs, tmp_path, caplog):
+    client = s3.client()
+    killed_run(inputs, url())
+    (up,) = uploads(client)
+    client.abort_multipart_upload(Bucket=BUCKET, Key="out.tif", UploadId=up["UploadId"])
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    result = rdask.process(str(inputs / "small.tif"), url(), "reverse-bands", workers=1, chunk_mb=0.3,
+                           resume=True)
+    assert len(part_logs(caplog)) == result.chunks + 1  # everything again
+    assert any("is gone; starting from scratch" in r.getMessage() for r in caplog.records)
+    assert np.array_equal(read(download(s3, tmp_path / "o.tif")), read(inputs / "small.tif")[::-1])
+    assert not uploads(client)
+
+
+def test_run_without_resume_aborts_the_killed_upload(s3, inputs, tmp_path):
+    client = s3.client()
+    killed_run(inputs, url())
+    (old,) = uploads(client)
+    rdask.process(str(inputs / "small.tif"), url(), "reverse-bands", chunk_mb=0.3)
+    assert not uploads(client)  # the killed one aborted, ours completed
+    assert np.array_equal(read(download(s3, tmp_path / "o.tif")), read(inputs / "small.tif")[::-1])
+    with pytest.raises(client.exceptions.NoSuchUpload):
+        client.list_parts(Bucket=BUCKET, Key="out.tif", UploadId=old["UploadId"])
+
+
+def test_resume_of_another_job_is_refused(s3, inputs, tmp_path):
+    killed_run(inputs, url())
+    with pytest.raises(ResumeError, match="different kernel"):
+        rdask.process(str(inputs / "small.tif"), url(), "focal-mean", chunk_mb=0.3, workers=1, resume=True)
+    assert len(uploads(s3.client())) == 1  # still there for the right resume
+
+
+# -- 4. the CLI; errors are one line without secrets --------------------------------
+
+
+def test_cli_run_to_s3(s3, inputs, tmp_path):
+    proc = rdask_cli("-vv", "run", "reverse-bands", inputs / "small.tif", url(), "--chunk-mb", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr
+    assert "bytes of padding" in proc.stderr  # the client's summary at -vv
+    got = download(s3, tmp_path / "o.tif")
+    local = tmp_path / "local.tif"
+    rdask.process(str(inputs / "small.tif"), str(local), "reverse-bands", chunk_mb=1)
+    assert_same_raster(got, local)
+    check_layout(str(got))
+
+
+def test_cli_errors_are_one_line_without_secret(s3, inputs, tmp_path):
+    proc = rdask_cli("-vv", "run", "reverse-bands", inputs / "small.tif", "s3://no-such-bucket-rdask/o.tif")
+    assert SECRET not in proc.stdout + proc.stderr
+    assert_one_line_error(proc, "s3://no-such-bucket-rdask/o.tif", "not found")
+    kernel = f"{inputs / 'kernels.py'}:explode_on_sentinel"
+    proc = rdask_cli("-vv", "run", kernel, inputs / "sentinel.tif", url(), "--chunk-mb", "1")
+    assert proc.returncode != 0 and SECRET not in proc.stdout + proc.stderr
+    assert objects(s3.client()) == [] and not uploads(s3.client())
+    s3.client().put_object(Bucket=BUCKET, Key="out.tif", Body=b"old")
+    proc = rdask_cli("run", "reverse-bands", inputs / "small.tif", url())
+    assert_one_line_error(proc, url(), "--overwrite")
+
+
+def test_read_back_through_gdal(s3, inputs, tmp_path):
+    """GDAL reads the object in place (/vsis3/), tags and all."""
+    rdask.process(str(inputs / "small.tif"), url(), "reverse-bands", chunk_mb=1)
+    with rasterio.Env(AWS_S3_ENDPOINT=s3.endpoint, AWS_HTTPS="NO", AWS_VIRTUAL_HOSTING="FALSE"), \
+            rasterio.open(f"/vsis3/{BUCKET}/out.tif") as ds:
+        assert ds.tags()["SENSOR"] == "synthetic" and ds.descriptions == ("b", "g", "r")
+        assert np.array_equal(ds.read(), read(inputs / "small.tif")[::-1])
+
+
+# -- 5. COG: overview levels built by the tasks too ---------------------------------
+
+
+def overview_pixels(path):
+    """Every level's pixels, full resolution first."""
+    with rasterio.open(path) as ds:
+        n = len(ds.overviews(1))
+    out = []
+    for level in range(-1, n):
+        opts = {} if level < 0 else {"OVERVIEW_LEVEL": level}
+        with rasterio.open(path, **opts) as ds:
+            out.append(ds.read())
+    return out
+
+
+@pytest.mark.parametrize(("scheduler", "name", "levels_in_header"), [
+    ("threads", "small", 3),  # every level fits in part 1
+    ("threads", "big", 4),  # level 1 is a chunk job of its own; the 4 others fit in part 1
+    ("local:2", "big", 4),
+])
+def test_cog_gives_the_local_cog(scheduler, name, levels_in_header, s3, inputs, tmp_path, caplog):
+    from rio_cogeo.cogeo import cog_validate
+
+    src = str(inputs / f"{name}.tif")
+    kw = dict(driver="COG", chunk_mb=1, blocksize=128 if name == "small" else 64)
+    local = tmp_path / "local.tif"
+    rdask.process(src, str(local), "reverse-bands", workers=2, **kw)
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    rdask.process(src, url(), "reverse-bands", scheduler=scheduler, workers=2, **kw)
+    got = download(s3, tmp_path / "from-s3.tif")
+    valid, errors, warnings = cog_validate(str(got), quiet=True)
+    assert valid, errors
+    assert_same_raster(got, local)
+    mine, theirs = overview_pixels(got), overview_pixels(local)
+    assert len(mine) == len(theirs) == levels_in_header + (name == "big") + 1
+    for a, b in zip(mine, theirs, strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+    assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())  # pieces deleted
+    if scheduler == "threads":
+        parts = part_logs(caplog)
+        assert sorted(parts) == list(range(1, max(parts) + 1))
+        assert any(f"with {levels_in_header} levels' tiles" in r.getMessage() for r in caplog.records)
+
+
+def test_cog_resume_after_sigkill(s3, inputs, tmp_path, caplog):
+    from rio_cogeo.cogeo import cog_validate
+
+    client = s3.client()
+    recorded = killed_run(inputs, url(), "--driver", "COG", "--blocksize", "128")
+    # The level-1 pieces of the journaled chunks are hidden objects beside the key.
+    hidden = objects(client)
+    assert "out.tif" not in hidden and len(hidden) >= len(recorded)
+    assert all(k.startswith("out.tif.rdask-partial/") for k in hidden)
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    kw = dict(driver="COG", blocksize=128, chunk_mb=0.3, workers=1)
+    result = rdask.process(str(inputs / "small.tif"), url(), "reverse-bands", resume=True, **kw)
+    main_parts = {r[2] for r in recorded}
+    uploaded = set(part_logs(caplog))
+    assert not main_parts & uploaded  # the journaled chunks were not redone...
+    last = max(uploaded | main_parts)
+    main_range = set(range(last - result.chunks + 1, last + 1))
+    assert main_parts <= main_range and main_range == main_parts | (uploaded & main_range)  # ...the rest was
+    assert set(range(1, last + 1)) - main_range <= uploaded  # header and every level
+    local = tmp_path / "local.tif"
+    rdask.process(str(inputs / "small.tif"), str(local), "reverse-bands", **kw)
+    got = download(s3, tmp_path / "from-s3.tif")
+    assert cog_validate(str(got), quiet=True)[0]
+    for a, b in zip(overview_pixels(got), overview_pixels(local), strict=True):
+        assert np.array_equal(a, b)
+    assert objects(client) == ["out.tif"] and not uploads(client)
+
+
+def test_cog_kernel_error_leaves_no_object_no_piece_no_upload(s3, inputs):
+    kernel = f"{inputs / 'kernels.py'}:explode_on_sentinel"
+    with pytest.raises(KernelError):
+        rdask.process(str(inputs / "sentinel.tif"), url(), kernel, driver="COG", chunk_mb=1, workers=1)
+    assert objects(s3.client()) == [] and not uploads(s3.client())
+
+
+@pytest.mark.parametrize("kw", [dict(driver="COG", overview_resampling="average"), dict(compress="lzw")],
+                         ids=["cog-average", "gtiff-lzw"])
+def test_what_only_gdal_writes_goes_to_the_staged_upload(kw, s3, inputs, tmp_path, caplog):
+    """GDAL's overview builder and codecs need the whole file: the staged
+    upload writes it (no part is uploaded by the tasks), with the same result."""
+    src = str(inputs / "small.tif")
+    local = tmp_path / "local.tif"
+    rdask.process(src, str(local), "reverse-bands", chunk_mb=1, **kw)
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    rdask.process(src, url(), "reverse-bands", chunk_mb=1, **kw)
+    assert not part_logs(caplog)
+    got = download(s3, tmp_path / "from-s3.tif")
+    assert_same_raster(got, local)
+    assert os.path.getsize(got) == os.path.getsize(local)
+    assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())
