@@ -612,9 +612,11 @@ def s3_rig(isolation, base: Path, malloc: str = "dask") -> Iterator:
     workers get the S3 server's settings and credentials in their
     environment, as workers on a cloud would have their own (an IAM role):
     rdask ships no secret to them, and outputs whose tasks write to S3
-    themselves (Zarr s3, S3 multipart parts) need them. ``rig()`` starts the
-    workers with this process's environment before the server's is known,
-    so this composes the same parts in the other order.
+    themselves (Zarr s3, S3 multipart parts) need them. It composes the
+    rig's parts itself (the server first, then the workers with its
+    settings in this process's environment) so that it works with
+    ``isolation`` before and after ``isolated_cluster(worker_env=...)``,
+    and adds ``--worker-malloc``'s ``DASK_CONFIG``.
 
     This process keeps the S3 settings too: the checks read S3 through
     GDAL and obstore.
