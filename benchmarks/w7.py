@@ -492,6 +492,24 @@ def measure_run(r, job: Job, mode: Mode, reqlog: RequestLog, logdir: Path, tag: 
 # -- the whole workload ------------------------------------------------------------
 
 
+def rdask_revision() -> str:
+    """The git commit of the rdask checkout the rig imports (``+dirty`` if
+    its ``rdask/`` has changes), or '' outside a checkout. Taken at the
+    start and end of a run: an editable install follows its working tree,
+    so a merge there mid-run mixes versions (and a client and workers of
+    different versions fail to deserialize each other's graphs)."""
+    import rdask
+
+    root = Path(rdask.__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD")
+    return head + ("+dirty" if head and git("status", "--porcelain", "--", "rdask") else "")
+
+
 @dataclass
 class ModeResult:
     """A mode's check run, timed runs and status."""
@@ -546,6 +564,7 @@ def run_modes(job: Job, modes: Sequence[Mode], workdir: Path, *, repeat: int, ti
     logdir = workdir / "logs" / "W7"
     logdir.mkdir(parents=True, exist_ok=True)
     results = {m.name: ModeResult(m) for m in modes}
+    revision = rdask_revision()
     base = workdir / "w7-rig"
     shutil.rmtree(base, ignore_errors=True)
     with s3_rig(isolation, base, malloc) as r:
@@ -580,6 +599,10 @@ def run_modes(job: Job, modes: Sequence[Mode], workdir: Path, *, repeat: int, ti
                 else:
                     res.status, res.detail = FAILED, run.error
     shutil.rmtree(base, ignore_errors=True)
+    facts["rdask_revision"] = revision
+    if (after := rdask_revision()) != revision:
+        facts["rdask_revision_after"] = after
+        log(f"  WARNING: rdask changed during the run ({revision} -> {after}): rows may mix versions")
     return results, facts
 
 
