@@ -48,11 +48,13 @@ $(BSTAMP): pyproject.toml benchmarks/requirements.txt
 	$(BVENV)/bin/python -m pip install -q -e . -r benchmarks/requirements.txt
 	@touch $(BSTAMP)
 
-bench-quick: $(BSTAMP) sysdeps
-	$(BVENV)/bin/python benchmarks/run.py --quick
+# W7 (scale-out) runs its client, workers and S3 server from the test venv
+# (.venv: boto3, moto, obstore), so the benchmarks build it too; W7 needs root.
+bench-quick: $(BSTAMP) $(STAMP) sysdeps
+	$(BVENV)/bin/python benchmarks/run.py --quick --w7-python $(PY)
 
-bench: $(BSTAMP) sysdeps
-	$(BVENV)/bin/python benchmarks/run.py
+bench: $(BSTAMP) $(STAMP) sysdeps
+	$(BVENV)/bin/python benchmarks/run.py --w7-python $(PY)
 
 clean:
 	rm -rf $(VENV) $(BVENV) build *.egg-info .pytest_cache benchmarks/.work

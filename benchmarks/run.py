@@ -99,6 +99,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also time rdask at git commit REV in W2 and W5 (row 'rdask REV': the same "
         "command, PYTHONPATH=DIR/baseline-REV); default none",
     )
+    parser.add_argument(
+        "--w7-python",
+        default=None,
+        metavar="PATH",
+        help="W7's Python, with rdask[test] installed (default $RDASK_W7_PYTHON, else .venv)",
+    )
     parser.add_argument("--list", action="store_true", help="list the workloads and exit")
     args = parser.parse_args(argv)
     if args.repeat is None:
@@ -163,7 +169,14 @@ def main(argv: list[str] | None = None) -> int:
         f"settings: quick={args.quick} size-scale={args.size_scale:g} repeat={args.repeat} "
         f"workdir={args.workdir}"
     )
-    ctx = Context(args.workdir, quick=args.quick, scale=args.size_scale, rdask=args.rdask, log=say)
+    ctx = Context(
+        args.workdir,
+        quick=args.quick,
+        scale=args.size_scale,
+        rdask=args.rdask,
+        log=say,
+        test_python=args.w7_python,
+    )
     if args.baseline:
         try:
             ctx.baseline = baseline.materialise(args.baseline, args.workdir, REPO, args.rdask)
@@ -177,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     results, records, verdicts = {}, [], []
     for wl in args.selected:
         say(f"\n=== {wl.id}: {wl.summary}")
+        if wl.runner is not None:
+            # Its own runner prints its table; no targets (W7 records costs).
+            records.append(wl.runner(ctx, args.repeat, args.timeout))
+            continue
         for case in wl.build(ctx):
             say(f"\n--- {case.id}: {case.title}\n  input {case.input}")
             results[case.id] = run_case(

@@ -168,6 +168,8 @@ class Context:
     """What each synthetic input cost to generate (for the JSON report)."""
     baseline: Baseline | None = None
     """An earlier rdask (``--baseline REV``): W2 and W5 time it beside rdask."""
+    test_python: str | None = None
+    """W7's Python: the test venv's (boto3, moto, obstore); None: ``w7.test_python()``."""
 
     def side(self, full: int, quick: int, block: int = 512) -> int:
         """Raster side for this run: ``quick`` or ``full``, scaled, whole blocks."""
@@ -554,24 +556,33 @@ def gdal_copy(ctx: Context, inp: Path) -> Contender:
 WorkloadFn = Callable[[Context], list[Case]]
 
 
+#: A workload with its own runner (W7): the run's context, timed runs and
+#: seconds per run in; its JSON record (printed as it goes) out.
+RunnerFn = Callable[[Context, int, float], dict]
+
+
 @dataclass(frozen=True)
 class Workload:
-    """A registered workload."""
+    """A registered workload: ``build`` makes harness cases, or ``runner``
+    (when set) runs the whole workload itself."""
 
     id: str
     summary: str
     build: WorkloadFn
+    runner: RunnerFn | None = None
 
 
 #: Workloads by id, in the order they run.
 REGISTRY: dict[str, Workload] = {}
 
 
-def workload(wid: str, summary: str) -> Callable[[WorkloadFn], WorkloadFn]:
-    """Register the decorated function as workload ``wid``."""
+def workload(
+    wid: str, summary: str, runner: RunnerFn | None = None
+) -> Callable[[WorkloadFn], WorkloadFn]:
+    """Register the decorated function as workload ``wid`` (see :class:`Workload`)."""
 
     def register(fn: WorkloadFn) -> WorkloadFn:
-        REGISTRY[wid] = Workload(wid, summary, fn)
+        REGISTRY[wid] = Workload(wid, summary, fn, runner)
         return fn
 
     return register
@@ -1147,6 +1158,25 @@ def w8_samples(inp: Path, grid: Grid, size: int = 256) -> list[checks.Sample]:
 
 #: What every W8 row writes, as a note.
 W8_CODEC_NOTE = "tiled 512, DEFLATE + PREDICTOR=3, ZLEVEL=1 (rdask's default GeoTIFF)"
+
+
+def _scale_out(ctx: Context, repeat: int, timeout: float) -> dict:
+    """W7's runner: ``w7.run_w7`` on the W2 input (see ``benchmarks/w7.py``)."""
+    import w7
+
+    return w7.run_w7(w2_input(ctx), ctx.workdir, repeat=repeat, timeout=timeout,
+                     python=ctx.test_python, log=ctx.log)
+
+
+@workload(
+    "W7",
+    "scale-out: W2 on a 2-worker cluster without shared files, per output mode (root, .venv)",
+    runner=_scale_out,
+)
+def scale_out(ctx: Context) -> list[Case]:
+    """No harness cases: W7 runs its modes on one rig itself (``w7.py``'s
+    docstring says why); :func:`_scale_out` is its runner."""
+    return []
 
 
 @workload("W8", "reprojection: UTM DEM to EPSG:4326 (bilinear), and to EPSG:3857 then slope; -j2")
