@@ -231,6 +231,7 @@ def open_runner(scheduler: Any = "threads", workers: int | None = None) -> Itera
     """Yield a :class:`Runner`, starting and stopping a cluster if asked to."""
     spec = parse_scheduler(scheduler, workers)
     if spec.kind == "client":
+        _tune_workers(spec.target)
         yield Runner(spec, spec.target)
         return
     if not spec.distributed:
@@ -259,7 +260,17 @@ def open_runner(scheduler: Any = "threads", workers: int | None = None) -> Itera
     except (OSError, TimeoutError) as exc:
         raise SchedulerError(f"cannot reach dask scheduler {spec.target}: {exc}") from None
     with client:
+        _tune_workers(client)
         yield Runner(spec, client)
+
+
+def _tune_workers(client: Any) -> None:
+    """Give a cluster's workers rdask's allocator settings (the ones
+    ``local:N`` workers get from their environment): a plugin, so workers
+    that join later get them too. Harmless to repeat (one name)."""
+    from rdask.worker_malloc import TuneMalloc
+
+    client.register_plugin(TuneMalloc(), name=TuneMalloc.name)
 
 
 @contextlib.contextmanager

@@ -85,3 +85,43 @@ def test_unreachable_scheduler_is_one_clear_error(job):
 def test_bad_scheduler_names(bad):
     with pytest.raises(SchedulerError):
         parse_scheduler(bad)
+
+
+def _faults_reusing_a_buffer() -> int:
+    """Minor page faults of allocating, touching and freeing 16 MB five times."""
+    import resource
+
+    def touch() -> None:
+        # bytearray: plain malloc and memset (numpy's allocator may ask for huge pages)
+        buf = bytearray(16 * 2**20)
+        del buf
+
+    touch()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        touch()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_cluster_workers_get_rdasks_allocator_settings(job, tmp_path, monkeypatch):
+    """`dask worker`'s nanny makes glibc map and unmap every chunk-sized
+    buffer (MALLOC_TRIM_THRESHOLD_=65536): each one faults all its pages in.
+    A job on the cluster gives its workers rdask's settings, so a freed
+    buffer is reused without faulting."""
+    from distributed import Client
+
+    tmp, src, data, mask = job
+    monkeypatch.setenv("PYTHONPATH", os.path.dirname(__file__))  # workers import this module
+    # A LocalCluster's nannies leave their settings in this process's
+    # environment (distributed sets them before spawning): start clean.
+    for name in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
+    with dask_cluster(tmp_path, n_workers=1, nanny=True) as (address, _), Client(address) as client:
+        before = list(client.run(_faults_reusing_a_buffer).values())
+        dst = str(tmp / "tuned.tif")
+        rdask.process(src, dst, "reverse-bands", scheduler=address, chunk_mb=0.2, blocksize=128)
+        check(dst, data, mask)
+        after = list(client.run(_faults_reusing_a_buffer).values())
+    pages = 5 * 16 * 2**20 // 4096
+    assert before[0] > 0.9 * pages  # every buffer faulted in afresh
+    assert after[0] < 0.05 * pages  # reused

@@ -16,12 +16,8 @@ from rdask.cli.options import (
     verbosity_options,
     workers_option,
 )
-from rdask.config import (
-    MALLOC_MMAP_THRESHOLD,
-    MALLOC_TRIM_THRESHOLD,
-    OVERVIEW_RESAMPLINGS,
-    WARP_RESAMPLINGS,
-)
+from rdask.config import OVERVIEW_RESAMPLINGS, WARP_RESAMPLINGS
+from rdask.malloc import tune_malloc
 
 
 @click.command(context_settings={"show_default": True})
@@ -89,7 +85,7 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, driver, o
     from rdask.progress import TerminalProgress
 
     bar = TerminalProgress() if show else None
-    _tune_malloc()
+    tune_malloc()
     # Batch systems stop jobs with SIGTERM: clean up exactly as for Ctrl-C.
     signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -133,26 +129,3 @@ def _grid(value: str | None) -> str | None:
 
 def _terminate(signum, frame):
     raise KeyboardInterrupt
-
-
-def _tune_malloc() -> None:
-    """Keep glibc from mmap'ing and unmapping every chunk-sized buffer.
-
-    Each chunk allocates a few MB for pixels and tiles; above glibc's mmap
-    threshold every such buffer is a fresh mapping whose page faults
-    serialise the threads on the process's memory-map lock. Raising the
-    threshold (this process is rdask's own) lets freed chunks be reused.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)
-        libc.mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD)
-    except (OSError, AttributeError):
-        pass
