@@ -784,7 +784,8 @@ def main(argv: list[str] | None = None) -> int:
         job = Job.of(args.input)
         _say(f"  job: {job.side}x{job.side}x{job.bands}, {job.chunks} chunks of "
              f"{job.chunk_side}^2 (--chunk-mb {job.chunk_mb:g}), 2 workers x 1 thread, "
-             f"{args.worker_malloc}'s malloc settings on the workers")
+             f"workers started with {args.worker_malloc}'s malloc settings "
+             "(a job gives them rdask's through its rdask-malloc plugin)")
         results, facts = run_modes(job, modes, args.workdir, repeat=args.repeat,
                                    timeout=args.timeout, malloc=args.worker_malloc)
         rec = record(job, results, facts, args.repeat)
