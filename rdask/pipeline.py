@@ -18,10 +18,10 @@ from typing import Any
 
 from dask.base import tokenize
 
+from rdask.chain import is_chain, parse_chain
 from rdask.errors import OutputError
 from rdask.io.source import RasterSource
 from rdask.kernels import Kernel
-from rdask.kernels.chain import is_chain, parse_chain
 from rdask.meta import RasterMeta
 from rdask.outputs import OutputSpec, kind_for, open_output
 from rdask.outputs.journal import JobId

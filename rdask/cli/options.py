@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import click
 
-from rdask.kernels import chain
+from rdask import chain
 
 
 def _set_flag(ctx: click.Context, param: click.Parameter, value) -> None:
@@ -63,7 +63,7 @@ def parse_pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 
 
 def parse_chain(text: str) -> list[tuple[str, dict[str, str]]]:
-    """:func:`rdask.kernels.chain.parse_chain`, its errors as click's."""
+    """:func:`rdask.chain.parse_chain`, its errors as click's."""
     try:
         return chain.parse_chain(text)
     except ValueError as exc:
