@@ -680,3 +680,15 @@ def test_what_only_gdal_writes_goes_to_the_staged_upload(kw, s3, inputs, tmp_pat
     assert_same_raster(got, local)
     assert os.path.getsize(got) == os.path.getsize(local)
     assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())
+
+
+def test_missing_boto3_is_one_line_naming_the_extra(monkeypatch):
+    """Without boto3 an S3 output says which extra to install, in one line."""
+    import sys
+
+    from rdask.errors import OutputError
+    from rdask.io.remote import S3Endpoint
+
+    monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 -> ModuleNotFoundError
+    with pytest.raises(OutputError, match=r"^S3 outputs need boto3: pip install 'rdask\[s3\]'$"):
+        S3Endpoint.from_options({}).client()

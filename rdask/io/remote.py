@@ -118,7 +118,10 @@ class S3Endpoint:
 
     def client(self):
         """A boto3 S3 client; credentials from the environment or profile."""
-        import boto3
+        try:
+            import boto3
+        except ModuleNotFoundError:
+            raise OutputError("S3 outputs need boto3: pip install 'rdask[s3]'") from None
 
         url = f"{'https' if self.https else 'http'}://{self.endpoint}" if self.endpoint else None
         return boto3.client("s3", endpoint_url=url, region_name=self.region or "us-east-1")
