@@ -54,6 +54,30 @@ def picks(n_prev: int, n: int, start: int, stop: int) -> np.ndarray:
     return np.minimum(idx, n_prev - 1)
 
 
+def piece_edges(chunks: tuple) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """``(y_edges, x_edges, rows, cols)``: the chunk edges of a main pass
+    planned as ``chunks``, and the same edges in the next level's rows and
+    columns (a nearest pick needs no neighbours, so each next-level pixel
+    belongs to the one chunk holding the pixel it picks)."""
+    y_edges = tuple(int(v) for v in np.cumsum((0, *chunks[1])))
+    x_edges = tuple(int(v) for v in np.cumsum((0, *chunks[2])))
+    h, w = y_edges[-1], x_edges[-1]
+    rows = np.searchsorted(picks(h, math.ceil(h / 2), 0, math.ceil(h / 2)), y_edges)
+    cols = np.searchsorted(picks(w, math.ceil(w / 2), 0, math.ceil(w / 2)), x_edges)
+    return y_edges, x_edges, tuple(int(v) for v in rows), tuple(int(v) for v in cols)
+
+
+def pick_piece(pieces: Any, a: int, b: int, block: np.ndarray) -> np.ndarray | None:
+    """The next level's piece ``(a, b)`` picked from chunk ``(a, b)``'s
+    ``block`` (contiguous, in ``pieces.dtype``), or None when it is empty;
+    ``pieces`` has :func:`piece_edges`'s four edge tuples and ``dtype``."""
+    rows = picks(pieces.y_edges[-1], pieces.rows[-1], pieces.rows[a], pieces.rows[a + 1]) - pieces.y_edges[a]
+    cols = picks(pieces.x_edges[-1], pieces.cols[-1], pieces.cols[b], pieces.cols[b + 1]) - pieces.x_edges[b]
+    if not (len(rows) and len(cols)):
+        return None
+    return np.ascontiguousarray(take(block, rows, cols), dtype=pieces.dtype)
+
+
 @dataclass(frozen=True)
 class LevelPieces:
     """Where each main-pass chunk's level-1 picks go in the scratch file.
@@ -76,15 +100,9 @@ class LevelPieces:
     @classmethod
     def create(cls, partial: str, shape: tuple[int, int, int], chunks: tuple, dtype: Any) -> LevelPieces:
         """Plan the pieces for a main pass of ``shape`` and ``chunks``; create the file."""
-        bands, h, w = shape
-        y_edges = tuple(int(v) for v in np.cumsum((0, *chunks[1])))
-        x_edges = tuple(int(v) for v in np.cumsum((0, *chunks[2])))
-        rows = np.searchsorted(picks(h, math.ceil(h / 2), 0, math.ceil(h / 2)), y_edges)
-        cols = np.searchsorted(picks(w, math.ceil(w / 2), 0, math.ceil(w / 2)), x_edges)
-        pieces = cls(cls.path_for(partial), y_edges, x_edges, tuple(int(v) for v in rows),
-                     tuple(int(v) for v in cols), bands, str(np.dtype(dtype)))
+        pieces = cls(cls.path_for(partial), *piece_edges(chunks), shape[0], str(np.dtype(dtype)))
         with open(pieces.path, "wb") as fh:
-            fh.truncate(pieces.offset(len(y_edges) - 1, 0))
+            fh.truncate(pieces.offset(len(pieces.y_edges) - 1, 0))
         return pieces
 
     @staticmethod
@@ -114,12 +132,9 @@ class LevelPieces:
 
     def write(self, a: int, b: int, block: np.ndarray) -> None:
         """Pick piece ``(a, b)`` from main-pass chunk ``(a, b)`` and store it."""
-        _, nr, nc = self.piece_shape(a, b)
-        if not (nr and nc):
+        piece = pick_piece(self, a, b, block)
+        if piece is None:
             return
-        rows = picks(self.y_edges[-1], self.shape[0], self.rows[a], self.rows[a + 1]) - self.y_edges[a]
-        cols = picks(self.x_edges[-1], self.shape[1], self.cols[b], self.cols[b + 1]) - self.x_edges[b]
-        piece = np.ascontiguousarray(take(block, rows, cols), dtype=self.dtype)
         fd = os.open(self.path, os.O_WRONLY)
         try:
             pwrite_all(fd, memoryview(piece).cast("B"), self.offset(a, b))
@@ -219,7 +234,7 @@ def _scratch_job(pieces: LevelPieces, blocksize: int, chunk_mb: float) -> ChunkJ
     plan = plan_chunks(p.shape, p.bands, p.dtype, (blocksize, blocksize), chunk_mb=chunk_mb, tile=blocksize)
     token = tokenize(p, os.stat(p.path).st_mtime_ns, plan.chunks)
     name = f"rdask-level1-{token}-{uuid.uuid4().hex[:8]}"
-    return _job((p.bands, *p.shape), p.dtype, plan.chunks, name, _FromPieces(p))
+    return _job((p.bands, *p.shape), p.dtype, plan.chunks, name, FromPieces(p))
 
 
 def _job(shape: tuple[int, int, int], dtype: str, chunks: tuple, name: str, compute: Any) -> ChunkJob:
@@ -243,10 +258,13 @@ class _Picks:
 
 
 @dataclass(frozen=True)
-class _FromPieces:
-    """A level-1 chunk assembled from the scratch file's pieces under it."""
+class FromPieces:
+    """A level chunk assembled from the pieces under it: ``pieces`` is a
+    :class:`LevelPieces` (the scratch file) or any store of pieces with the
+    same ``rows``, ``cols``, ``bands``, ``dtype`` and ``read(a, b)``
+    (the S3 COG's :class:`~.s3levels.S3Pieces`)."""
 
-    pieces: LevelPieces
+    pieces: Any
 
     def __call__(self, region: tuple[slice, slice, slice]) -> np.ndarray:
         _, ys, xs = region

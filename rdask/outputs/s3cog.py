@@ -52,6 +52,7 @@ from rdask.outputs.base import Committed, OutputSpec, RunChunks
 from rdask.outputs.coglayout import header_and_ifds, layout_ifds, overview_factors, read_ifds
 from rdask.outputs.gdalsink import create_dataset, gdal_env
 from rdask.outputs.options import WriteOptions
+from rdask.outputs.overviews import FromPieces
 from rdask.outputs.parts import (
     MIN_PART,
     Assemble,
@@ -63,7 +64,6 @@ from rdask.outputs.parts import (
     plan_parts,
 )
 from rdask.outputs.s3levels import (
-    FromPieces,
     PieceTap,
     S3Pieces,
     Tail,

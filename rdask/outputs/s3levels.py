@@ -8,7 +8,7 @@ prefix next to the key, ``<key>.rdask-partial/<upload token>/l<k>/<a>-<b>``:
 
 * every main-pass chunk's task writes its level-1 piece (:class:`PieceTap`);
 * level ``k`` is a chunk job of its own whose chunks are assembled from the
-  level-``k`` pieces under them (:class:`FromPieces`); its tasks upload
+  level-``k`` pieces under them (:class:`~.overviews.FromPieces`); its tasks upload
   their tiles as parts (or chunk pieces, as the main pass's) and write the
   level-``k+1`` pieces in turn;
 * the smallest levels are one task (:class:`TailLevels`) that builds them
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from rdask.errors import OutputError
-from rdask.outputs.overviews import picks, take
+from rdask.outputs.overviews import FromPieces, pick_piece, picks, piece_edges, take
 from rdask.outputs.parts import Piece, Upload, s3_client, s3_reason, token
 from rdask.outputs.tiles import TileEncoder
 from rdask.recipe import Region
@@ -64,13 +64,7 @@ class S3Pieces:
     @classmethod
     def plan(cls, upload: Upload, level: int, chunks: tuple, dtype: Any) -> S3Pieces:
         """The pieces that the chunks ``chunks`` (of the level above) make."""
-        y_edges = tuple(int(v) for v in np.cumsum((0, *chunks[1])))
-        x_edges = tuple(int(v) for v in np.cumsum((0, *chunks[2])))
-        h, w = y_edges[-1], x_edges[-1]
-        rows = np.searchsorted(picks(h, math.ceil(h / 2), 0, math.ceil(h / 2)), y_edges)
-        cols = np.searchsorted(picks(w, math.ceil(w / 2), 0, math.ceil(w / 2)), x_edges)
-        return cls(upload, level, y_edges, x_edges, tuple(int(v) for v in rows), tuple(int(v) for v in cols),
-                   int(chunks[0][0]), str(np.dtype(dtype)))
+        return cls(upload, level, *piece_edges(chunks), int(chunks[0][0]), str(np.dtype(dtype)))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -84,13 +78,11 @@ class S3Pieces:
         """Pick and store the piece of the chunk at ``region`` (of the level above)."""
         _, ysl, xsl = region
         a, b = self.y_edges.index(ysl.start), self.x_edges.index(xsl.start)
-        rows = picks(self.y_edges[-1], self.shape[0], self.rows[a], self.rows[a + 1]) - ysl.start
-        cols = picks(self.x_edges[-1], self.shape[1], self.cols[b], self.cols[b + 1]) - xsl.start
-        if not (len(rows) and len(cols)):
+        piece = pick_piece(self, a, b, block)
+        if piece is None:
             return
         import imagecodecs
 
-        piece = np.ascontiguousarray(take(block, rows, cols), dtype=self.dtype)
         body = imagecodecs.zstd_encode(piece.tobytes(), level=1)
         try:
             s3_client(self.upload.endpoint).put_object(Bucket=self.upload.bucket, Key=self.key(a, b), Body=body)
@@ -121,28 +113,6 @@ class PieceTap:
     def __call__(self, block: np.ndarray, region: Region) -> Any:
         self.pieces.write(block, region)
         return self.writer(block, region)
-
-
-@dataclass(frozen=True)
-class FromPieces:
-    """A level chunk assembled from the pieces under it."""
-
-    pieces: S3Pieces
-
-    def __call__(self, region: Region) -> np.ndarray:
-        _, ys, xs = region
-        p = self.pieces
-        out = np.empty((p.bands, ys.stop - ys.start, xs.stop - xs.start), dtype=p.dtype)
-        for a in range(len(p.rows) - 1):
-            r0, r1 = max(ys.start, p.rows[a]), min(ys.stop, p.rows[a + 1])
-            for b in range(len(p.cols) - 1):
-                c0, c1 = max(xs.start, p.cols[b]), min(xs.stop, p.cols[b + 1])
-                if r0 < r1 and c0 < c1:
-                    piece = p.read(a, b)
-                    out[:, r0 - ys.start : r1 - ys.start, c0 - xs.start : c1 - xs.start] = piece[
-                        :, r0 - p.rows[a] : r1 - p.rows[a], c0 - p.cols[b] : c1 - p.cols[b]
-                    ]
-        return out
 
 
 def delete_pieces(upload: Upload, *, keep: str | None = None) -> int:
