@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from dataclasses import dataclass
 
 from rdask.errors import OutputError, ResumeError
@@ -49,14 +50,61 @@ def partial_paths(target: str) -> tuple[str, str]:
     return os.path.join(head, f".{tail}.rdask-partial"), os.path.join(head, f".{tail}.rdask-journal")
 
 
-class Journal:
+class LockedFile:
+    """A journal file held open under its ``flock``: syncing and closing."""
+
+    def __init__(self, path: str, fh) -> None:
+        self.path = path
+        self._fh = fh
+
+    def sync(self) -> None:
+        """Force what was recorded to disk."""
+        if not self._fh.closed:
+            _sync(self._fh)
+
+    def close(self, *, remove: bool) -> None:
+        """Release the lock (closing the file), removing it first with ``remove``."""
+        if self._fh.closed:
+            return
+        if remove:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        self._fh.close()
+
+
+class Checkpoints:
+    """Chunk windows journaled a checkpoint at a time (every ``seconds``),
+    for outputs whose chunks are durable only once synced: a chunk written
+    but not yet journaled when the job dies is simply computed again."""
+
+    def __init__(self, journal: Journal, seconds: float) -> None:
+        self.journal, self.seconds = journal, seconds
+        self._pending: list[tuple[int, int]] = []
+        self._last = time.monotonic()
+
+    def add(self, window: tuple[int, int]) -> None:
+        """Note a written chunk; journal the batch when a checkpoint is due."""
+        self._pending.append(window)
+        if time.monotonic() - self._last >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Journal every chunk noted so far."""
+        if self._pending:
+            self.journal.record(self._pending)
+            self._pending = []
+        self._last = time.monotonic()
+
+
+class Journal(LockedFile):
     """An open, locked journal. Use :meth:`start` or :meth:`resume`."""
 
     def __init__(
         self, path: str, fh, done: set[tuple[int, int]], tiles: dict[int, tuple[int, int]] | None = None
     ) -> None:
-        self.path = path
-        self._fh = fh
+        super().__init__(path, fh)
         #: What an interrupted job had written, read once on resume (the
         #: journal itself keeps nothing in memory as a job records chunks).
         self.done = done
@@ -134,20 +182,6 @@ class Journal:
         if sync:
             os.fsync(self._fh.fileno())
 
-    def sync(self) -> None:
-        """Force what was recorded to disk."""
-        if not self._fh.closed:
-            _sync(self._fh)
-
-    def close(self, *, remove: bool) -> None:
-        if self._fh.closed:
-            return
-        if remove:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-        self._fh.close()
 
 
 def open_locked(path: str, mode: str, shown: str | None = None):

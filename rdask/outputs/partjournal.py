@@ -17,19 +17,19 @@ import json
 import os
 
 from rdask.errors import ResumeError
-from rdask.outputs.journal import JobId, open_locked
+from rdask.outputs.journal import JobId, LockedFile, open_locked
 from rdask.outputs.parts import Part, Piece
 
 VERSION = 1
 
 
-class PartJournal:
+class PartJournal(LockedFile):
     """An open, locked journal; :meth:`read` what a killed job left, then
     :meth:`start` (a fresh upload) or keep appending (a resumed one)."""
 
     def __init__(self, path: str, url: str) -> None:
-        self.path, self.url = path, url
-        self._fh = open_locked(path, "a+", shown=url)
+        super().__init__(path, open_locked(path, "a+", shown=url))
+        self.url = url
 
     def read(self, job: JobId) -> tuple[str | None, dict[tuple[int, int], Part | Piece]]:
         """``(upload id, {(row, col): Part or Piece})`` a killed identical job recorded,
@@ -83,18 +83,3 @@ class PartJournal:
         self._fh.flush()
         if sync:
             os.fsync(self._fh.fileno())
-
-    def sync(self) -> None:
-        if not self._fh.closed:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-
-    def close(self, *, remove: bool) -> None:
-        if self._fh.closed:
-            return
-        if remove:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-        self._fh.close()

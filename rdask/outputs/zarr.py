@@ -38,29 +38,27 @@ themselves, metadata is written last instead of a rename).
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import ctypes
-import json
 import os
 import shutil
-import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from rdask.errors import OutputError, ResumeError
+from rdask.errors import OutputError
 from rdask.io.remote import is_s3
 from rdask.io.zarrsource import DATA, ZarrSource, is_zarr_path
 from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
-from rdask.outputs.journal import Journal, partial_paths
+from rdask.outputs.journal import Checkpoints, Journal, partial_paths
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.staging import check_place, libc_function
 from rdask.outputs.zarrlayout import (
     ZARR_RESAMPLINGS,
     Layout,
     Level,
+    check_resumable,
     consolidate,
     geo_attrs,
     level_job,
@@ -177,12 +175,11 @@ class ZarrOutput:
         self.journal = (Journal.resume(journal_path, spec.job, self.target) if resuming
                         else Journal.start(journal_path, spec.job))
         self.resuming = resuming
-        self._pending: list[tuple[int, int]] = []
-        self._last_checkpoint = time.monotonic()
+        self.checkpoints = Checkpoints(self.journal, spec.options.checkpoint_seconds)
         self._closed = False
         try:
             if resuming:
-                self._check_resumable()
+                check_resumable(self.partial, self.main, spec.dtype, spec.target, "partial")
                 for y0, x0 in self.journal.done:
                     self.grid.claim(y0, x0)
                 self.journal.done.clear()
@@ -205,17 +202,6 @@ class ZarrOutput:
         _, h, w = self.spec.shape
         return geo_attrs(self.spec.meta, self.spec.meta.transform, (h, w))
 
-    def _check_resumable(self) -> None:
-        """The partial store must be the one this job would create."""
-        with builtins.open(os.path.join(self.partial, DATA, "zarr.json")) as fh:
-            meta = json.load(fh)
-        want = (list(self.main.shape), list(self.main.chunks), str(np.dtype(self.spec.dtype)))
-        got = (meta.get("shape"), meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape"),
-               str(meta.get("data_type")))
-        if want != got:
-            raise ResumeError(f"cannot resume {self.spec.target}: its partial store {self.partial} has "
-                              "another shape, chunking or dtype (rerun without --resume to start over)")
-
     def is_done(self, region: Region) -> bool:
         return region in self.grid
 
@@ -227,21 +213,11 @@ class ZarrOutput:
         self.grid.claim(ys.start, xs.start)
         if isinstance(result, Pixels):
             write_block(self.partial, DATA, result.block, region, self.spec.target)
-        # Journaled a checkpoint at a time: a chunk written but not yet
-        # journaled when the job dies is simply computed again.
-        self._pending.append((ys.start, xs.start))
-        if time.monotonic() - self._last_checkpoint >= self.spec.options.checkpoint_seconds:
-            self._checkpoint()
-
-    def _checkpoint(self) -> None:
-        if self._pending:
-            self.journal.record(self._pending)
-            self._pending = []
-        self._last_checkpoint = time.monotonic()
+        self.checkpoints.add((ys.start, xs.start))
 
     def commit(self, run: RunChunks) -> Committed:
         """Make the overview levels, consolidate the metadata, sync, rename into place."""
-        self._checkpoint()
+        self.checkpoints.flush()
         self._closed = True
         try:
             levels = overview_levels(self.main, self.spec.options.overview_levels)
@@ -279,7 +255,7 @@ class ZarrOutput:
         self._closed = True
         if keep_partial:
             with contextlib.suppress(OSError):
-                self._checkpoint()
+                self.checkpoints.flush()
         else:
             remove_tree(self.partial)
         self.journal.close(remove=not keep_partial)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from rdask.errors import ResumeError
 from rdask.io.zarrsource import DATA, ZarrSource
 from rdask.meta import RasterMeta
 from rdask.outputs.base import OutputSpec
@@ -75,6 +76,20 @@ class Level:
     @property
     def data(self) -> str:
         return f"{self.group}/{DATA}" if self.group else DATA
+
+
+def check_resumable(root: str, main: Level, dtype: np.dtype, shown: str, what: str) -> None:
+    """Refuse to resume into the store at ``root`` (``what``: "partial" or
+    "staged", named with the target ``shown``) unless its data array is the
+    one this job would create: same shape, chunking and dtype."""
+    with builtins.open(os.path.join(root, DATA, "zarr.json")) as fh:
+        meta = json.load(fh)
+    want = (list(main.shape), list(main.chunks), str(np.dtype(dtype)))
+    got = (meta.get("shape"), meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape"),
+           str(meta.get("data_type")))
+    if want != got:
+        raise ResumeError(f"cannot resume {shown}: its {what} store {root} has another shape, "
+                          "chunking or dtype (rerun without --resume to start over)")
 
 
 def zarr_chunks(shape: tuple[int, int, int], chunks: tuple[tuple[int, ...], ...], blocksize: int,

@@ -44,13 +44,10 @@ the next ``overwrite`` of the URL removes).
 
 from __future__ import annotations
 
-import builtins
 import contextlib
-import json
 import math
 import os
 import threading
-import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
@@ -69,11 +66,12 @@ from rdask.io.objectstore import (
 from rdask.io.remote import S3Endpoint, check_options, staging_path
 from rdask.io.zarrsource import DATA, ZarrSource
 from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
-from rdask.outputs.journal import Journal, partial_paths
+from rdask.outputs.journal import Checkpoints, Journal, partial_paths
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.zarrlayout import (
     Layout,
     Level,
+    check_resumable,
     consolidate,
     geo_attrs,
     level_job,
@@ -207,8 +205,7 @@ class ZarrS3Output:
                         else Journal.start(journal_path, spec.job))
         self.resuming = resuming
         self._had_keys = bool(keys)  # then commit deletes what the new store does not overwrite
-        self._pending: list[tuple[int, int]] = []
-        self._last_checkpoint = time.monotonic()
+        self.checkpoints = Checkpoints(self.journal, spec.options.checkpoint_seconds)
         self._closed = False
         try:
             if root:
@@ -216,7 +213,7 @@ class ZarrS3Output:
                 # metadata first, then every other node's.
                 delete_in_order(self.url, self.endpoint, [k for k in keys if is_metadata(k)])
             if resuming:
-                self._check_resumable()
+                check_resumable(self.staged, self.main, spec.dtype, self.url, "staged")
                 for y0, x0 in self.journal.done:
                     self.grid.claim(y0, x0)
                 self.journal.done.clear()
@@ -270,17 +267,6 @@ class ZarrS3Output:
                 return True
         return False
 
-    def _check_resumable(self) -> None:
-        """The staged store must be the one this job would create."""
-        with builtins.open(os.path.join(self.staged, DATA, "zarr.json")) as fh:
-            meta = json.load(fh)
-        want = (list(self.main.shape), list(self.main.chunks), str(np.dtype(self.spec.dtype)))
-        got = (meta.get("shape"), meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape"),
-               str(meta.get("data_type")))
-        if want != got:
-            raise ResumeError(f"cannot resume {self.url}: its staged store {self.staged} has another "
-                              "shape, chunking or dtype (rerun without --resume to start over)")
-
     # -- the client half -------------------------------------------------------
 
     def is_done(self, region: Region) -> bool:
@@ -294,19 +280,11 @@ class ZarrS3Output:
             raise RuntimeError(f"rdask bug: a chunk of {self.url} came back unwritten")
         _, ys, xs = region
         self.grid.claim(ys.start, xs.start)
-        self._pending.append((ys.start, xs.start))
-        if time.monotonic() - self._last_checkpoint >= self.spec.options.checkpoint_seconds:
-            self._checkpoint()
-
-    def _checkpoint(self) -> None:
-        if self._pending:
-            self.journal.record(self._pending)
-            self._pending = []
-        self._last_checkpoint = time.monotonic()
+        self.checkpoints.add((ys.start, xs.start))
 
     def commit(self, run: RunChunks) -> Committed:
         """Overview levels, consolidated metadata, stale keys out, metadata up (root last)."""
-        self._checkpoint()
+        self.checkpoints.flush()
         self._closed = True
         try:
             if len(self.levels) > 1:
@@ -346,7 +324,7 @@ class ZarrS3Output:
         self._closed = True
         if keep_partial:
             with contextlib.suppress(OSError):
-                self._checkpoint()
+                self.checkpoints.flush()
         else:
             # Threads of this process still writing chunks finish first (a
             # cluster worker's write under way may still land: see the docstring).
