@@ -301,6 +301,30 @@ class S3Server:
         urllib.request.urlopen(req, timeout=10).close()
 
 
+def use_s3(server: S3Server, monkeypatch, tmp_path, bucket: str) -> S3Server:
+    """Point this process's environment (inherited by spawned workers and
+    CLI runs) at ``server`` with the credentials only there (no AWS profile,
+    no instance metadata), keep ``$TMPDIR`` (where S3 outputs stage files
+    and journals) in ``tmp_path``, and start from one empty ``bucket``."""
+    import tempfile
+
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    for name, value in server.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    staging = tmp_path / "tmpdir"
+    staging.mkdir()
+    monkeypatch.setenv("TMPDIR", str(staging))
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))
+    server.reset()
+    server.client().create_bucket(Bucket=bucket)
+    return server
+
+
 def wait_for(pred, timeout: float = 10.0, every: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

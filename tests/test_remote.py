@@ -26,7 +26,7 @@ import pytest
 import rasterio
 import rasterio.shutil
 from rasters import read, synthetic, write
-from servers import RangeServer, S3Server, wait_for
+from servers import RangeServer, S3Server, use_s3, wait_for
 
 import rdask
 from rdask.errors import KernelError, OutputError, RasterOpenError
@@ -83,21 +83,7 @@ def moto():
 def s3(moto, served, monkeypatch, tmp_path):
     """moto, empty but for ``s3://rdask-test/in.tif``, and this process's
     environment (inherited by spawned workers and CLI runs) pointing at it."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    for name, value in moto.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    # S3 outputs are staged under $TMPDIR: keep them in this test's tmp_path.
-    staging = tmp_path / "tmpdir"
-    staging.mkdir()
-    monkeypatch.setenv("TMPDIR", str(staging))
-    monkeypatch.setattr(tempfile, "tempdir", str(staging))
-    moto.reset()
-    moto.client().create_bucket(Bucket=BUCKET)
+    use_s3(moto, monkeypatch, tmp_path, BUCKET)
     moto.client().upload_file(str(served / "in.tif"), BUCKET, "in.tif")
     return moto
 

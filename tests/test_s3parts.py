@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasters import read, synthetic, write
-from servers import S3Server
+from servers import S3Server, use_s3
 from test_distributed_write import check_layout
 from test_remote import RDASK, assert_one_line_error, assert_same_raster, rdask_cli
 
@@ -68,20 +68,7 @@ def moto():
 def s3(moto, monkeypatch, tmp_path):
     """moto with an empty bucket; this process's environment (inherited by
     spawned workers and CLI runs) pointing at it; $TMPDIR in tmp_path."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    for name, value in moto.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    staging = tmp_path / "tmpdir"
-    staging.mkdir()
-    monkeypatch.setenv("TMPDIR", str(staging))
-    monkeypatch.setattr(tempfile, "tempdir", str(staging))
-    moto.reset()
-    moto.client().create_bucket(Bucket=BUCKET)
+    use_s3(moto, monkeypatch, tmp_path, BUCKET)
     return moto
 
 

@@ -27,7 +27,7 @@ import rasters
 import rioxarray  # noqa: F401 - the .rio accessor
 import xarray as xr
 from affine import Affine
-from servers import S3Server
+from servers import S3Server, use_s3
 
 import rdask
 import rdask.errors
@@ -61,21 +61,7 @@ def moto():
 def s3(moto, monkeypatch, tmp_path):
     """An empty bucket, and this process's environment (inherited by spawned
     workers and CLI runs) pointing at moto, with the credentials only there."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    for name, value in moto.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    # The journal and staged metadata live under $TMPDIR: keep them in tmp_path.
-    staging = tmp_path / "tmpdir"
-    staging.mkdir()
-    monkeypatch.setenv("TMPDIR", str(staging))
-    monkeypatch.setattr(tempfile, "tempdir", str(staging))
-    moto.reset()
-    moto.client().create_bucket(Bucket=BUCKET)
+    use_s3(moto, monkeypatch, tmp_path, BUCKET)
     return moto
 
 
