@@ -54,7 +54,15 @@ import numpy as np
 from affine import Affine
 
 from rdask.errors import RasterOpenError, first_line
+from rdask.io import warp_direct
 from rdask.io.source import RasterSource, SourceShape, check_not_forked
+from rdask.io.warp_capi import exact_transformer, warp_region
+from rdask.io.warp_lattice import (
+    WindowLattice,
+    footprint_margin,
+    transformer_function,
+    window_lattice,
+)
 
 #: GDAL's name (``ResampleAlg`` in a warped VRT) and its filter radius
 #: (``anGWKFilterRadius`` in alg/gdalwarpkernel.cpp) per resampling.
@@ -649,11 +657,13 @@ class WarpedSource(SourceShape):
     def _margins(self) -> tuple[int, int]:
         # The kernel reaches ceil(radius / scale) pixels when downsampling;
         # two more cover the pixel a coordinate falls in and rounding.
+        # Interpolated coordinates (et > 0) stray up to et from the exact ones.
         radius = RESAMPLINGS[self.resampling][1]
         sx, sy = self.scales
         rx = math.ceil(radius / sx) if sx < 1.0 else radius
         ry = math.ceil(radius / sy) if sy < 1.0 else radius
-        return rx + 2, ry + 2
+        extra = 2 + footprint_margin(self.error_threshold)
+        return rx + extra, ry + extra
 
     def _whole_window(self) -> tuple[int, int, int, int]:
         if self.src_window is not None:
@@ -679,6 +689,9 @@ class WarpedSource(SourceShape):
         from rasterio.windows import Window
 
         oy, ox = origin
+        if self.error_threshold > 0:
+            self._warp_fast(out[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox], (y0, y1, x0, x1), need, pixels, mask)
+            return
         with self.source.env(), rasterio.Env(GDAL_MEM_ENABLE_OPEN="YES"):
             src_xml = self._source_vrt(pixels, mask, sy0, sx0)
             with MemoryFile(src_xml.encode(), ext=".vrt") as mf:
@@ -690,6 +703,50 @@ class WarpedSource(SourceShape):
                 except Exception as exc:  # noqa: BLE001 - GDAL's errors vary; report one line
                     raise RasterOpenError(
                         f"cannot warp rows {y0}:{y1}, cols {x0}:{x1}: {first_line(exc)}") from None
+
+    def _warp_fast(self, out: np.ndarray, win: tuple[int, int, int, int], need: tuple[int, int, int, int],
+                   pixels: np.ndarray, mask: np.ndarray | None) -> None:
+        """Warp one window (``out``, pre-filled) with coordinates from the
+        output-fixed lattice (:mod:`rdask.io.warp_lattice`): nearest and
+        bilinear by :mod:`rdask.io.warp_direct`, the others by GDAL's warper
+        through its C API."""
+        y0, y1, x0, x1 = win
+        sy0, sy1, sx0, sx1 = need
+        exact = exact_transformer(self._transformer_xml())
+        lattice = window_lattice(exact, x0, y0, x1, y1, self.error_threshold)
+        buf = out if out.flags.c_contiguous else np.ascontiguousarray(out)
+        if self._direct(pixels, mask):
+            warp_direct.warp_window(lattice.header, pixels, (sy0, sx0), self.src_nodata, buf, (y0, x0),
+                                    self.resampling)
+        else:
+            self._warp_gdal(buf, win, need, pixels, mask, lattice)
+        if buf is not out:
+            out[...] = buf
+
+    def _direct(self, pixels: np.ndarray, mask: np.ndarray | None) -> bool:
+        if not warp_direct.handles(self.resampling, str(np.dtype(self.dtype)), self.scales,
+                                   self.src_nodata, self.nodata, mask is not None):
+            return False
+        # NaN pixels: GDAL's handling is its own (not reproduced here).
+        return pixels.dtype.kind != "f" or not np.isnan(pixels).any()
+
+    def _warp_gdal(self, buf: np.ndarray, win: tuple[int, int, int, int], need: tuple[int, int, int, int],
+                   pixels: np.ndarray, mask: np.ndarray | None, lattice: WindowLattice) -> None:
+        import rasterio
+        from rasterio.io import MemoryFile
+
+        y0, y1, x0, x1 = win
+        sy0, sy1, sx0, sx1 = need
+        with self.source.env(), rasterio.Env(GDAL_MEM_ENABLE_OPEN="YES"):
+            src_xml = self._source_vrt(pixels, mask, sy0, sx0)
+            with MemoryFile(src_xml.encode(), ext=".vrt") as mf:
+                options = self._warp_options(mf.name, pixels.shape[0], _GDAL_TYPES[str(np.dtype(self.dtype))],
+                                             max(y1 - y0, x1 - x0), transformer=False)
+                try:
+                    warp_region(options, transformer_function(), lattice.arg, (x0, y0, x1 - x0, y1 - y0),
+                                (sx0, sy0, sx1 - sx0, sy1 - sy0), buf)
+                except RasterOpenError as exc:
+                    raise RasterOpenError(f"cannot warp rows {y0}:{y1}, cols {x0}:{x1}: {exc}") from None
 
     def _source_vrt(self, pixels: np.ndarray, mask: np.ndarray | None, sy0: int, sx0: int) -> str:
         """A full-size VRT of the source holding ``pixels`` at their place."""
@@ -725,7 +782,7 @@ class WarpedSource(SourceShape):
                 f"{bands}<BlockXSize>1</BlockXSize><BlockYSize>1</BlockYSize>"
                 f"{self._warp_options(src_path, count, dt, size)}</VRTDataset>")
 
-    def _warp_options(self, src_path: str, count: int, dt: str, size: int) -> str:
+    def _warp_options(self, src_path: str, count: int, dt: str, size: int, *, transformer: bool = True) -> str:
         opts = {
             "INIT_DEST": "0" if self.nodata is None else "NO_DATA",
             "XSCALE": repr(float(self.scales[0])),
@@ -751,7 +808,7 @@ class WarpedSource(SourceShape):
                 f"<ResampleAlg>{RESAMPLINGS[self.resampling][0]}</ResampleAlg>"
                 f"<WorkingDataType>{dt}</WorkingDataType>{options}"
                 f'<SourceDataset relativeToVRT="0">{escape(src_path)}</SourceDataset>'
-                f"<Transformer>{self._transformer_xml()}</Transformer>"
+                + (f"<Transformer>{self._transformer_xml()}</Transformer>" if transformer else "") +
                 f"<BandList>{mapping}</BandList></GDALWarpOptions>")
 
     def _nodata_xml(self) -> str:
@@ -772,9 +829,6 @@ class WarpedSource(SourceShape):
                          f"</ReprojectionTransformer></ReprojectTransformer>")
         xml = (f"<GenImgProjTransformer><SrcGeoTransform>{_gt(s.transform)}</SrcGeoTransform>"
                f"<DstGeoTransform>{_gt(d.transform)}</DstGeoTransform>{reproject}</GenImgProjTransformer>")
-        if self.error_threshold > 0:
-            xml = (f"<ApproxTransformer><MaxError>{_num(self.error_threshold)}</MaxError>"
-                   f"<BaseTransformer>{xml}</BaseTransformer></ApproxTransformer>")
         return xml
 
 

@@ -1,0 +1,323 @@
+"""Source coordinates from a lattice of exact points fixed to the output grid.
+
+The fast warp (``et > 0``) does not transform every output pixel with PROJ.
+It transforms exactly (GDAL's own transformer, :mod:`rdask.io.warp_capi`)
+the *nodes* of a lattice every :data:`SPACING` output pixels, fixed to the
+whole output grid (node ``(i, j)`` is output pixel coordinate
+``(i * SPACING, j * SPACING)``), and interpolates bilinearly between them.
+A point's coordinate depends only on the point and the four nodes of its
+cell, so every chunk computes the same coordinate for the same output
+pixel: the pixels do not depend on the chunking, the scheduler or the
+number of workers.
+
+**The error bound.** Each cell's interpolation error is measured where a
+bilinear interpolant's error peaks for a smooth mapping: at the midpoints of
+its four edges (the quadratic terms along x and along y) and at its centre
+(what is left). The cell's bound is the sum of the two largest edge errors
+and the centre's departure from that quadratic model, times
+:data:`SAFETY`. A cell whose bound exceeds the threshold ``et`` (near a
+pole, across the antimeridian, where a node fails to transform) is
+transformed exactly, point by point.
+
+**Exact where it matters.** The warper's kernels change discontinuously
+when a source coordinate crosses a source pixel's edge or centre (which
+pixel ``nearest`` takes, which taps bilinear and cubic use, where a
+footprint starts, whether a pixel is valid). A point whose interpolated
+coordinate lies within its cell's bound of a multiple of 0.5 is transformed
+exactly: its exact coordinate is on the same side of every such line as the
+interpolated one, or it is the exact one. So ``nearest`` equals
+``gdalwarp -et 0`` bit for bit, every kernel leaves nodata at the same
+pixels as ``-et 0``, and the others differ only by their coordinates' error
+(at most the bound, far below ``et`` on smooth mappings).
+
+The transformer GDAL's warper calls is a numba ``cfunc``
+(:func:`transformer_function`): it reads the window's nodes and bounds from the
+argument :func:`window_lattice` builds, and calls GDAL's exact transformer
+for the points it must not interpolate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+from numba import carray, cfunc, njit, types
+from numba.extending import intrinsic
+
+from rdask.io.warp_capi import ExactTransformer, exact_function
+
+#: Output pixels between lattice nodes (a power of two: the arithmetic that
+#: finds a point's cell and its place in it is then exact).
+SPACING = 16
+
+#: Safety factor on the measured interpolation error.
+SAFETY = 2.0
+
+#: Added to every cell's bound: the interpolation's own rounding, and the
+#: small offsets GDAL's kernels add before rounding a coordinate (1e-10).
+FLOOR = 1e-8
+
+# Header of the transformer argument (int64 words).
+(_H_SPACING, _H_CI0, _H_CJ0, _H_NCX, _H_NCY, _H_GX, _H_GY, _H_BOUND, _H_EXACT_FN, _H_EXACT,
+ _H_MISSES) = range(11)
+_HEADER = 11
+
+
+@intrinsic
+def _voidptr(typingctx, addr):
+    """An int64 address as a ``void *``."""
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(types.voidptr))
+    return types.voidptr(types.int64), codegen
+
+
+@intrinsic
+def _call_transformer(typingctx, fn, arg, dst_to_src, n, x, y, z, ok):
+    """Call the ``GDALTransformerFunc`` at address ``fn`` (every argument an
+    int64; pointers as addresses). Addresses are read at run time, so the
+    compiled code holds none and can be cached."""
+    def codegen(context, builder, signature, args):
+        i32, i8p, f64p = ir.IntType(32), ir.IntType(8).as_pointer(), ir.DoubleType().as_pointer()
+        fnty = ir.FunctionType(i32, [i8p, i32, i32, f64p, f64p, f64p, i32.as_pointer()])
+        fnptr = builder.inttoptr(args[0], fnty.as_pointer())
+        call_args = [builder.inttoptr(args[1], i8p), builder.trunc(args[2], i32), builder.trunc(args[3], i32),
+                     builder.inttoptr(args[4], f64p), builder.inttoptr(args[5], f64p),
+                     builder.inttoptr(args[6], f64p), builder.inttoptr(args[7], i32.as_pointer())]
+        return builder.call(fnptr, call_args)
+    return types.int32(*([types.int64] * 8)), codegen
+
+
+@njit(nogil=True, cache=True)
+def _exact(hdr: np.ndarray, dst_to_src: int, x: np.ndarray, y: np.ndarray, ok: np.ndarray) -> None:
+    """GDAL's exact transformer (the header's) on the points, in place."""
+    z = np.zeros(x.size)
+    _call_transformer(hdr[_H_EXACT_FN], hdr[_H_EXACT], dst_to_src, x.size, x.ctypes.data, y.ctypes.data,
+                      z.ctypes.data, ok.ctypes.data)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _near_line(v: float, margin: float) -> bool:
+    """Whether ``v`` lies within ``margin`` of a multiple of 0.5."""
+    t = v * 2.0
+    return abs(t - np.floor(t + 0.5)) * 0.5 <= margin
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _weights(t: float) -> tuple[float, float, float]:
+    """The quadratic Lagrange weights of nodes 0, 1/2 and 1 at ``t``."""
+    return 2.0 * (t - 0.5) * (t - 1.0), -4.0 * t * (t - 1.0), 2.0 * t * (t - 0.5)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _interpolate(hdr: np.ndarray, gx: np.ndarray, gy: np.ndarray, bound: np.ndarray,
+                 x: np.ndarray, y: np.ndarray, ok: np.ndarray, todo: np.ndarray) -> int:
+    """Interpolate the points in place (the biquadratic through their
+    cell's 3 x 3 exact points); list in ``todo`` those to transform exactly
+    and return how many.
+
+    GDAL asks for a row of points at a time, so the cell's quadratics in
+    ``u`` at the row's ``v`` are kept while the cell and row stay the same.
+    """
+    inv = 1.0 / float(hdr[_H_SPACING])  # a power of two: exact
+    ci0, cj0, ncx, ncy = hdr[_H_CI0], hdr[_H_CJ0], hdr[_H_NCX], hdr[_H_NCY]
+    k = 0
+    ci, row = -1, np.nan
+    x0 = x1 = x2 = y0 = y1 = y2 = b = 0.0
+    for p in range(x.size):
+        fx, fy = x[p] * inv, y[p] * inv
+        fi = np.floor(fx)
+        i = int(fi) - ci0 if np.isfinite(fi) else -1
+        if fy != row or i != ci:
+            fj = np.floor(fy)
+            j = int(fj) - cj0 if np.isfinite(fj) else -1
+            if not (0 <= i < ncx and 0 <= j < ncy):
+                hdr[_H_MISSES] += 1
+                todo[k] = p
+                k += 1
+                ci = -1
+                continue
+            ci, row, b = i, fy, bound[j, i]
+            w0, w1, w2 = _weights(fy - fj)
+            r, c = 2 * j, 2 * i
+            x0 = w0 * gx[r, c] + w1 * gx[r + 1, c] + w2 * gx[r + 2, c]
+            x1 = w0 * gx[r, c + 1] + w1 * gx[r + 1, c + 1] + w2 * gx[r + 2, c + 1]
+            x2 = w0 * gx[r, c + 2] + w1 * gx[r + 1, c + 2] + w2 * gx[r + 2, c + 2]
+            y0 = w0 * gy[r, c] + w1 * gy[r + 1, c] + w2 * gy[r + 2, c]
+            y1 = w0 * gy[r, c + 1] + w1 * gy[r + 1, c + 1] + w2 * gy[r + 2, c + 1]
+            y2 = w0 * gy[r, c + 2] + w1 * gy[r + 1, c + 2] + w2 * gy[r + 2, c + 2]
+        if not b < np.inf:
+            todo[k] = p
+            k += 1
+            continue
+        u0, u1, u2 = _weights(fx - fi)
+        sx = u0 * x0 + u1 * x1 + u2 * x2
+        sy = u0 * y0 + u1 * y1 + u2 * y2
+        if _near_line(sx, b) or _near_line(sy, b):
+            todo[k] = p
+            k += 1
+            continue
+        x[p], y[p] = sx, sy
+        ok[p] = 1
+    return k
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _transform(hdr: np.ndarray, dst_to_src: int, x: np.ndarray, y: np.ndarray, ok: np.ndarray) -> None:
+    n = x.size
+    if dst_to_src == 0:
+        # Source to destination (GDAL asks for a few points): exactly.
+        _exact(hdr, 0, x, y, ok)
+        return
+    ncx, ncy = hdr[_H_NCX], hdr[_H_NCY]
+    gx = carray(_voidptr(hdr[_H_GX]), (2 * ncy + 1, 2 * ncx + 1), np.float64)
+    gy = carray(_voidptr(hdr[_H_GY]), (2 * ncy + 1, 2 * ncx + 1), np.float64)
+    bound = carray(_voidptr(hdr[_H_BOUND]), (ncy, ncx), np.float64)
+    todo = np.empty(n, np.int64)
+    k = _interpolate(hdr, gx, gy, bound, x, y, ok, todo)
+    if k:
+        ex, ey, eok = np.empty(k), np.empty(k), np.zeros(k, np.intc)
+        for q in range(k):
+            ex[q], ey[q] = x[todo[q]], y[todo[q]]
+        _exact(hdr, 1, ex, ey, eok)
+        for q in range(k):
+            p = todo[q]
+            x[p], y[p] = ex[q], ey[q]
+            ok[p] = eok[q] if np.isfinite(ex[q]) and np.isfinite(ey[q]) else 0
+
+
+@njit(nogil=True, cache=True)
+def transform_row(hdr: np.ndarray, x: np.ndarray, y: np.ndarray, ok: np.ndarray) -> None:
+    """Destination to source coordinates of the points, in place, as the C
+    transformer gives them to GDAL's warper (``ok`` set where they are)."""
+    _transform(hdr, 1, x, y, ok)
+
+
+_SIG = types.intc(types.voidptr, types.intc, types.intc, types.CPointer(types.double),
+                  types.CPointer(types.double), types.CPointer(types.double), types.CPointer(types.intc))
+
+
+def _transform_c(arg, dst_to_src, n, x, y, z, ok):
+    hdr = carray(arg, (_HEADER,), np.int64)
+    _transform(hdr, dst_to_src, carray(x, (n,)), carray(y, (n,)), carray(ok, (n,)))
+    return 1
+
+
+_compiled: list = []
+
+
+def transformer_function() -> int:
+    """The address of the C transformer (``GDALTransformerFunc``) for
+    :func:`rdask.io.warp_capi.warp_region`, whose argument is
+    :attr:`WindowLattice.arg`. Compiled (or loaded from numba's cache) on
+    first use, not at import."""
+    if not _compiled:
+        _compiled.append(cfunc(_SIG, nopython=True, cache=True)(_transform_c))
+    return _compiled[0].address
+
+
+# --------------------------------------------------------------------------
+# a window's lattice
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class WindowLattice:
+    """The exact points and bounds of the cells a window's points fall in,
+    and the transformer argument pointing at them (keep this object alive
+    while GDAL warps)."""
+
+    header: np.ndarray
+    grid_x: np.ndarray
+    grid_y: np.ndarray
+    bound: np.ndarray
+
+    @property
+    def arg(self) -> int:
+        return int(self.header.ctypes.data)
+
+    @property
+    def misses(self) -> int:
+        """Points asked for outside the window's cells (transformed exactly)."""
+        return int(self.header[_H_MISSES])
+
+
+def window_lattice(exact: ExactTransformer, x0: int, y0: int, x1: int, y1: int,
+                   threshold: float, spacing: int = SPACING) -> WindowLattice:
+    """The lattice cells covering destination pixel coordinates
+    ``[x0, x1] x [y0, y1]`` (pixel corners included): their exact points
+    and each cell's error bound (``inf``: transform it exactly).
+
+    Parameters
+    ----------
+    exact : ExactTransformer
+        GDAL's exact transformer of the warp.
+    x0, y0, x1, y1 : int
+        The window, in the full destination grid's pixel coordinates.
+    threshold : float
+        Largest error (in source pixels) a cell may have to be interpolated.
+    spacing : int
+        Output pixels between nodes (a power of two).
+    """
+    ci0, cj0 = x0 // spacing, y0 // spacing
+    ncx, ncy = x1 // spacing - ci0 + 1, y1 // spacing - cj0 + 1
+    # The half-spacing grid of the cells and a ring of one cell around them
+    # (whose third differences bound the cells' error).
+    half = spacing / 2.0
+    cols = (2 * (ci0 - 1) + np.arange(2 * ncx + 5)) * half
+    rows = (2 * (cj0 - 1) + np.arange(2 * ncy + 5)) * half
+    px, py = np.meshgrid(cols, rows)
+    sx, sy = exact.transform(px, py)
+    bound = np.maximum(cell_bounds(sx), cell_bounds(sy))
+    bound[~(bound <= threshold)] = np.inf
+    inner = (slice(2, -2), slice(2, -2))
+    gx, gy = np.ascontiguousarray(sx[inner]), np.ascontiguousarray(sy[inner])
+    bound = np.ascontiguousarray(bound)
+    header = np.zeros(_HEADER, np.int64)
+    header[[_H_SPACING, _H_CI0, _H_CJ0, _H_NCX, _H_NCY]] = spacing, ci0, cj0, ncx, ncy
+    header[_H_GX], header[_H_GY], header[_H_BOUND] = gx.ctypes.data, gy.ctypes.data, bound.ctypes.data
+    header[_H_EXACT_FN], header[_H_EXACT] = exact_function(), exact.arg
+    return WindowLattice(header, gx, gy, bound)
+
+
+#: Largest error of the quadratic through three points ``d`` apart, per unit
+#: of the third difference at that spacing: ``max |t (t - d) (t - 2d)| / 6``
+#: over ``[0, 2d]``, over ``d^3``.
+_QUADRATIC_ERROR = 1.0 / (9.0 * math.sqrt(3.0))
+
+
+def cell_bounds(g: np.ndarray) -> np.ndarray:
+    """One source coordinate's interpolation error bound per cell.
+
+    ``g`` holds the exact coordinate at every half-cell point of the cells
+    and of a ring of one cell around them (shape ``(2 n + 5, 2 m + 5)`` for
+    ``n x m`` cells). The biquadratic through a cell's 3 x 3 points errs by
+    at most :data:`_QUADRATIC_ERROR` times the third differences along x
+    and along y (the cubic terms it cannot follow), taken as the largest
+    over the rows and columns of the cell and the stencils that overlap it,
+    times :data:`SAFETY` (for what varies the third derivative), plus the
+    arithmetic's own rounding. NaN where a point failed.
+    """
+    d3x = np.abs(g[:, 3:] - 3 * g[:, 2:-1] + 3 * g[:, 1:-2] - g[:, :-3])
+    d3y = np.abs(g[3:, :] - 3 * g[2:-1, :] + 3 * g[1:-2, :] - g[:-3, :])
+    n, m = (g.shape[0] - 5) // 2, (g.shape[1] - 5) // 2
+    # A cell's 3 rows of x-stencils start from one half-cell before it to
+    # one after (and likewise its columns of y-stencils).
+    out_x = _max3x3(d3x)[2:2 + 2 * n:2, 1:1 + 2 * m:2]
+    out_y = _max3x3(d3y)[1:1 + 2 * n:2, 2:2 + 2 * m:2]
+    scale = np.nanmax(np.abs(g)) if np.isfinite(g).any() else 0.0
+    rounding = FLOOR + 64 * np.finfo(np.float64).eps * scale
+    return SAFETY * _QUADRATIC_ERROR * (out_x + out_y) + rounding
+
+
+def _max3x3(a: np.ndarray) -> np.ndarray:
+    """``out[r, c] = a[r:r + 3, c:c + 3].max()`` (NaN if any is NaN)."""
+    rows = np.maximum(np.maximum(a[:-2], a[1:-1]), a[2:])
+    return np.maximum(np.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+
+
+def footprint_margin(threshold: float) -> int:
+    """Extra source pixels a window's footprint needs for interpolated
+    coordinates (they stray from the exact ones by at most ``threshold``)."""
+    return math.ceil(threshold) if threshold > 0 else 0
