@@ -16,7 +16,7 @@ from rdask.cli.options import (
     verbosity_options,
     workers_option,
 )
-from rdask.config import OVERVIEW_RESAMPLINGS, WARP_RESAMPLINGS
+from rdask.config import OVERVIEW_RESAMPLINGS, WARP_ERROR_THRESHOLD, WARP_RESAMPLINGS
 from rdask.malloc import tune_malloc
 
 
@@ -56,12 +56,14 @@ from rdask.malloc import tune_malloc
                    "or onto PATH's (its CRS, transform and size).")
 @click.option("--resampling", default="nearest", type=click.Choice(WARP_RESAMPLINGS),
               help="Resampling for --grid.")
+@click.option("--grid-et", type=click.FloatRange(min=0), default=WARP_ERROR_THRESHOLD,
+              show_default=True, help="Error threshold for --grid in source pixels (0: exact).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: on when stderr is a terminal).")
 @click.pass_context
 def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, driver, overview_levels,
         overview_resampling, compress, blocksize, tile_size,
-        creation_options, overwrite, resume, checkpoint_seconds, grid, resampling, progress):
+        creation_options, overwrite, resume, checkpoint_seconds, grid, resampling, grid_et, progress):
     """Apply KERNEL to INPUT (several inputs are stacked as bands) and write OUTPUT.
 
     KERNEL is a built-in name (see `rdask kernels`), `package.module:function`,
@@ -108,6 +110,7 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, driver, o
             overview_resampling=overview_resampling,
             grid=_grid(grid),
             resampling=resampling,
+            grid_et=grid_et,
             progress=bar if bar is not None else False,
         )
     finally:

@@ -2,7 +2,7 @@
 
 rasterio offers no way to hand GDAL's warper a transformer of one's own, and
 always wraps the transformer it makes in GDAL's approximate one. The C API
-does both: :func:`warp_region` runs ``GDALWarpRegionToBuffer`` on warp
+does both: :func:`warp_region` runs ``GDALWarpRegion`` on warp
 options deserialised from the same XML a warped VRT holds, with any C
 transformer function (here a numba ``cfunc``, see :mod:`rdask.io.warp_lattice`),
 and :class:`ExactTransformer` is GDAL's own exact ``GenImgProjTransformer``
@@ -32,10 +32,10 @@ from rdask.errors import RasterOpenError
 _P = ctypes.c_void_p
 _I = ctypes.c_int
 
-#: GDAL's ``GDALDataType`` codes of the dtypes a warp handles.
-GDAL_TYPE_CODES = {
-    "uint8": 1, "uint16": 2, "int16": 3, "uint32": 4, "int32": 5, "float32": 6, "float64": 7,
-    "uint64": 12, "int64": 13, "int8": 14,
+#: GDAL's names of the dtypes a warp handles.
+_GDAL_TYPE_NAMES = {
+    "uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
+    "int32": "Int32", "uint64": "UInt64", "int64": "Int64", "float32": "Float32", "float64": "Float64",
 }
 
 
@@ -89,7 +89,7 @@ def lib() -> ctypes.CDLL:
         "GDALDestroyWarpOptions": (None, [_P]),
         "GDALCreateWarpOperation": (_P, [_P]),
         "GDALDestroyWarpOperation": (None, [_P]),
-        "GDALWarpRegionToBuffer": (_I, [_P, _I, _I, _I, _I, _P, _I, _I, _I, _I, _I]),
+        "GDALWarpRegion": (_I, [_P, _I, _I, _I, _I, _I, _I, _I, _I]),
         "GDALClose": (None, [_P]),
         "GDALReleaseDataset": (_I, [_P]),
         "GDALDereferenceDataset": (_I, [_P]),
@@ -195,28 +195,32 @@ def exact_transformer(xml: str) -> ExactTransformer:
 
 
 def warp_region(options_xml: str, transformer: int, transformer_arg: int,
-                dst: tuple[int, int, int, int], src: tuple[int, int, int, int],
-                out: np.ndarray) -> None:
-    """``GDALWarpRegionToBuffer`` of one destination window.
+                src: tuple[int, int, int, int], out: np.ndarray) -> None:
+    """``GDALWarpRegion`` of one destination window, into ``out``.
 
     Parameters
     ----------
     options_xml : str
-        A ``<GDALWarpOptions>`` element without ``<Transformer>`` (its
-        ``<SourceDataset>`` is opened by GDAL).
+        A ``<GDALWarpOptions>`` element without ``<Transformer>`` and
+        without ``<DestinationDataset>`` (its ``<SourceDataset>`` is opened
+        by GDAL).
     transformer, transformer_arg : int
-        The C transformer function and its argument.
-    dst : (x0, y0, width, height)
-        The window, in the full destination grid's pixels: the transformer
-        is called with these coordinates (pixel centres ``x0 + i + 0.5``).
+        The C transformer function and its argument. It is called with the
+        window's own pixel coordinates (pixel centres ``i + 0.5``).
     src : (x0, y0, width, height)
         The source window GDAL reads and the kernel may use.
     out : ndarray
         C-contiguous ``(bands, height, width)``, pre-filled where GDAL writes
-        nothing; receives the warped pixels.
+        nothing; GDAL writes the warped bands (and a destination alpha band)
+        straight into it, through a MEM dataset over its memory.
     """
     g = lib()
-    node = _parse(options_xml)
+    nb, h, w = out.shape
+    dst = (f"MEM:::DATAPOINTER={out.ctypes.data},PIXELS={w},LINES={h},BANDS={nb},"
+           f"DATATYPE={_GDAL_TYPE_NAMES[str(out.dtype)]}")
+    xml = options_xml.replace(
+        "</GDALWarpOptions>", f'<DestinationDataset relativeToVRT="0">{dst}</DestinationDataset></GDALWarpOptions>')
+    node = _parse(xml)
     try:
         opts = g.GDALDeserializeWarpOptions(node)
     finally:
@@ -224,23 +228,25 @@ def warp_region(options_xml: str, transformer: int, transformer_arg: int,
     if not opts:
         raise RasterOpenError(f"GDAL cannot set up the warp: {_last_error('unknown error')}")
     fields = WarpOptions.from_address(opts)
-    src_ds = fields.hSrcDS
+    datasets = (fields.hSrcDS, fields.hDstDS)
     op = None
     try:
+        if not fields.hDstDS:
+            raise RasterOpenError(f"GDAL cannot set up the warp: {_last_error('no destination')}")
         fields.pfnTransformer, fields.pTransformerArg = transformer, transformer_arg
         op = g.GDALCreateWarpOperation(opts)
         if not op:
             raise RasterOpenError(f"GDAL cannot set up the warp: {_last_error('unknown error')}")
-        err = g.GDALWarpRegionToBuffer(op, *dst, out.ctypes.data, GDAL_TYPE_CODES[str(out.dtype)], *src)
-        if err != 0:
+        if g.GDALWarpRegion(op, 0, 0, w, h, *src) != 0:
             raise RasterOpenError(_last_error("GDAL's warper failed"))
     finally:
         if op:
             g.GDALDestroyWarpOperation(op)
-        # The options own neither the transformer (ours) nor the source
-        # dataset GDAL opened for them.
+        # The options own neither the transformer (ours) nor the datasets
+        # GDAL opened for them.
         fields.pfnTransformer = fields.pTransformerArg = None
-        fields.hSrcDS = None
+        fields.hSrcDS = fields.hDstDS = None
         g.GDALDestroyWarpOptions(opts)
-        if src_ds:
-            g.GDALReleaseDataset(src_ds)
+        for ds in datasets:
+            if ds:
+                g.GDALReleaseDataset(ds)

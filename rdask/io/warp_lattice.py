@@ -61,8 +61,8 @@ FLOOR = 1e-8
 
 # Header of the transformer argument (int64 words).
 (_H_SPACING, _H_CI0, _H_CJ0, _H_NCX, _H_NCY, _H_GX, _H_GY, _H_BOUND, _H_EXACT_FN, _H_EXACT,
- _H_MISSES) = range(11)
-_HEADER = 11
+ _H_MISSES, _H_DX, _H_DY) = range(13)
+_HEADER = 13
 
 
 @intrinsic
@@ -166,10 +166,21 @@ def _interpolate(hdr: np.ndarray, gx: np.ndarray, gy: np.ndarray, bound: np.ndar
 @njit(nogil=True, cache=True, error_model="numpy")
 def _transform(hdr: np.ndarray, dst_to_src: int, x: np.ndarray, y: np.ndarray, ok: np.ndarray) -> None:
     n = x.size
+    # GDAL's warper may see the window as a dataset of its own: its pixel
+    # coordinates are the output grid's less the window's offset (integers,
+    # so adding them back is exact).
+    dx, dy = float(hdr[_H_DX]), float(hdr[_H_DY])
     if dst_to_src == 0:
         # Source to destination (GDAL asks for a few points): exactly.
         _exact(hdr, 0, x, y, ok)
+        for p in range(n):
+            x[p] -= dx
+            y[p] -= dy
         return
+    if dx != 0.0 or dy != 0.0:
+        for p in range(n):
+            x[p] += dx
+            y[p] += dy
     ncx, ncy = hdr[_H_NCX], hdr[_H_NCY]
     gx = carray(_voidptr(hdr[_H_GX]), (2 * ncy + 1, 2 * ncx + 1), np.float64)
     gy = carray(_voidptr(hdr[_H_GY]), (2 * ncy + 1, 2 * ncx + 1), np.float64)
@@ -236,6 +247,12 @@ class WindowLattice:
     @property
     def arg(self) -> int:
         return int(self.header.ctypes.data)
+
+    def offset(self, x0: int, y0: int) -> int:
+        """The transformer argument for GDAL seeing the window's pixel
+        ``(0, 0)`` as the output grid's ``(x0, y0)``."""
+        self.header[_H_DX], self.header[_H_DY] = x0, y0
+        return self.arg
 
     @property
     def misses(self) -> int:

@@ -53,6 +53,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from affine import Affine
 
+from rdask.config import WARP_ERROR_THRESHOLD
 from rdask.errors import RasterOpenError, first_line
 from rdask.io import warp_direct
 from rdask.io.source import RasterSource, SourceShape, check_not_forked
@@ -82,6 +83,10 @@ RESAMPLINGS: dict[str, tuple[str, int]] = {
     "sum": ("Sum", 0),
     "rms": ("RootMeanSquare", 0),
 }
+
+#: The warp step's default error threshold, in source pixels (gdalwarp's):
+#: the fast mode (see :mod:`rdask.io.warp_lattice`); 0 is the exact mode.
+DEFAULT_ERROR_THRESHOLD = WARP_ERROR_THRESHOLD
 
 #: Default cap on the source pixels one warp holds (all bands and mask).
 DEFAULT_MAX_SOURCE_BYTES = 256 * 2**20
@@ -139,8 +144,9 @@ def target_grid(
     resolution: float | tuple[float, float] | None = None,
     bounds: tuple[float, float, float, float] | None = None,
     like: Grid | None = None,
+    tap: bool = False,
 ) -> Grid:
-    """The grid ``gdalwarp -t_srs crs [-tr res res] [-te l b r t]`` makes.
+    """The grid ``gdalwarp -t_srs crs [-tr res res] [-te l b r t] [-tap]`` makes.
 
     Parameters
     ----------
@@ -155,25 +161,30 @@ def target_grid(
         Target extent (``-te``).
     like : Grid, optional
         Return exactly this grid (the other arguments must be None).
+    tap : bool
+        ``-tap``: align the extent on multiples of ``resolution`` (which it
+        needs), outwards.
 
     Returns
     -------
     Grid
-        The output grid (no ``-tap``). The suggested extent and resolution
+        The output grid. The suggested extent and resolution
         are GDAL's ``GDALSuggestedWarpOutput2``, then ``-tr``/``-te`` are
         applied with gdalwarp's rounding. ``bounds`` without ``resolution``
         takes the finest source resolution sampled inside the target
         extent, as gdalwarp does (not the whole source's suggested one).
     """
     if like is not None:
-        if crs is not None or resolution is not None or bounds is not None:
-            raise ValueError("target_grid: give either like= or crs/resolution/bounds, not both")
+        if crs is not None or resolution is not None or bounds is not None or tap:
+            raise ValueError("target_grid: give either like= or crs/resolution/bounds/tap, not both")
         return like
+    if tap and resolution is None:
+        raise ValueError("target_grid: tap needs a resolution (gdalwarp's -tap needs -tr)")
     dst_crs = _crs(crs) if crs is not None else src.crs
     gt, width, height = _suggested(src, dst_crs)
     if resolution is not None:
         xres, yres = (resolution, resolution) if np.isscalar(resolution) else resolution
-        gt, width, height = _apply_resolution(gt, width, height, float(xres), float(yres), bounds)
+        gt, width, height = _apply_resolution(gt, width, height, float(xres), float(yres), bounds, tap)
     elif bounds is not None:
         res = _resolution_in(src, dst_crs, bounds)
         gt, width, height = _apply_bounds(gt if res is None else Affine(res, 0, gt.c, 0, -res, gt.f), bounds)
@@ -202,14 +213,19 @@ def _suggested(src: Grid, dst_crs: Any) -> tuple[Affine, int, int]:
 
 
 def _apply_resolution(gt: Affine, width: int, height: int, xres: float, yres: float,
-                      bounds: tuple[float, float, float, float] | None) -> tuple[Affine, int, int]:
-    # gdalwarp_lib.cpp: the extent is -te, or the suggested one; the size is
-    # rounded to the nearest pixel and the origin kept.
+                      bounds: tuple[float, float, float, float] | None,
+                      tap: bool = False) -> tuple[Affine, int, int]:
+    # gdalwarp_lib.cpp: the extent is -te, or the suggested one, aligned
+    # outwards on the resolution with -tap; the size is rounded to the
+    # nearest pixel and the origin kept.
     if bounds is None:
         minx, maxy = gt.c, gt.f
         maxx, miny = gt.c + gt.a * width, gt.f + gt.e * height
     else:
         minx, miny, maxx, maxy = bounds
+    if tap:
+        minx, maxx = math.floor(minx / xres) * xres, math.ceil(maxx / xres) * xres
+        miny, maxy = math.floor(miny / yres) * yres, math.ceil(maxy / yres) * yres
     nx = int((maxx - minx + xres / 2.0) / xres)
     ny = int((abs(maxy - miny) + yres / 2.0) / yres)
     return Affine(xres, 0.0, minx, 0.0, -yres if maxy > miny else yres, maxy), nx, ny
@@ -284,31 +300,44 @@ def _inv_geotransform(t: Affine) -> tuple[float, ...]:
             (-g1 * g3 + g0 * g4) * inv, -g4 * inv, g1 * inv)
 
 
-def _dst_to_src(src: Grid, dst: Grid, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Source pixel coordinates of destination pixel coordinates (NaN where
-    the reprojection fails)."""
-    from rasterio.warp import transform as reproject_points
+def transformer_xml(src: Grid, dst: Grid) -> str:
+    """The ``<GenImgProjTransformer>`` gdalwarp builds from ``dst`` pixels to
+    ``src`` pixels (exact), as a warped VRT serialises it.
 
-    g = dst.transform.to_gdal()
-    gx = g[0] + px * g[1] + py * g[2]
-    gy = g[3] + px * g[4] + py * g[5]
+    A geographic source gets gdalwarp's ``CENTER_LONG``: the middle of its
+    longitudes (corners), printed as ``%g``, so that a source crossing
+    180 degrees (170 to 190, say) keeps its longitudes past 180.
+    """
+    reproject = ""
     if src.crs != dst.crs:
-        gx, gy = _reproject_xy(reproject_points, dst.crs, src.crs, gx, gy)
-    i = _inv_geotransform(src.transform)
-    return i[0] + gx * i[1] + gy * i[2], i[3] + gx * i[4] + gy * i[5]
+        centre = _center_long(src)
+        options = ("" if centre is None else
+                   f'<Options><Option key="CENTER_LONG">{centre:g}</Option></Options>')
+        reproject = (f"<ReprojectTransformer><ReprojectionTransformer>"
+                     f"<SourceSRS>{escape(src.crs.to_wkt())}</SourceSRS>"
+                     f"<TargetSRS>{escape(dst.crs.to_wkt())}</TargetSRS>{options}"
+                     f"</ReprojectionTransformer></ReprojectTransformer>")
+    return (f"<GenImgProjTransformer><SrcGeoTransform>{_gt(src.transform)}</SrcGeoTransform>"
+            f"<DstGeoTransform>{_gt(dst.transform)}</DstGeoTransform>{reproject}</GenImgProjTransformer>")
+
+
+def _center_long(src: Grid) -> float | None:
+    if src.crs is None or not src.crs.is_geographic:
+        return None
+    t = src.transform
+    xs = [(t * corner)[0] for corner in ((0, 0), (src.width, 0), (0, src.height), (src.width, src.height))]
+    return (min(xs) + max(xs)) / 2
+
+
+def _dst_to_src(src: Grid, dst: Grid, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Source pixel coordinates of destination pixel coordinates, by GDAL's
+    own exact transformer (NaN where the reprojection fails)."""
+    return exact_transformer(transformer_xml(src, dst)).transform(px, py)
 
 
 def _src_to_dst(src: Grid, dst: Grid, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Destination pixel coordinates of source pixel coordinates."""
-    from rasterio.warp import transform as reproject_points
-
-    g = src.transform.to_gdal()
-    gx = g[0] + px * g[1] + py * g[2]
-    gy = g[3] + px * g[4] + py * g[5]
-    if src.crs != dst.crs:
-        gx, gy = _reproject_xy(reproject_points, src.crs, dst.crs, gx, gy)
-    i = _inv_geotransform(dst.transform)
-    return i[0] + gx * i[1] + gy * i[2], i[3] + gx * i[4] + gy * i[5]
+    return exact_transformer(transformer_xml(src, dst)).transform(px, py, dst_to_src=False)
 
 
 def _reproject_xy(fn: Any, from_crs: Any, to_crs: Any, x: np.ndarray,
@@ -545,6 +574,7 @@ class WarpedSource(SourceShape):
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES
     src_nodata: float | None = None
     src_window: tuple[int, int, int, int] | None = field(default=None, repr=False)
+    src_alpha: int = 0
 
     @property
     def per_dataset_mask(self) -> bool:
@@ -579,7 +609,7 @@ class WarpedSource(SourceShape):
     def __dask_tokenize__(self) -> tuple:
         return ("rdask.WarpedSource", self.source.__dask_tokenize__(), _grid_token(self.grid),
                 _grid_token(self.src_grid), self.resampling, self.nodata, self.error_threshold,
-                self.scales, self.max_source_bytes, self.src_nodata, self.src_window)
+                self.scales, self.max_source_bytes, self.src_nodata, self.src_window, self.src_alpha)
 
     def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
         bsl, ysl, xsl = key
@@ -596,6 +626,9 @@ class WarpedSource(SourceShape):
         ``(start, stop)`` range of 0-based positions.
         """
         b0, b1 = bands or (0, self.count)
+        if self.src_alpha and (b0, b1) != (0, self.count):
+            # The alpha band weighs every band's pixels: warp them all.
+            return self.read(y0, y1, x0, x1)[b0:b1]
         out = np.empty((b1 - b0, max(0, y1 - y0), max(0, x1 - x0)), dtype=self.dtype)
         if out.size:
             out[...] = self._fill_value()
@@ -725,7 +758,7 @@ class WarpedSource(SourceShape):
 
     def _direct(self, pixels: np.ndarray, mask: np.ndarray | None) -> bool:
         if not warp_direct.handles(self.resampling, str(np.dtype(self.dtype)), self.scales,
-                                   self.src_nodata, self.nodata, mask is not None):
+                                   self.src_nodata, self.nodata, mask is not None or self.src_alpha > 0):
             return False
         # NaN pixels: GDAL's handling is its own (not reproduced here).
         return pixels.dtype.kind != "f" or not np.isnan(pixels).any()
@@ -743,7 +776,7 @@ class WarpedSource(SourceShape):
                 options = self._warp_options(mf.name, pixels.shape[0], _GDAL_TYPES[str(np.dtype(self.dtype))],
                                              max(y1 - y0, x1 - x0), transformer=False)
                 try:
-                    warp_region(options, transformer_function(), lattice.arg, (x0, y0, x1 - x0, y1 - y0),
+                    warp_region(options, transformer_function(), lattice.offset(x0, y0),
                                 (sx0, sy0, sx1 - sx0, sy1 - sy0), buf)
                 except RasterOpenError as exc:
                     raise RasterOpenError(f"cannot warp rows {y0}:{y1}, cols {x0}:{x1}: {exc}") from None
@@ -801,7 +834,10 @@ class WarpedSource(SourceShape):
         }
         options = "".join(f'<Option name="{k}">{v}</Option>' for k, v in opts.items())
         mapping = "".join(f'<BandMapping src="{i + 1}" dst="{i + 1}">{self._nodata_xml()}</BandMapping>'
-                          for i in range(count))
+                          for i in range(count) if i + 1 != self.src_alpha)
+        # gdalwarp's -srcalpha, and the output's alpha band as -dstalpha.
+        alpha = (f"<SrcAlphaBand>{self.src_alpha}</SrcAlphaBand><DstAlphaBand>{self.src_alpha}</DstAlphaBand>"
+                 if self.src_alpha else "")
         # The memory limit only decides GDAL's own sub-chunks; the scale is
         # fixed, so they cannot change pixels, and the cap is enforced above.
         return (f"<GDALWarpOptions><WarpMemoryLimit>{max(self.max_source_bytes * 4, 2**26)}</WarpMemoryLimit>"
@@ -809,7 +845,7 @@ class WarpedSource(SourceShape):
                 f"<WorkingDataType>{dt}</WorkingDataType>{options}"
                 f'<SourceDataset relativeToVRT="0">{escape(src_path)}</SourceDataset>'
                 + (f"<Transformer>{self._transformer_xml()}</Transformer>" if transformer else "") +
-                f"<BandList>{mapping}</BandList></GDALWarpOptions>")
+                f"<BandList>{mapping}</BandList>{alpha}</GDALWarpOptions>")
 
     def _nodata_xml(self) -> str:
         xml = ""
@@ -820,16 +856,7 @@ class WarpedSource(SourceShape):
         return xml
 
     def _transformer_xml(self) -> str:
-        s, d = self.src_grid, self.grid
-        reproject = ""
-        if s.crs != d.crs:
-            reproject = (f"<ReprojectTransformer><ReprojectionTransformer>"
-                         f"<SourceSRS>{escape(s.crs.to_wkt())}</SourceSRS>"
-                         f"<TargetSRS>{escape(d.crs.to_wkt())}</TargetSRS>"
-                         f"</ReprojectionTransformer></ReprojectTransformer>")
-        xml = (f"<GenImgProjTransformer><SrcGeoTransform>{_gt(s.transform)}</SrcGeoTransform>"
-               f"<DstGeoTransform>{_gt(d.transform)}</DstGeoTransform>{reproject}</GenImgProjTransformer>")
-        return xml
+        return transformer_xml(self.src_grid, self.grid)
 
 
 def _grid_token(g: Grid) -> tuple:
@@ -888,6 +915,7 @@ def warped(
     *,
     src_nodata: float | None | Any = ...,
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
+    src_alpha: int = 0,
 ) -> WarpedSource:
     """``source`` (on ``src_grid``) reprojected onto ``dst``, read lazily.
 
@@ -905,12 +933,19 @@ def warped(
         Output nodata, written where no source pixel contributes. Default:
         the source's nodata (as gdalwarp copies it), else None (0 written).
     error_threshold : float
-        0 (default) uses GDAL's exact transformer; a positive value its
-        approximate one (``-et``), whose results depend on the chunking.
+        0 (default here) transforms every pixel with GDAL's exact
+        transformer; a positive value (the warp step's default is
+        :data:`DEFAULT_ERROR_THRESHOLD`) interpolates coordinates from the
+        output-fixed lattice of :mod:`rdask.io.warp_lattice`, their error
+        bounded by it. Either way the pixels do not depend on the chunking.
     src_nodata : float or None, optional
         Source nodata; default read from the source's first file.
     max_source_bytes : int
         Cap on the source pixels one warp holds; larger windows are split.
+    src_alpha : int
+        The source's alpha band (1-based; 0 for none), which weighs the
+        others as ``gdalwarp -srcalpha`` and becomes the output's alpha
+        band (``-dstalpha``).
 
     Returns
     -------
@@ -935,6 +970,7 @@ def warped(
         max_source_bytes=int(max_source_bytes),
         src_nodata=None if src_nodata is None else float(src_nodata),
         src_window=whole,
+        src_alpha=int(src_alpha),
     )
 
 
