@@ -106,12 +106,7 @@ def _warp(hdr, src, sy0, sx0, has_nodata, nodata, out, y0, x0, method):
             if method == NEAREST:
                 _nearest(src, iy, ix, has_nodata, nodata, out, r, c)
             elif has_nodata:
-                # One band: GDAL's validity mask is the "unified" one, and a
-                # pixel whose source pixel is invalid is skipped whatever
-                # its neighbours.
-                if nb == 1 and _is_nodata(src[0, iy, ix], True, nodata):
-                    continue
-                _bilinear_masked(src, sh, sw, nodata, x - sx0, y - sy0, out, r, c)
+                _bilinear_masked(src, sh, sw, nodata, x - sx0, y - sy0, iy, ix, out, r, c)
             else:
                 _bilinear(src, sh, sw, x - sx0, y - sy0, out, r, c)
 
@@ -163,8 +158,10 @@ def _bilinear(src, sh, sw, x, y, out, r, c):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _bilinear_masked(src, sh, sw, nodata, x, y, out, r, c):
-    # GWKBilinearResample4Sample with a validity mask (density 0 or 1).
+def _bilinear_masked(src, sh, sw, nodata, x, y, cy, cx, out, r, c):
+    # GWKBilinearResample4Sample with per-band validity (density 0 or 1).
+    # A point whose source pixel (cy, cx) is nodata in every band is
+    # skipped whatever its neighbours (GDAL's unified mask).
     ix = int(np.floor(x - 0.5))
     iy = int(np.floor(y - 0.5))
     rx = 1.5 - (x - ix)
@@ -173,6 +170,11 @@ def _bilinear_masked(src, sh, sw, nodata, x, y, out, r, c):
         ix, rx = 0, 1.0
     if iy == -1:
         iy, ry = 0, 1.0
+    for b in range(out.shape[0]):
+        if not _is_nodata(src[b, cy, cx], True, nodata):
+            break
+    else:
+        return
     for b in range(out.shape[0]):
         div = 0.0
         acc = 0.0

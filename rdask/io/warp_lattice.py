@@ -1,23 +1,29 @@
 """Source coordinates from a lattice of exact points fixed to the output grid.
 
 The fast warp (``et > 0``) does not transform every output pixel with PROJ.
-It transforms exactly (GDAL's own transformer, :mod:`rdask.io.warp_capi`)
-the *nodes* of a lattice every :data:`SPACING` output pixels, fixed to the
-whole output grid (node ``(i, j)`` is output pixel coordinate
-``(i * SPACING, j * SPACING)``), and interpolates bilinearly between them.
-A point's coordinate depends only on the point and the four nodes of its
-cell, so every chunk computes the same coordinate for the same output
-pixel: the pixels do not depend on the chunking, the scheduler or the
-number of workers.
+It cuts the output grid into *cells* of :data:`SPACING` pixels, fixed to the
+whole grid (cell ``(i, j)`` starts at output pixel coordinate
+``(i * SPACING, j * SPACING)``), transforms exactly (GDAL's own
+transformer, :mod:`rdask.io.warp_capi`) the 3 x 3 points of each cell
+(corners, edge midpoints, centre), and interpolates each point's source
+coordinate with the biquadratic through them. Where that is not accurate
+enough, a cell is cut into 4, 16 or 64 sub-cells of the same kind. A
+point's coordinate depends only on the point and on its cell, never on the
+window or chunk that asks, so every chunk computes the same coordinate for
+the same output pixel: the pixels do not depend on the chunking, the
+scheduler or the number of workers.
 
-**The error bound.** Each cell's interpolation error is measured where a
-bilinear interpolant's error peaks for a smooth mapping: at the midpoints of
-its four edges (the quadratic terms along x and along y) and at its centre
-(what is left). The cell's bound is the sum of the two largest edge errors
-and the centre's departure from that quadratic model, times
-:data:`SAFETY`. A cell whose bound exceeds the threshold ``et`` (near a
-pole, across the antimeridian, where a node fails to transform) is
-transformed exactly, point by point.
+**The error bound.** The biquadratic through a cell's points misses only
+the cubic and higher terms of the mapping. Its error is at most
+``max |t (t - d) (t - 2d)| / 6 = d^3 / (9 sqrt 3)`` times the third
+derivative along each axis, for points ``d`` apart; the third differences
+of the exact points, along the rows and columns through the cell and one
+sub-cell either side, measure ``d^3`` times that derivative. A cell's
+bound is that, times :data:`SAFETY`, plus the arithmetic's own rounding. A
+cell is refined until its bound is below :data:`TOLERANCE` (or the
+threshold ``et``, if smaller), down to sub-cells of :data:`FINEST` pixels;
+one whose bound is still above ``et`` (at a pole, across the antimeridian,
+where a point fails to transform) is transformed exactly, point by point.
 
 **Exact where it matters.** The warper's kernels change discontinuously
 when a source coordinate crosses a source pixel's edge or centre (which
@@ -27,11 +33,11 @@ coordinate lies within its cell's bound of a multiple of 0.5 is transformed
 exactly: its exact coordinate is on the same side of every such line as the
 interpolated one, or it is the exact one. So ``nearest`` equals
 ``gdalwarp -et 0`` bit for bit, every kernel leaves nodata at the same
-pixels as ``-et 0``, and the others differ only by their coordinates' error
-(at most the bound, far below ``et`` on smooth mappings).
+pixels as ``-et 0``, and the others differ only by their coordinates'
+error, at most the bound.
 
 The transformer GDAL's warper calls is a numba ``cfunc``
-(:func:`transformer_function`): it reads the window's nodes and bounds from the
+(:func:`transformer_function`): it reads the window's cells from the
 argument :func:`window_lattice` builds, and calls GDAL's exact transformer
 for the points it must not interpolate.
 """
@@ -48,11 +54,18 @@ from numba.extending import intrinsic
 
 from rdask.io.warp_capi import ExactTransformer, exact_function
 
-#: Output pixels between lattice nodes (a power of two: the arithmetic that
-#: finds a point's cell and its place in it is then exact).
-SPACING = 16
+#: Output pixels per cell side (a power of two: the arithmetic that finds a
+#: point's cell and its place in it is then exact).
+SPACING = 64
 
-#: Safety factor on the measured interpolation error.
+#: The smallest sub-cell, in output pixels.
+FINEST = 8
+
+#: A cell is refined until its bound (source pixels) is below this: far
+#: below what changes a float32 value in all but a few pixels.
+TOLERANCE = 1e-6
+
+#: Safety factor on the estimated interpolation error.
 SAFETY = 2.0
 
 #: Added to every cell's bound: the interpolation's own rounding, and the
@@ -60,9 +73,9 @@ SAFETY = 2.0
 FLOOR = 1e-8
 
 # Header of the transformer argument (int64 words).
-(_H_SPACING, _H_CI0, _H_CJ0, _H_NCX, _H_NCY, _H_GX, _H_GY, _H_BOUND, _H_EXACT_FN, _H_EXACT,
- _H_MISSES, _H_DX, _H_DY) = range(13)
-_HEADER = 13
+(_H_SPACING, _H_CI0, _H_CJ0, _H_NCX, _H_NCY, _H_LEVEL, _H_GOFF, _H_BOFF, _H_GX, _H_GY, _H_NG,
+ _H_BOUND, _H_NB, _H_EXACT_FN, _H_EXACT, _H_MISSES, _H_DX, _H_DY) = range(18)
+_HEADER = 18
 
 
 @intrinsic
@@ -111,47 +124,61 @@ def _weights(t: float) -> tuple[float, float, float]:
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _interpolate(hdr: np.ndarray, gx: np.ndarray, gy: np.ndarray, bound: np.ndarray,
-                 x: np.ndarray, y: np.ndarray, ok: np.ndarray, todo: np.ndarray) -> int:
+def _interpolate(hdr, level, goff, boff, gx, gy, bound, x, y, ok, todo):
     """Interpolate the points in place (the biquadratic through their
-    cell's 3 x 3 exact points); list in ``todo`` those to transform exactly
-    and return how many.
+    sub-cell's 3 x 3 exact points); list in ``todo`` those to transform
+    exactly and return how many.
 
-    GDAL asks for a row of points at a time, so the cell's quadratics in
-    ``u`` at the row's ``v`` are kept while the cell and row stay the same.
+    GDAL asks for a row of points at a time, so a sub-cell's quadratics in
+    ``u`` at the row's ``v`` are kept while sub-cell and row stay the same.
     """
-    inv = 1.0 / float(hdr[_H_SPACING])  # a power of two: exact
+    s0 = float(hdr[_H_SPACING])
+    inv0 = 1.0 / s0  # powers of two: exact
     ci0, cj0, ncx, ncy = hdr[_H_CI0], hdr[_H_CJ0], hdr[_H_NCX], hdr[_H_NCY]
     k = 0
-    ci, row = -1, np.nan
+    key_t, key_a, row = -1, -1, np.nan
     x0 = x1 = x2 = y0 = y1 = y2 = b = 0.0
+    inv = 0.0
     for p in range(x.size):
-        fx, fy = x[p] * inv, y[p] * inv
-        fi = np.floor(fx)
-        i = int(fi) - ci0 if np.isfinite(fi) else -1
-        if fy != row or i != ci:
-            fj = np.floor(fy)
-            j = int(fj) - cj0 if np.isfinite(fj) else -1
-            if not (0 <= i < ncx and 0 <= j < ncy):
-                hdr[_H_MISSES] += 1
-                todo[k] = p
-                k += 1
-                ci = -1
-                continue
-            ci, row, b = i, fy, bound[j, i]
-            w0, w1, w2 = _weights(fy - fj)
-            r, c = 2 * j, 2 * i
-            x0 = w0 * gx[r, c] + w1 * gx[r + 1, c] + w2 * gx[r + 2, c]
-            x1 = w0 * gx[r, c + 1] + w1 * gx[r + 1, c + 1] + w2 * gx[r + 2, c + 1]
-            x2 = w0 * gx[r, c + 2] + w1 * gx[r + 1, c + 2] + w2 * gx[r + 2, c + 2]
-            y0 = w0 * gy[r, c] + w1 * gy[r + 1, c] + w2 * gy[r + 2, c]
-            y1 = w0 * gy[r, c + 1] + w1 * gy[r + 1, c + 1] + w2 * gy[r + 2, c + 1]
-            y2 = w0 * gy[r, c + 2] + w1 * gy[r + 1, c + 2] + w2 * gy[r + 2, c + 2]
-        if not b < np.inf:
+        px, py = x[p], y[p]
+        fi, fj = np.floor(px * inv0), np.floor(py * inv0)
+        if not (np.isfinite(fi) and np.isfinite(fj)):
+            hdr[_H_MISSES] += 1
             todo[k] = p
             k += 1
             continue
-        u0, u1, u2 = _weights(fx - fi)
+        i, j = int(fi) - ci0, int(fj) - cj0
+        if not (0 <= i < ncx and 0 <= j < ncy):
+            hdr[_H_MISSES] += 1
+            todo[k] = p
+            k += 1
+            continue
+        t = j * ncx + i
+        lev = level[t]
+        if lev < 0:
+            todo[k] = p
+            k += 1
+            continue
+        m = 1 << lev
+        inv = inv0 * m
+        fx = (px - fi * s0) * inv  # place in the cell, in sub-cells
+        a = int(np.floor(fx))
+        if t != key_t or a != key_a or py != row:
+            fy = (py - fj * s0) * inv
+            c = int(np.floor(fy))
+            key_t, key_a, row = t, a, py
+            b = bound[boff[t] + c * m + a]
+            w0, w1, w2 = _weights(fy - c)
+            width = 2 * m + 1
+            r0 = goff[t] + 2 * c * width + 2 * a
+            r1, r2 = r0 + width, r0 + 2 * width
+            x0 = w0 * gx[r0] + w1 * gx[r1] + w2 * gx[r2]
+            x1 = w0 * gx[r0 + 1] + w1 * gx[r1 + 1] + w2 * gx[r2 + 1]
+            x2 = w0 * gx[r0 + 2] + w1 * gx[r1 + 2] + w2 * gx[r2 + 2]
+            y0 = w0 * gy[r0] + w1 * gy[r1] + w2 * gy[r2]
+            y1 = w0 * gy[r0 + 1] + w1 * gy[r1 + 1] + w2 * gy[r2 + 1]
+            y2 = w0 * gy[r0 + 2] + w1 * gy[r1 + 2] + w2 * gy[r2 + 2]
+        u0, u1, u2 = _weights(fx - a)
         sx = u0 * x0 + u1 * x1 + u2 * x2
         sy = u0 * y0 + u1 * y1 + u2 * y2
         if _near_line(sx, b) or _near_line(sy, b):
@@ -181,12 +208,15 @@ def _transform(hdr: np.ndarray, dst_to_src: int, x: np.ndarray, y: np.ndarray, o
         for p in range(n):
             x[p] += dx
             y[p] += dy
-    ncx, ncy = hdr[_H_NCX], hdr[_H_NCY]
-    gx = carray(_voidptr(hdr[_H_GX]), (2 * ncy + 1, 2 * ncx + 1), np.float64)
-    gy = carray(_voidptr(hdr[_H_GY]), (2 * ncy + 1, 2 * ncx + 1), np.float64)
-    bound = carray(_voidptr(hdr[_H_BOUND]), (ncy, ncx), np.float64)
+    ncells = hdr[_H_NCX] * hdr[_H_NCY]
+    level = carray(_voidptr(hdr[_H_LEVEL]), (ncells,), np.int64)
+    goff = carray(_voidptr(hdr[_H_GOFF]), (ncells,), np.int64)
+    boff = carray(_voidptr(hdr[_H_BOFF]), (ncells,), np.int64)
+    gx = carray(_voidptr(hdr[_H_GX]), (hdr[_H_NG],), np.float64)
+    gy = carray(_voidptr(hdr[_H_GY]), (hdr[_H_NG],), np.float64)
+    bound = carray(_voidptr(hdr[_H_BOUND]), (hdr[_H_NB],), np.float64)
     todo = np.empty(n, np.int64)
-    k = _interpolate(hdr, gx, gy, bound, x, y, ok, todo)
+    k = _interpolate(hdr, level, goff, boff, gx, gy, bound, x, y, ok, todo)
     if k:
         ex, ey, eok = np.empty(k), np.empty(k), np.zeros(k, np.intc)
         for q in range(k):
@@ -235,14 +265,13 @@ def transformer_function() -> int:
 
 @dataclass
 class WindowLattice:
-    """The exact points and bounds of the cells a window's points fall in,
-    and the transformer argument pointing at them (keep this object alive
-    while GDAL warps)."""
+    """The cells a window's points fall in (each cell's level of refinement,
+    exact points and bounds) and the transformer argument pointing at them
+    (keep this object alive while GDAL warps)."""
 
     header: np.ndarray
-    grid_x: np.ndarray
-    grid_y: np.ndarray
-    bound: np.ndarray
+    level: np.ndarray
+    arrays: tuple[np.ndarray, ...]
 
     @property
     def arg(self) -> int:
@@ -259,12 +288,21 @@ class WindowLattice:
         """Points asked for outside the window's cells (transformed exactly)."""
         return int(self.header[_H_MISSES])
 
+    def bounds(self) -> np.ndarray:
+        """Each cell's largest sub-cell bound (``inf`` where exact)."""
+        _, _, boff, _, _, bound = self.arrays
+        out = np.full(self.level.shape, np.inf)
+        for t, lev in enumerate(self.level.ravel()):
+            if lev >= 0:
+                out.flat[t] = bound[boff[t]:boff[t] + 4 ** lev].max()
+        return out
+
 
 def window_lattice(exact: ExactTransformer, x0: int, y0: int, x1: int, y1: int,
-                   threshold: float, spacing: int = SPACING) -> WindowLattice:
-    """The lattice cells covering destination pixel coordinates
-    ``[x0, x1] x [y0, y1]`` (pixel corners included): their exact points
-    and each cell's error bound (``inf``: transform it exactly).
+                   threshold: float, spacing: int = SPACING, finest: int = FINEST,
+                   tolerance: float = TOLERANCE) -> WindowLattice:
+    """The cells covering destination pixel coordinates ``[x0, x1] x [y0, y1]``
+    (pixel corners included), refined as the module docstring says.
 
     Parameters
     ----------
@@ -273,29 +311,112 @@ def window_lattice(exact: ExactTransformer, x0: int, y0: int, x1: int, y1: int,
     x0, y0, x1, y1 : int
         The window, in the full destination grid's pixel coordinates.
     threshold : float
-        Largest error (in source pixels) a cell may have to be interpolated.
-    spacing : int
-        Output pixels between nodes (a power of two).
+        Largest bound (source pixels) a cell may have to be interpolated.
+    spacing, finest : int
+        Cell and smallest sub-cell sides, in output pixels (powers of two).
+    tolerance : float
+        Bound a cell is refined to reach.
     """
     ci0, cj0 = x0 // spacing, y0 // spacing
     ncx, ncy = x1 // spacing - ci0 + 1, y1 // spacing - cj0 + 1
-    # The half-spacing grid of the cells and a ring of one cell around them
-    # (whose third differences bound the cells' error).
+    target = min(tolerance, threshold)
+    # Level 0: every cell, from one grid of half-cell points (and a ring).
+    gx, gy = _half_grid(exact, ci0, cj0, ncx, ncy, spacing)
+    bound0 = np.maximum(cell_bounds(gx), cell_bounds(gy))
+    pieces: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    pending: list[int] = []
+    for j in range(ncy):
+        for i in range(ncx):
+            piece = (gx[2 * j + 2:2 * j + 5, 2 * i + 2:2 * i + 5], gy[2 * j + 2:2 * j + 5, 2 * i + 2:2 * i + 5],
+                     bound0[j:j + 1, i:i + 1])
+            t = j * ncx + i
+            if not np.isfinite(bound0[j, i]):
+                continue
+            pieces[t] = piece
+            if bound0[j, i] > target:
+                pending.append(t)
+    # Finer levels, for the cells not yet accurate enough.
+    level = np.zeros(ncy * ncx, np.int64)
+    m = 1
+    while pending and spacing // (2 * m) >= finest:
+        m *= 2
+        grids = _sub_grids(exact, [(ci0 + t % ncx, cj0 + t // ncx) for t in pending], spacing, m)
+        still = []
+        for t, (sx, sy) in zip(pending, grids, strict=True):
+            sub = np.maximum(cell_bounds(sx), cell_bounds(sy))
+            if not np.isfinite(sub).all():
+                continue  # a point failed: keep the coarser piece (or none)
+            pieces[t] = (sx[2:-2, 2:-2], sy[2:-2, 2:-2], sub)
+            level[t] = m.bit_length() - 1
+            if sub.max() > target:
+                still.append(t)
+        pending = still
+    # Exact where even the finest piece errs by more than the threshold.
+    for t in range(ncy * ncx):
+        if t not in pieces or not pieces[t][2].max() <= threshold:
+            level[t] = -1
+    return _pack(exact, level.reshape(ncy, ncx), pieces, spacing, ci0, cj0)
+
+
+def _half_grid(exact: ExactTransformer, ci0: int, cj0: int, ncx: int, ncy: int,
+               spacing: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact source coordinates at every half-cell point of the cells and
+    of a ring of one cell around them: shape ``(2 ncy + 5, 2 ncx + 5)``."""
     half = spacing / 2.0
     cols = (2 * (ci0 - 1) + np.arange(2 * ncx + 5)) * half
     rows = (2 * (cj0 - 1) + np.arange(2 * ncy + 5)) * half
     px, py = np.meshgrid(cols, rows)
-    sx, sy = exact.transform(px, py)
-    bound = np.maximum(cell_bounds(sx), cell_bounds(sy))
-    bound[~(bound <= threshold)] = np.inf
-    inner = (slice(2, -2), slice(2, -2))
-    gx, gy = np.ascontiguousarray(sx[inner]), np.ascontiguousarray(sy[inner])
-    bound = np.ascontiguousarray(bound)
+    return exact.transform(px, py)
+
+
+def _sub_grids(exact: ExactTransformer, cells: list[tuple[int, int]], spacing: int,
+               m: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each cell (global indices), the half-grid of its ``m x m``
+    sub-cells and a ring of one sub-cell, transformed in one call."""
+    step = spacing / (2 * m)
+    k = np.arange(2 * m + 5) - 2
+    px, py = [], []
+    for ci, cj in cells:
+        gx, gy = np.meshgrid(ci * 2 * m + k, cj * 2 * m + k)
+        px.append(gx.ravel() * step)
+        py.append(gy.ravel() * step)
+    sx, sy = exact.transform(np.concatenate(px), np.concatenate(py))
+    shape = (2 * m + 5, 2 * m + 5)
+    size = shape[0] * shape[1]
+    return [(sx[n * size:(n + 1) * size].reshape(shape), sy[n * size:(n + 1) * size].reshape(shape))
+            for n in range(len(cells))]
+
+
+def _pack(exact: ExactTransformer, level: np.ndarray, pieces: dict, spacing: int, ci0: int,
+          cj0: int) -> WindowLattice:
+    ncy, ncx = level.shape
+    goff = np.zeros(ncy * ncx, np.int64)
+    boff = np.zeros(ncy * ncx, np.int64)
+    gxs, gys, bounds = [], [], []
+    ng = nb = 0
+    for t, lev in enumerate(level.ravel()):
+        if lev < 0:
+            continue
+        sx, sy, sub = pieces[t]
+        goff[t], boff[t] = ng, nb
+        gxs.append(sx.ravel())
+        gys.append(sy.ravel())
+        bounds.append(sub.ravel())
+        ng += sx.size
+        nb += sub.size
+    empty = np.zeros(1)
+    gx = np.ascontiguousarray(np.concatenate(gxs)) if gxs else empty
+    gy = np.ascontiguousarray(np.concatenate(gys)) if gys else empty
+    bound = np.ascontiguousarray(np.concatenate(bounds)) if bounds else empty
+    flat = np.ascontiguousarray(level.ravel())
     header = np.zeros(_HEADER, np.int64)
     header[[_H_SPACING, _H_CI0, _H_CJ0, _H_NCX, _H_NCY]] = spacing, ci0, cj0, ncx, ncy
-    header[_H_GX], header[_H_GY], header[_H_BOUND] = gx.ctypes.data, gy.ctypes.data, bound.ctypes.data
+    for slot, arr in ((_H_LEVEL, flat), (_H_GOFF, goff), (_H_BOFF, boff), (_H_GX, gx), (_H_GY, gy),
+                      (_H_BOUND, bound)):
+        header[slot] = arr.ctypes.data
+    header[_H_NG], header[_H_NB] = gx.size, bound.size
     header[_H_EXACT_FN], header[_H_EXACT] = exact_function(), exact.arg
-    return WindowLattice(header, gx, gy, bound)
+    return WindowLattice(header, level, (flat, goff, boff, gx, gy, bound))
 
 
 #: Largest error of the quadratic through three points ``d`` apart, per unit

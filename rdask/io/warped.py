@@ -746,7 +746,10 @@ class WarpedSource(SourceShape):
         y0, y1, x0, x1 = win
         sy0, sy1, sx0, sx1 = need
         exact = exact_transformer(self._transformer_xml())
-        lattice = window_lattice(exact, x0, y0, x1, y1, self.error_threshold)
+        # Without a reprojection the exact transformation is a few
+        # multiplications: every point takes it (threshold 0: no cell passes).
+        threshold = self.error_threshold if self.src_grid.crs != self.grid.crs else 0.0
+        lattice = window_lattice(exact, x0, y0, x1, y1, threshold)
         buf = out if out.flags.c_contiguous else np.ascontiguousarray(out)
         if self._direct(pixels, mask):
             warp_direct.warp_window(lattice.header, pixels, (sy0, sx0), self.src_nodata, buf, (y0, x0),
@@ -760,8 +763,10 @@ class WarpedSource(SourceShape):
         if not warp_direct.handles(self.resampling, str(np.dtype(self.dtype)), self.scales,
                                    self.src_nodata, self.nodata, mask is not None or self.src_alpha > 0):
             return False
-        # NaN pixels: GDAL's handling is its own (not reproduced here).
-        return pixels.dtype.kind != "f" or not np.isnan(pixels).any()
+        # NaN pixels that are not the nodata: GDAL's handling is its own
+        # (not reproduced here).
+        nan_nodata = self.src_nodata is not None and math.isnan(self.src_nodata)
+        return pixels.dtype.kind != "f" or nan_nodata or not np.isnan(pixels).any()
 
     def _warp_gdal(self, buf: np.ndarray, win: tuple[int, int, int, int], need: tuple[int, int, int, int],
                    pixels: np.ndarray, mask: np.ndarray | None, lattice: WindowLattice) -> None:
