@@ -357,7 +357,7 @@ def _check_image(r: _Reader, tags: dict[int, _Field]) -> None:
     listed_counts = None if counts is None else r.values(counts, n, kind).astype(np.float64)
     compression = r.first(tags, _COMPRESSION, _UNCOMPRESSED)
     lengths = _byte_counts(listed_counts, starts, layout, r.size, compression)
-    _check_striles(r.size, layout, starts, lengths, listed_counts, compression, dims)
+    _check_striles(r.size, layout, starts, lengths, compression, dims)
 
 
 def _layout(r: _Reader, tags: dict[int, _Field], width: int, height: int,
@@ -393,15 +393,26 @@ def _strile_size(r: _Reader, tags: dict[int, _Field], bands: int,
     if not packed:
         samples = 1 if separate else bands
         return lambda width, rows: rows * math.ceil(width * samples * bits / 8)
-    # One Cb and one Cr per block of h x v Y samples; libtiff ignores a
-    # YCbCrSubsampling that is not a pair (keeping 2 x 2) and refuses
-    # other factors than 1, 2 and 4, or other than 3 samples.
-    field = tags.get(_SUBSAMPLING)
-    h, v = (int(x) for x in r.values(field, 2)) if field and field.count == 2 else (2, 2)
+    # One Cb and one Cr per block of h x v Y samples; libtiff refuses other
+    # factors than 1, 2 and 4, or other than 3 samples.
+    h, v = _subsampling(r, tags)
     if bands != 3 or h not in (1, 2, 4) or v not in (1, 2, 4):
         return None
     return lambda width, rows: (math.ceil(math.ceil(width / h) * (h * v + 2) * bits / 8)
                                 * math.ceil(rows / v))
+
+
+def _subsampling(r: _Reader, tags: dict[int, _Field]) -> tuple[int, int]:
+    """YCbCrSubsampling as libtiff keeps it: 2 x 2 unless the tag is a pair
+    it can read (it ignores any other)."""
+    field = tags.get(_SUBSAMPLING)
+    try:
+        if field is not None and field.count == 2:
+            h, v = r.values(field, 2)
+            return int(h), int(v)
+    except EOFError:
+        pass
+    return 2, 2
 
 
 def _byte_counts(listed: np.ndarray | None, starts: np.ndarray, layout: _Layout, size: int,
@@ -418,7 +429,7 @@ def _byte_counts(listed: np.ndarray | None, starts: np.ndarray, layout: _Layout,
 
 
 def _check_striles(size: int, layout: _Layout, starts: np.ndarray, lengths: np.ndarray,
-                   listed: np.ndarray | None, compression: int, dims: str) -> None:
+                   compression: int, dims: str) -> None:
     kind = layout.kind
     live = lengths > 0  # empty (sparse) strips and tiles read as nodata
     decoded = layout.sizes()
@@ -438,8 +449,8 @@ def _check_striles(size: int, layout: _Layout, starts: np.ndarray, lengths: np.n
     past = np.flatnonzero(live & (starts + read > size))
     if len(past):
         i = int(past[0])
-        stated = int(lengths[i] if listed is None else listed[i])
-        raise _Refused(f"{kind} {i} (bytes {int(starts[i])}..{int(starts[i]) + stated}) runs "
+        end = int(starts[i]) + int(lengths[i])
+        raise _Refused(f"{kind} {i} (bytes {int(starts[i])}..{end}) runs "
                        f"past the end of the {size}-byte file")
     if compression not in _EXPANSION:
         return
