@@ -53,7 +53,11 @@ def builtin_kernels() -> Mapping[str, Kernel]:
         bands.ndvi,
         focal.focal_mean,
         terrain.slope,
+        terrain.aspect,
         terrain.hillshade,
+        terrain.tri,
+        terrain.tpi,
+        terrain.roughness,
     ]
     return MappingProxyType({k.name: k for k in sorted(found, key=lambda k: k.name)})
 
