@@ -45,12 +45,13 @@ def builtin_kernels() -> Mapping[str, Kernel]:
     """
     # Here, not at the top: importing the built-in modules loads (or compiles)
     # their numba functions, ~0.4 s measured, that `rdask --help` and user kernels skip.
-    from rdask.kernels import bands, focal, terrain
+    from rdask.kernels import bands, calc, focal, terrain
 
     found = [
         bands.reverse_bands,
         bands.normalized_difference,
         bands.ndvi,
+        calc.calc,
         focal.focal_mean,
         terrain.slope,
         terrain.aspect,

@@ -80,6 +80,7 @@ class Kernel:
     probed: bool = False
     choices: tuple[tuple[str, tuple[str, ...]], ...] = ()
     dispatches: bool = False
+    aliases: tuple[tuple[str, str], ...] = ()
     prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = field(
         default=None, repr=False, compare=False
     )
@@ -115,6 +116,9 @@ class Kernel:
             For an unknown argument or a value of the wrong type.
         """
         defaults = dict(self.defaults)
+        if self.aliases:
+            names = dict(self.aliases)
+            args = {names.get(k, k): v for k, v in args.items()}
         unknown = sorted(set(args) - set(defaults))
         if unknown:
             known = ", ".join(defaults) or "none"
@@ -180,14 +184,17 @@ class Kernel:
         return np.dtype(in_dtype) if self.dtype is None else self.dtype
 
     def out_nodata(
-        self, in_nodata: float | None, args: Mapping[str, Any] | None = None
+        self, in_nodata: float | None, args: Mapping[str, Any] | None = None,
+        in_dtype: Any = None,
     ) -> float | None:
-        """Nodata value of the output, given the input's (and the arguments,
-        for kernels whose nodata depends on them, such as ``calc``)."""
+        """Nodata value of the output, given the input's (and the arguments
+        and input dtype, for kernels whose nodata depends on them, such as
+        ``calc``)."""
         if isinstance(self.nodata, str) and self.nodata == INPUT_NODATA:
             return in_nodata
         if callable(self.nodata):
-            return self.nodata(in_nodata, **self.resolve_args(args or {}))
+            dtype = None if in_dtype is None else np.dtype(in_dtype)
+            return self.nodata(in_nodata, dtype, **self.resolve_args(args or {}))
         return self.nodata
 
     def band_sources(self, in_bands: int, args: Mapping[str, Any]) -> tuple[int, ...] | None:
@@ -507,6 +514,7 @@ def kernel(
     choices: Mapping[str, Sequence[str]] | None = None,
     prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     dispatches: bool = False,
+    aliases: Mapping[str, str] | None = None,
 ) -> Any:
     """Declare a numba ``nogil`` function as an rdask kernel.
 
@@ -528,7 +536,8 @@ def kernel(
         gives it (e.g. ``"radius"``).
     nodata
         Output nodata: a number, ``None`` for none, ``"input"`` to keep
-        the input's, or a callable ``(in_nodata, **args) -> number or None``.
+        the input's, or a callable ``(in_nodata, in_dtype, **args) -> number
+        or None``.
     keeps_bands
         Whether output band ``i`` describes input band ``i`` (so band
         descriptions and the mask carry over). Defaults to ``bands is None``,
@@ -565,6 +574,9 @@ def kernel(
         numba ``nogil`` function doing the work (one specialised per
         argument or dtype) and calls it: it holds the GIL for microseconds
         per block, so it is accepted without ``allow_gil``.
+    aliases
+        Other names users may give an argument by, ``{"nodata": "out_nodata"}``
+        (``nodata`` itself is the input's, filled in by rdask).
 
     Returns
     -------
@@ -601,6 +613,7 @@ def kernel(
             f, label, dtype=out_dtype, bands=bands, halo=halo, nodata=nodata, keeps_bands=keeps,
             bands_from=source, accepts=policy, prepare=prepare, dispatches=dispatches,
             choices=tuple((k, tuple(v)) for k, v in (choices or {}).items()),
+            aliases=tuple((aliases or {}).items()),
         )
 
     return wrap if func is None else wrap(func)

@@ -96,7 +96,7 @@ def alg_name(name: str) -> bool:
     return name == "zevenbergen-thorne"
 
 
-def _aspect_nodata(in_nodata: float | None, **args: Any) -> float | None:
+def _aspect_nodata(in_nodata: float | None, in_dtype: Any, **args: Any) -> float | None:
     return None if args["zero_for_flat"] else _SLOPE_NODATA
 
 
