@@ -26,7 +26,7 @@ from rdask.kernels import Kernel, builtin_kernels, get_kernel, kernel
 
 DTYPES = ["uint8", "uint16", "int16", "float32", "float64"]
 BUILTINS = {"reverse-bands", "normalized-difference", "ndvi", "focal-mean", "slope", "hillshade",
-            "aspect", "tri", "tpi", "roughness"}
+            "aspect", "tri", "tpi", "roughness", "calc", "focal", "color-relief"}
 
 
 def sample(shape, dtype, seed=0):

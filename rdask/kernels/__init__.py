@@ -45,7 +45,7 @@ def builtin_kernels() -> Mapping[str, Kernel]:
     """
     # Here, not at the top: importing the built-in modules loads (or compiles)
     # their numba functions, ~0.4 s measured, that `rdask --help` and user kernels skip.
-    from rdask.kernels import bands, calc, focal, terrain
+    from rdask.kernels import bands, calc, focal, focalstats, terrain
 
     found = [
         bands.reverse_bands,
@@ -53,6 +53,7 @@ def builtin_kernels() -> Mapping[str, Kernel]:
         bands.ndvi,
         calc.calc,
         focal.focal_mean,
+        focalstats.focal,
         terrain.slope,
         terrain.aspect,
         terrain.hillshade,
