@@ -275,3 +275,69 @@ def test_cli_outputs_equal_gdaldem(tmp_path, big_dem, driver):
         with rasterio.open(out) as ds:
             got = ds.read()
     np.testing.assert_array_equal(got, ref)
+
+
+# -- color-relief --------------------------------------------------------------
+
+COLORS = os.path.join(os.path.dirname(__file__), "data", "colors")
+MATCH = [([], {}), (["-alpha"], {"alpha": True}),
+         (["-exact_color_entry", "-alpha"], {"match": "exact", "alpha": True}),
+         (["-nearest_color_entry"], {"match": "nearest"})]
+
+
+@pytest.mark.parametrize("palette", ["relief.txt", "percent.txt"])
+@pytest.mark.parametrize(("opts", "kwargs"), MATCH, ids=["interpolate", "alpha", "exact",
+                                                         "nearest"])
+def test_color_relief_equals_gdaldem(tmp_path, palette, opts, kwargs):
+    """Elevations, named colours, nv, alpha, repeated entries, percentages:
+    colours identical for float, integer and nodata-free inputs."""
+    for dtype, nodata in [("float32", NODATA), ("int16", NODATA), ("uint16", 0.0),
+                          ("float64", None)]:
+        a = dem_array() if nodata is None else with_nodata(dem_array(), nodata)
+        a = a.astype(dtype)
+        src = write_dem(tmp_path / "dem.tif", a, dtype, nodata, 30, 30)
+        dst = tmp_path / "relief.tif"
+        subprocess.run([GDALDEM, "color-relief", str(src), os.path.join(COLORS, palette),
+                        str(dst), *opts, "-q"], check=True, capture_output=True)
+        with rasterio.open(dst) as ds:
+            ref = ds.read()
+        valid = a if nodata is None else a[a != nodata]
+        extra = {"min": float(valid.min()), "max": float(valid.max())} if "percent" in palette else {}
+        k = get_kernel("color-relief")
+        got = k(a[None], nodata=float("nan") if nodata is None else nodata,
+                colors=os.path.join(COLORS, palette), **kwargs, **extra)
+        assert got.dtype == np.uint8 and got.shape == ref.shape
+        np.testing.assert_array_equal(got, ref)
+
+
+def test_color_relief_refusals(tmp_path):
+    k = get_kernel("color-relief")
+    with pytest.raises(ValueError, match="has percentages: give the band's min= and max="):
+        k.resolve_args({"colors": os.path.join(COLORS, "percent.txt")})
+    with pytest.raises(ValueError, match="cannot read colour file"):
+        k.resolve_args({"colors": str(tmp_path / "missing.txt")})
+    bad = tmp_path / "bad.txt"
+    bad.write_text("100 chartreuse\n")
+    with pytest.raises(ValueError, match="line 1: unknown color 'chartreuse'"):
+        k.resolve_args({"colors": str(bad)})
+    bad.write_text("# only comments\n")
+    with pytest.raises(ValueError, match="no color association found"):
+        k.resolve_args({"colors": str(bad)})
+    with pytest.raises(ValueError, match="match='closest' is not one of"):
+        k.resolve_args({"colors": os.path.join(COLORS, "relief.txt"), "match": "closest"})
+    assert k.out_bands(1, {"colors": os.path.join(COLORS, "relief.txt"), "alpha": "yes"}) == 4
+
+
+def test_color_relief_pipeline_cog(tmp_path, big_dem):
+    palette = os.path.join(COLORS, "relief.txt")
+    dst = tmp_path / "gdaldem.tif"
+    subprocess.run([GDALDEM, "color-relief", big_dem, palette, str(dst), "-alpha", "-q"],
+                   check=True)
+    with rasterio.open(dst) as ds:
+        ref = ds.read()
+    out = tmp_path / "relief.tif"
+    rdask.process(big_dem, out, f"color-relief colors='{palette}' alpha=true", workers=2,
+                  chunk_mb=1, driver="COG")
+    with rasterio.open(out) as ds:
+        assert ds.count == 4 and ds.dtypes[0] == "uint8" and ds.nodata is None
+        np.testing.assert_array_equal(ds.read(), ref)
