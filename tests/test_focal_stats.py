@@ -89,7 +89,7 @@ def check(got, ref, k_out_nodata, dtype):
 
 @pytest.mark.parametrize("stat", STATS)
 @pytest.mark.parametrize("shape", ["square", "circle"])
-@pytest.mark.parametrize("radius", [0, 1, 2, 4])
+@pytest.mark.parametrize("radius", [0, 1, 2, 3, 4])
 def test_matches_numpy(stat, shape, radius):
     k = get_kernel("focal")
     block = sample("float32")
@@ -199,3 +199,23 @@ def test_cli_chain_after_calc(tmp_path, dem):
     with rasterio.open(out) as ds:
         got = ds.read()
     check(got, reference(doubled, None, "median", 2, "square"), ds.nodata, np.float32)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_median_network_selects_the_median(radius):
+    """The pruned selection network on every kind of window: random, sorted,
+    reversed, all equal, few distinct values (the middle output must be the
+    median of each window of many random ones)."""
+    from rdask.kernels.mediannet import median_network
+
+    n = (2 * radius + 1) ** 2
+    lo, hi, target = median_network(n)
+    rng = np.random.default_rng(radius)
+    cases = [rng.normal(size=(n, 500)), rng.integers(0, 3, (n, 500)).astype(float),
+             np.sort(rng.normal(size=(n, 50)), axis=0), np.sort(rng.normal(size=(n, 50)), 0)[::-1],
+             np.ones((n, 5))]
+    for values in cases:
+        slots = values.copy()
+        for a, b in zip(lo, hi, strict=True):
+            slots[a], slots[b] = np.minimum(slots[a], slots[b]), np.maximum(slots[a], slots[b])
+        np.testing.assert_array_equal(slots[target], np.median(values, axis=0))
