@@ -341,3 +341,30 @@ def test_color_relief_pipeline_cog(tmp_path, big_dem):
     with rasterio.open(out) as ds:
         assert ds.count == 4 and ds.dtypes[0] == "uint8" and ds.nodata is None
         np.testing.assert_array_equal(ds.read(), ref)
+
+
+def test_after_a_warp_equals_gdalwarp_then_gdaldem(tmp_path, big_dem):
+    """A chain that warps first (gdalwarp -et 0 is rdask's warp, bit for bit)."""
+    warped = tmp_path / "warped.tif"
+    subprocess.run(["gdalwarp", "-q", "-et", "0", "-t_srs", "EPSG:3857", "-tr", "40", "40",
+                    "-r", "bilinear", big_dem, str(warped)], check=True)
+    ref, _ = gdaldem(tmp_path, "TRI", warped, "-alg", "Wilson", "-compute_edges")
+    out = tmp_path / "tri.tif"
+    rdask.process(big_dem, out, "warp crs=EPSG:3857 res=40 resampling=bilinear | tri alg=wilson "
+                  "compute_edges=true", workers=2, chunk_mb=1)
+    with rasterio.open(out) as ds:
+        np.testing.assert_array_equal(ds.read(), ref)
+
+
+def test_on_a_stack_each_band_equals_gdaldem(tmp_path):
+    a = with_nodata(dem_array(300, 280, seed=1)).astype(np.float32)
+    b = with_nodata(dem_array(300, 280, seed=2)).astype(np.float32)
+    paths = [write_dem(tmp_path / f"{n}.tif", x, "float32", NODATA, 20, 20, block=128)
+             for n, x in (("a", a), ("b", b))]
+    out = tmp_path / "tpi.tif"
+    rdask.process(paths, out, "tpi", workers=2, chunk_mb=0.1)
+    with rasterio.open(out) as ds:
+        got = ds.read()
+    for band, path in enumerate(paths):
+        ref, _ = gdaldem(tmp_path, "TPI", path)
+        np.testing.assert_array_equal(got[band], ref[0])
