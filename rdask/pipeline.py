@@ -20,13 +20,16 @@ from dask.base import tokenize
 
 from rdask.chain import is_chain, parse_chain
 from rdask.errors import OutputError
+from rdask.interrupts import JobSignals, job_signals
 from rdask.io.source import RasterSource
 from rdask.kernels import Kernel
 from rdask.meta import RasterMeta
 from rdask.outputs import OutputSpec, kind_for, open_output
+from rdask.outputs.base import Committed, Output
 from rdask.outputs.journal import JobId
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.staging import check_target
+from rdask.pauses import pause
 from rdask.plan import CLUSTER_CHUNK_MB, DEFAULT_CHUNK_MB
 from rdask.progress import TerminalProgress
 from rdask.recipe import (
@@ -40,7 +43,7 @@ from rdask.recipe import (
     warp,
     warp_args,
 )
-from rdask.schedule import open_runner, parse_scheduler
+from rdask.schedule import Runner, open_runner, parse_scheduler
 
 #: ``progress=``: True for a bar on stderr, or ``callable(pixels_done, pixels_total)``.
 Progress = bool | Callable[[int, int], None]
@@ -173,31 +176,49 @@ def write(job: ChunkJob, meta: RasterMeta, dst: str | os.PathLike, options: Writ
     _check_output(dst, options)
     total = job.shape[1] * job.shape[2]
     t0 = time.perf_counter()
-    with open_runner(scheduler, workers) as runner:
+    with job_signals() as signals, open_runner(scheduler, workers) as runner:
         spec = OutputSpec(
             target=dst, shape=job.shape, dtype=job.dtype, chunks=job.chunks, meta=meta,
             options=options, job=job_id(job, meta, options, source), threads=runner.threads,
             shares_files=runner.shares_files, mask=source.mask,
             gdal_options=tuple(sorted((gdal_options or {}).items())),
         )
-        output = open_output(spec)
         report = _Reporter(progress, total)
+        output: Output | None = None
         try:
-            # Chunks an interrupted job already wrote (on resume) count as done.
-            resumed = sum(region_pixels(r) for r in chunk_regions(job.chunks) if output.is_done(r))
-            report.resumed(resumed)
-            done = resumed + runner.run(job, output, report.add)
-            if done != total:
-                raise OutputError(f"{dst}: only {done} of {total} pixels were written")
-            committed = output.commit(runner.run)
+            with signals.deferred():  # a signal here is raised once the output can be aborted
+                output = open_output(spec)
+            resumed, committed = _run_job(job, output, runner, signals, report, total, dst)
         except BaseException as exc:
-            if output.abort(keep_partial=options.resume):
-                exc.add_note(f"partial output kept for --resume: {output.partial}")
+            # Every task still writing is waited for before anything is removed.
+            with signals.aborting():
+                pause("abort")
+                runner.fence()
+                if output is not None and output.abort(keep_partial=options.resume):
+                    exc.add_note(f"partial output kept for --resume: {output.partial}")
             raise
         finally:
             report.close()
     nchunks = job.grid[0] * job.grid[1]
     return Result(committed.path, time.perf_counter() - t0, total, committed.bytes, nchunks, resumed)
+
+
+def _run_job(job: ChunkJob, output: Output, runner: Runner, signals: JobSignals, report: _Reporter,
+             total: int, dst: str) -> tuple[int, Committed]:
+    """Compute and record every chunk, commit, publish; return the pixels an
+    earlier run had written and what was published."""
+    # Chunks an interrupted job already wrote (on resume) count as done.
+    resumed = sum(region_pixels(r) for r in chunk_regions(job.chunks) if output.is_done(r))
+    report.resumed(resumed)
+    done = resumed + runner.run(job, output, report.add)
+    if done != total:
+        raise OutputError(f"{dst}: only {done} of {total} pixels were written")
+    pause("commit")
+    publish = output.commit(runner.run)
+    pause("publish")
+    with signals.publishing():
+        pause("publishing")
+        return resumed, publish()
 
 
 def job_id(job: ChunkJob, meta: RasterMeta, options: WriteOptions, source: Source) -> JobId:

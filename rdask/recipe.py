@@ -45,6 +45,7 @@ from rdask.io.warped import Grid, target_grid, warped
 from rdask.io.zarrsource import is_zarr_path, open_zarr
 from rdask.kernels import Kernel, as_kernel
 from rdask.meta import RasterMeta, nodata_fits
+from rdask.pauses import pause
 from rdask.plan import DEFAULT_CHUNK_MB, ChunkPlan, plan_chunks
 
 #: A chunk's place: ``(bands, rows, cols)`` slices.
@@ -385,7 +386,7 @@ class ComputeTask:
 
     def run(self, write: Callable[[np.ndarray, Region], Any]) -> Any:
         """Compute the chunk here and hand it to the output's ``write`` step."""
-        return write(self.compute(self.region), self.region)
+        return run_compute(self.compute, self.region, write)
 
     def graph(self, write: Callable[[np.ndarray, Region], Any]) -> tuple[dict, str]:
         """The same as a one-task dask graph, for a cluster."""
@@ -394,6 +395,7 @@ class ComputeTask:
 
 def run_compute(compute: Callable, region: Region, write: Callable) -> Any:
     """:meth:`ComputeTask.run` as a plain function (what a worker executes)."""
+    pause(f"chunk:{region[1].start}:{region[2].start}")
     return write(compute(region), region)
 
 

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+from cli import RDASK
 from rasters import read, synthetic, write
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
-RDASK = os.path.join(os.path.dirname(sys.executable), "rdask")
 
 BAD_KERNELS = '''
 import numba

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytest
 import rasterio
 import test_metadata_io as tmio
 from affine import Affine
+from cli import RDASK
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 
@@ -30,7 +30,6 @@ import rdask
 from rdask.outputs.gdalmeta import is_3d
 
 ROOT = str(Path(__file__).resolve().parent.parent)
-RDASK = os.path.join(os.path.dirname(sys.executable), "rdask")
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
 
 pytestmark = [

@@ -17,13 +17,13 @@ import signal
 import subprocess
 import tempfile
 
+import cli
 import numpy as np
 import pytest
 import rasterio
-from rasters import read, synthetic, write
-from servers import S3Server, use_s3
-from test_distributed_write import check_layout
-from test_remote import RDASK, assert_one_line_error, assert_same_raster, rdask_cli
+from cli import RDASK
+from rasters import assert_same_raster, check_layout, read, synthetic, write
+from servers import BUCKET, SECRET
 
 import rdask
 from rdask.errors import KernelError, OutputError, ResumeError
@@ -32,8 +32,6 @@ from rdask.outputs import kind_for
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.parts import MIN_PART
 
-BUCKET = "rdask-parts"
-SECRET = "Qp4-SECRET-s3parts-never-print-8812"
 #: Uploaded-part lines the workers log (threads: this process's log): a
 #: chunk's own part (tiles), part 1 (header) or a group of pieces (pieces).
 PART_LOG = re.compile(r"part (\d+) uploaded: (\d+) bytes of (tiles|header|pieces) \+ (\d+) bytes of padding")
@@ -55,21 +53,6 @@ def explode_on_sentinel(block):
 
 
 # -- fixtures ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto():
-    server = S3Server(secret=SECRET).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3(moto, monkeypatch, tmp_path):
-    """moto with an empty bucket; this process's environment (inherited by
-    spawned workers and CLI runs) pointing at it; $TMPDIR in tmp_path."""
-    use_s3(moto, monkeypatch, tmp_path, BUCKET)
-    return moto
 
 
 @pytest.fixture(scope="module")
@@ -514,7 +497,7 @@ def test_resume_of_another_job_is_refused(s3, inputs, tmp_path):
 
 
 def test_cli_run_to_s3(s3, inputs, tmp_path):
-    proc = rdask_cli("-vv", "run", "reverse-bands", inputs / "small.tif", url(), "--chunk-mb", "1")
+    proc = cli.run("-vv", "run", "reverse-bands", inputs / "small.tif", url(), "--chunk-mb", "1")
     assert proc.returncode == 0, proc.stderr
     assert SECRET not in proc.stdout + proc.stderr
     assert "bytes of padding" in proc.stderr  # the client's summary at -vv
@@ -526,16 +509,16 @@ def test_cli_run_to_s3(s3, inputs, tmp_path):
 
 
 def test_cli_errors_are_one_line_without_secret(s3, inputs, tmp_path):
-    proc = rdask_cli("-vv", "run", "reverse-bands", inputs / "small.tif", "s3://no-such-bucket-rdask/o.tif")
+    proc = cli.run("-vv", "run", "reverse-bands", inputs / "small.tif", "s3://no-such-bucket-rdask/o.tif")
     assert SECRET not in proc.stdout + proc.stderr
-    assert_one_line_error(proc, "s3://no-such-bucket-rdask/o.tif", "not found")
+    cli.one_line_error(proc, "s3://no-such-bucket-rdask/o.tif", "not found")
     kernel = f"{inputs / 'kernels.py'}:explode_on_sentinel"
-    proc = rdask_cli("-vv", "run", kernel, inputs / "sentinel.tif", url(), "--chunk-mb", "1")
+    proc = cli.run("-vv", "run", kernel, inputs / "sentinel.tif", url(), "--chunk-mb", "1")
     assert proc.returncode != 0 and SECRET not in proc.stdout + proc.stderr
     assert objects(s3.client()) == [] and not uploads(s3.client())
     s3.client().put_object(Bucket=BUCKET, Key="out.tif", Body=b"old")
-    proc = rdask_cli("run", "reverse-bands", inputs / "small.tif", url())
-    assert_one_line_error(proc, url(), "--overwrite")
+    proc = cli.run("run", "reverse-bands", inputs / "small.tif", url())
+    cli.one_line_error(proc, url(), "--overwrite")
 
 
 def test_read_back_through_gdal(s3, inputs, tmp_path):

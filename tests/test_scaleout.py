@@ -36,6 +36,7 @@ import isolation
 import numpy as np
 import pytest
 import rasterio
+from cli import RDASK
 from faultutil import journal_chunks, reverse_bands_iterations, wait_until
 from isolation import Counters, Rig, rig
 from rasters import synthetic, write
@@ -46,7 +47,6 @@ pytestmark = [
                        reason="needs root: network and mount namespaces"),
 ]
 
-RDASK = os.path.join(os.path.dirname(sys.executable), "rdask")
 BUCKET = "scaleout"
 
 # The small job (correctness and faults): 36 chunks of one 128 x 128 tile.

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from cli import RDASK
 from rasters import read, synthetic, write
 
 import rdask
 from rdask.errors import RasterMismatchError
 
-RDASK = os.path.join(os.path.dirname(sys.executable), "rdask")
 GDALBUILDVRT = "/usr/bin/gdalbuildvrt"
 
 

@@ -15,7 +15,6 @@ import os
 import pickle
 import re
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -27,7 +26,8 @@ import rasters
 import rioxarray  # noqa: F401 - the .rio accessor
 import xarray as xr
 from affine import Affine
-from servers import S3Server, use_s3
+from cli import RDASK
+from servers import BUCKET, SECRET
 
 import rdask
 import rdask.errors
@@ -35,10 +35,7 @@ from rdask.errors import KernelError, OutputError, ResumeError
 from rdask.kernels import as_kernel
 from rdask.outputs.zarrs3 import S3ZarrWriter
 
-RDASK = os.path.join(os.path.dirname(sys.executable), "rdask")
-BUCKET = "rdask-zarr"
 URL = f"s3://{BUCKET}/runs/out.zarr"
-SECRET = "Zq9-ZARR-SECRET-xW7v-never-print-5582"  # distinctive, so a leak cannot hide
 
 SHAPE = (3, 700, 900)  # odd sizes: edge chunks, odd overview levels
 TRANSFORM = Affine(30.0, 0.0, 500000.125, 0.0, -30.0, 4000000.3)
@@ -48,21 +45,6 @@ CHUNK = re.compile(r"^band_data/\d+/\d+/\d+$")  # a chunk key of the full-resolu
 
 
 # -- fixtures ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto():
-    server = S3Server(secret=SECRET).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3(moto, monkeypatch, tmp_path):
-    """An empty bucket, and this process's environment (inherited by spawned
-    workers and CLI runs) pointing at moto, with the credentials only there."""
-    use_s3(moto, monkeypatch, tmp_path, BUCKET)
-    return moto
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -17,6 +18,7 @@ from rdask.cli.options import (
     workers_option,
 )
 from rdask.config import OVERVIEW_RESAMPLINGS, WARP_RESAMPLINGS
+from rdask.interrupts import JobSignals, job_signals
 from rdask.malloc import tune_malloc
 
 
@@ -86,10 +88,10 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, driver, o
 
     bar = TerminalProgress() if show else None
     tune_malloc()
-    # Batch systems stop jobs with SIGTERM: clean up exactly as for Ctrl-C.
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        result = process(
+    # From here until the output is published, SIGINT and SIGTERM (batch
+    # systems stop jobs with it) abort the job and exit 130.
+    with job_signals() as signals:
+        result = _run(signals, bar, process,
             inputs if len(inputs) > 1 else inputs[0],
             output,
             chain,
@@ -110,9 +112,6 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, driver, o
             resampling=resampling,
             progress=bar if bar is not None else False,
         )
-    finally:
-        if bar is not None:
-            bar.close()
     if not quiet:
         click.echo(result.summary(), err=True)
 
@@ -127,5 +126,19 @@ def _grid(value: str | None) -> str | None:
     raise click.BadParameter(f"{value!r}: use first or like=PATH", param_hint="--grid")
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
+def _run(signals: JobSignals, bar: Any, process: Callable, *args: Any, **kwargs: Any) -> Any:
+    """``process(*args, **kwargs)``; any error after a signal is the
+    interruption it caused (whatever a library made of the
+    ``KeyboardInterrupt`` on its way up)."""
+    try:
+        return process(*args, **kwargs)
+    except Exception as exc:
+        if signals.received is None:
+            raise
+        interrupted = KeyboardInterrupt()
+        for note in getattr(exc, "__notes__", []):
+            interrupted.add_note(note)
+        raise interrupted from None
+    finally:
+        if bar is not None:
+            bar.close()

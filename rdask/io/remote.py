@@ -190,15 +190,15 @@ class S3Upload:
                 n += 1
         return n
 
-    def upload(self, path: str) -> None:
-        """Multipart upload of ``path``; the object appears only on completion."""
+    def send(self, path: str) -> tuple[str, list[dict[str, Any]]]:
+        """Upload ``path`` as the parts of a new multipart upload; return its id
+        and parts for :meth:`complete`. Nothing appears at the key yet."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            up = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
         except (ClientError, BotoCoreError) as exc:
             raise OutputError(f"cannot write {self.url}: {first_line(exc)}") from None
-        upload_id = up["UploadId"]
         try:
             parts = []
             with open(path, "rb") as fh:
@@ -214,17 +214,31 @@ class S3Upload:
                     number += 1
                     if len(data) < PART_BYTES:
                         break
-            self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            )
         except BaseException as exc:
-            try:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
-            except Exception:  # noqa: BLE001 - the original error matters more
-                pass
+            self.abort(upload_id)
             if isinstance(exc, (ClientError, BotoCoreError)):
                 raise OutputError(f"cannot upload {self.url}: {first_line(exc)}") from None
             raise
+        return upload_id, parts
+
+    def complete(self, upload_id: str, parts: list[dict[str, Any]]) -> None:
+        """Publish what :meth:`send` uploaded: the object appears, whole, now."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            self.abort(upload_id)
+            raise OutputError(f"cannot upload {self.url}: {first_line(exc)}") from None
+
+    def abort(self, upload_id: str) -> None:
+        """Drop an upload and its parts (quietly: the error that led here matters more)."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def diagnose(path: str, options: Mapping[str, Any] | None = None) -> str | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from rdask.errors import OutputError
 from rdask.outputs import gtiff
-from rdask.outputs.base import Committed, OutputSpec, RunChunks
+from rdask.outputs.base import Committed, OutputSpec, Publish, RunChunks
 from rdask.outputs.coglayout import assemble_cog, build_overviews, overview_factors
 from rdask.outputs.gtiff import TileOutput
 from rdask.outputs.options import WriteOptions
@@ -72,8 +72,8 @@ class CogOutput:
     def record(self, region: Region, result) -> None:
         self.inner.record(region, result)
 
-    def commit(self, run: RunChunks) -> Committed:
-        """Finish the main pass, make the overviews, lay out and publish the COG.
+    def commit(self, run: RunChunks) -> Publish:
+        """Finish the main pass, make the overviews, lay out the COG; publish it.
 
         On failure the finished main pass stays as it is: the job's abort
         keeps it for a resume (which then only makes the overviews again)
@@ -97,7 +97,7 @@ class CogOutput:
             raise
         finally:
             self._discard_scratch()
-        return Committed.of(self.staging.publish(final))
+        return lambda: Committed.of(self.staging.publish(final))
 
     def _nearest(self, final: str, run: RunChunks) -> None:
         chunk_bytes = self.spec.shape[0] * self.spec.dtype.itemsize * self._chunk_pixels()

@@ -22,7 +22,7 @@ from rdask.config import WRITE_GDAL_OPTIONS
 from rdask.errors import OutputError, first_line
 from rdask.io.source import check_not_forked
 from rdask.meta import RasterMeta
-from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
+from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
 from rdask.outputs.gdalmeta import creation_kwargs, creation_options_for, write_meta
 from rdask.outputs.staging import Staging, space_note
 from rdask.recipe import Region
@@ -177,9 +177,9 @@ class GdalOutput:
         if self.durable:
             _fsync(self.partial)
 
-    def commit(self, run: RunChunks) -> Committed:
+    def commit(self, run: RunChunks) -> Publish:
         self.close()
-        return Committed.of(self.staging.publish())
+        return lambda: Committed.of(self.staging.publish())
 
     def abort(self, *, keep_partial: bool = False) -> bool:
         if not self._closed:

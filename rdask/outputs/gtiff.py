@@ -29,7 +29,7 @@ import numpy as np
 
 from rdask.config import TIFF_TILE_BYTECOUNTS, TIFF_TILE_OFFSETS
 from rdask.errors import OutputError
-from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
+from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
 from rdask.outputs.gdalsink import GdalOutput, create_dataset, gdal_env
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.staging import Staging, libc_function, space_note
@@ -197,9 +197,9 @@ class TileOutput:
             os.close(self._fd)
             self._fd = None
 
-    def commit(self, run: RunChunks) -> Committed:
+    def commit(self, run: RunChunks) -> Publish:
         self.close()
-        return Committed.of(self.staging.publish())
+        return lambda: Committed.of(self.staging.publish())
 
     def abort(self, *, keep_partial: bool = False) -> bool:
         """Stop; keep partial file and journal (consistent) for a resume, or remove them."""

@@ -54,7 +54,7 @@ import numpy as np
 
 from rdask.errors import OutputError, first_line
 from rdask.meta import RasterMeta
-from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
+from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
 from rdask.outputs.gdalmeta import creation_kwargs, write_meta
 from rdask.outputs.gdalsink import gdal_env
 from rdask.outputs.journal import Journal, partial_paths
@@ -367,8 +367,8 @@ class MosaicOutput:
             self.journal.sync()
             self._last_checkpoint = time.monotonic()
 
-    def commit(self, run: RunChunks) -> Committed:
-        """Write the indexes, then move the directory into place."""
+    def commit(self, run: RunChunks) -> Publish:
+        """Write the indexes; publishing moves the directory into place."""
         self._closed = True
         missing = int(np.count_nonzero(self.sizes == 0))
         if missing:
@@ -388,9 +388,13 @@ class MosaicOutput:
                               f"{space_note(self.partial)}") from None
         total = int(self.sizes.sum()) + sum(_size(os.path.join(self.partial, name)) or 0
                                             for name in (INDEX_VRT, INDEX_GTI))
-        self._publish()
-        self.journal.close(remove=True)
-        return Committed(self.target, total)
+
+        def publish() -> Committed:
+            self._publish()
+            self.journal.close(remove=True)
+            return Committed(self.target, total)
+
+        return publish
 
     def _publish(self) -> None:
         """Rename the partial directory to the target (an earlier mosaic is

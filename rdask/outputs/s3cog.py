@@ -48,7 +48,7 @@ import numpy as np
 from rdask.errors import OutputError
 from rdask.meta import RasterMeta
 from rdask.outputs import s3staged
-from rdask.outputs.base import Committed, OutputSpec, RunChunks
+from rdask.outputs.base import OutputSpec, Publish, RunChunks
 from rdask.outputs.coglayout import header_and_ifds, layout_ifds, overview_factors, read_ifds
 from rdask.outputs.gdalsink import create_dataset, gdal_env
 from rdask.outputs.options import WriteOptions
@@ -75,7 +75,6 @@ from rdask.outputs.s3parts import (
     PartsOutput,
     parts_encoder,
     run_parts,
-    summary,
 )
 from rdask.outputs.staging import unlink_quietly
 from rdask.outputs.tiles import TileEncoder
@@ -180,7 +179,7 @@ class CogParts:
     def record(self, region: Region, result: Part | Piece) -> None:
         self.main.record(region, result)
 
-    def commit(self, run: RunChunks) -> Committed:
+    def commit(self, run: RunChunks) -> Publish:
         """Build the levels, then the tail; group the pieces, write the
         header; upload part 1 and the groups; complete the upload."""
         self.main.close()
@@ -188,10 +187,9 @@ class CogParts:
         tail = self._run_tail(run) if self.tail else None
         plan, header = self._header([self.main.parts, *levels], tail)
         made = run_parts(run, Assemble(self.upload, plan.assemblies(header)))
-        self.upload.complete([*made, *plan.parts])
-        self.main.finish()  # the pieces (chunks' and levels') go
         self._drop_level_headers()
-        return Committed(self.main.url, summary(self.main.url, plan))
+        # Publishing completes the upload; the pieces (chunks' and levels') go after.
+        return self.main.publisher([*made, *plan.parts], plan)
 
     def _run_tail(self, run: RunChunks) -> Tail:
         """The smallest levels, from the first of them's pieces, in one task."""

@@ -58,7 +58,7 @@ import numpy as np
 from rdask.errors import OutputError
 from rdask.io.remote import S3Upload, staging_path
 from rdask.outputs import s3staged
-from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
+from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
 from rdask.outputs.gdalsink import create_dataset, gdal_env
 from rdask.outputs.gtiff import IndexLocation, encoder_of
 from rdask.outputs.options import WriteOptions
@@ -218,17 +218,27 @@ class PartsOutput:
         """No more chunks: the main pass is over."""
         self._closed = True
 
-    def commit(self, run: RunChunks) -> Committed:
+    def commit(self, run: RunChunks) -> Publish:
         """Group the pieces, fill in the tile index, upload part 1 and the
-        groups, complete the upload."""
+        groups; publishing completes the upload."""
         assert self.upload is not None
         self.close()
         plan = plan_parts(os.path.getsize(self.header_path), self.parts.values())
         header = self._header(plan.starts())
         made = run_parts(run, Assemble(self.upload, plan.assemblies(header)))
-        self.upload.complete([*made, *plan.parts])
-        self.finish()
-        return Committed(self.url, summary(self.url, plan))
+        return self.publisher([*made, *plan.parts], plan)
+
+    def publisher(self, parts: list[Part], plan: PartPlan) -> Publish:
+        """``publish``: complete the upload of ``parts``, then drop the pieces."""
+        upload = self.upload
+        assert upload is not None
+
+        def publish() -> Committed:
+            upload.complete(parts)
+            self.finish()
+            return Committed(self.url, summary(self.url, plan))
+
+        return publish
 
     def finish(self) -> None:
         """After the completion: the pieces, the journal and the local header go."""
@@ -329,8 +339,3 @@ class Collect:
     def record(self, region: Region, result: Any) -> None:
         self.parts[result.number] = result
 
-    def commit(self, run: RunChunks) -> Committed:
-        raise NotImplementedError
-
-    def abort(self, *, keep_partial: bool = False) -> bool:
-        return False

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from rdask.io.remote import S3Upload, staging_path
 from rdask.outputs import cog, gtiff
-from rdask.outputs.base import Committed, OutputSpec, RunChunks
+from rdask.outputs.base import Committed, OutputSpec, Publish, RunChunks
 from rdask.outputs.options import WriteOptions
 from rdask.recipe import Region
 
@@ -42,6 +42,7 @@ class StagedUpload:
         self.inner = (cog if spec.options.driver == "COG" else gtiff).open(local_spec)
         self.writer = self.inner.writer
         self.partial = self.inner.partial
+        self._sent: tuple[str, list] | None = None  # an upload whose parts are sent
         self.url = spec.target
 
     def is_done(self, region: Region) -> bool:
@@ -50,13 +51,25 @@ class StagedUpload:
     def record(self, region: Region, result) -> None:
         self.inner.record(region, result)
 
-    def commit(self, run: RunChunks) -> Committed:
-        local = self.inner.commit(run)
+    def commit(self, run: RunChunks) -> Publish:
+        """Finish the local file and upload its parts; publishing completes the upload."""
+        local = self.inner.commit(run)()
         try:
-            self.upload.upload(local.path)
+            self._sent = self.upload.send(local.path)
         finally:
             os.unlink(local.path)
-        return Committed(self.url, local.bytes)
+
+        def publish() -> Committed:
+            assert self._sent is not None
+            upload_id, parts = self._sent
+            self._sent = None
+            self.upload.complete(upload_id, parts)
+            return Committed(self.url, local.bytes)
+
+        return publish
 
     def abort(self, *, keep_partial: bool = False) -> bool:
+        if self._sent is not None:
+            self.upload.abort(self._sent[0])
+            self._sent = None
         return self.inner.abort(keep_partial=keep_partial)

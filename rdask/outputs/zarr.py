@@ -50,7 +50,7 @@ import numpy as np
 from rdask.errors import OutputError
 from rdask.io.remote import is_s3
 from rdask.io.zarrsource import DATA, ZarrSource, is_zarr_path
-from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
+from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
 from rdask.outputs.journal import Checkpoints, Journal, partial_paths
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.staging import check_place, libc_function
@@ -215,8 +215,9 @@ class ZarrOutput:
             write_block(self.partial, DATA, result.block, region, self.spec.target)
         self.checkpoints.add((ys.start, xs.start))
 
-    def commit(self, run: RunChunks) -> Committed:
-        """Make the overview levels, consolidate the metadata, sync, rename into place."""
+    def commit(self, run: RunChunks) -> Publish:
+        """Make the overview levels, consolidate the metadata, sync; publishing
+        renames the store into place."""
         self.checkpoints.flush()
         self._closed = True
         try:
@@ -225,6 +226,12 @@ class ZarrOutput:
                 self._overviews(levels, run)
             consolidate(self.partial)
             sync_tree(self.partial)
+        except OSError as exc:
+            raise OutputError(f"cannot finish {self.spec.target}: {exc.strerror or exc}") from None
+        return self._publish
+
+    def _publish(self) -> Committed:
+        try:
             place(self.partial, self.target, overwrite=self.spec.options.overwrite)
         except OSError as exc:
             raise OutputError(f"cannot finish {self.spec.target}: {exc.strerror or exc}") from None
@@ -276,11 +283,6 @@ class _LevelOutput:
         if isinstance(result, Pixels):
             write_block(self.root, self.array, result.block, region, self.target)
 
-    def commit(self, run: RunChunks) -> Committed:  # pragma: no cover - not used
-        raise NotImplementedError
-
-    def abort(self, *, keep_partial: bool = False) -> bool:  # pragma: no cover - not used
-        return False
 
 # -- publishing -------------------------------------------------------------------
 

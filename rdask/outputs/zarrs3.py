@@ -65,7 +65,7 @@ from rdask.io.objectstore import (
 )
 from rdask.io.remote import S3Endpoint, check_options, staging_path
 from rdask.io.zarrsource import DATA, ZarrSource
-from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
+from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
 from rdask.outputs.journal import Checkpoints, Journal, partial_paths
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.zarrlayout import (
@@ -282,8 +282,9 @@ class ZarrS3Output:
         self.grid.claim(ys.start, xs.start)
         self.checkpoints.add((ys.start, xs.start))
 
-    def commit(self, run: RunChunks) -> Committed:
-        """Overview levels, consolidated metadata, stale keys out, metadata up (root last)."""
+    def commit(self, run: RunChunks) -> Publish:
+        """Overview levels, consolidated metadata, stale keys out, metadata up
+        but for the root ``zarr.json``, whose upload publishes."""
         self.checkpoints.flush()
         self._closed = True
         try:
@@ -295,7 +296,8 @@ class ZarrS3Output:
             keys = list_keys(self.url, self.endpoint)
             stale = [k for k in keys if k not in files and not self._is_chunk(k)] if self._had_keys else []
             delete_in_order(self.url, self.endpoint, stale)
-            for name in publish_order(files):
+            *nodes, root = publish_order(files)
+            for name in nodes:
                 put_file(self.url, self.endpoint, name, os.path.join(self.staged, name))
         except OutputError:
             raise
@@ -303,11 +305,21 @@ class ZarrS3Output:
             raise OutputError(f"cannot finish {self.url}: {s3_reason(exc)}") from None
         size = sum(n for k, n in keys.items() if k not in stale and k not in files)
         size += sum(os.path.getsize(os.path.join(self.staged, f)) for f in files)
-        self.journal.close(remove=True)
-        _remove_tree(self.staged)
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.dirname(self.staged))  # the URL's staging folder, now empty
-        return Committed(self.url, size)
+
+        def publish() -> Committed:
+            try:
+                put_file(self.url, self.endpoint, root, os.path.join(self.staged, root))
+            except OutputError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one line, no secrets
+                raise OutputError(f"cannot finish {self.url}: {s3_reason(exc)}") from None
+            self.journal.close(remove=True)
+            _remove_tree(self.staged)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(self.staged))  # the URL's staging folder, now empty
+            return Committed(self.url, size)
+
+        return publish
 
     def _level(self, level: Level, above: Level, chunk_mb: float, run: RunChunks) -> None:
         """Fill ``level`` from ``above``: tasks read S3 and write S3."""
@@ -351,11 +363,6 @@ class _LevelOutput:
         if not isinstance(result, S3Written):
             raise RuntimeError(f"rdask bug: a chunk of {self.partial} came back unwritten")
 
-    def commit(self, run: RunChunks) -> Committed:  # pragma: no cover - not used
-        raise NotImplementedError
-
-    def abort(self, *, keep_partial: bool = False) -> bool:  # pragma: no cover - not used
-        return False
 
 
 def _remove_tree(path: str) -> None:
