@@ -241,7 +241,7 @@ def step_output(k: Kernel, step: Step, meta: RasterMeta, in_dtype: Any) -> tuple
     in_bands = meta.count
     out_bands = k.out_bands(in_bands, args, np.dtype(in_dtype))
     out_dtype = np.dtype(k.out_dtype(np.dtype(in_dtype), in_bands, args))
-    nodata = k.out_nodata(meta.nodata)
+    nodata = k.out_nodata(meta.nodata, args, in_dtype)
     if nodata is not None and not nodata_fits(nodata, out_dtype):
         raise KernelError(
             f"kernel {k.name!r}: its {out_dtype} output cannot hold the nodata value "
