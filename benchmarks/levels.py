@@ -103,12 +103,14 @@ def gdal_codec(data: np.ndarray, codec: str, level: int) -> tuple[Callable, Call
     """Encode and decode as GDAL's GeoTIFF writer does (in this thread:
     ``NUM_THREADS=1``), with rdask's predictor rule (none for LERC)."""
     from rasterio.io import MemoryFile
+    from rasterio.transform import from_origin
 
     option, _ = GDAL_CANDIDATES[codec]
     profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
                "count": data.shape[0], "dtype": data.dtype.name, "tiled": True,
                "blockxsize": TILE, "blockysize": TILE, "compress": codec, option: level,
-               "NUM_THREADS": 1, "interleave": "pixel"}
+               "NUM_THREADS": 1, "interleave": "pixel", "crs": "EPSG:32618",
+               "transform": from_origin(500_000.0, 5_000_000.0, 10.0, 10.0)}
 
     def enc() -> list[bytes]:
         with MemoryFile() as mem:
