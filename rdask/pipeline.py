@@ -21,7 +21,7 @@ from dask.base import tokenize
 from rdask.chain import is_chain, parse_chain
 from rdask.errors import OutputError
 from rdask.interrupts import JobSignals, job_signals
-from rdask.io.source import RasterSource
+from rdask.io.base import Source
 from rdask.kernels import Kernel
 from rdask.meta import RasterMeta
 from rdask.outputs import OutputSpec, kind_for, open_output
@@ -73,17 +73,17 @@ class Result:
 
 
 @dataclass(frozen=True)
-class Source:
+class JobInputs:
     """What a job's chunks are computed from, for its fingerprint and mask:
     ``input``/``kernel`` tokens a resumed job must match, and the source of
     the per-dataset mask the output carries (or None)."""
 
     input: str
     kernel: str
-    mask: RasterSource | None = None
+    mask: Source | None = None
 
     @classmethod
-    def of(cls, recipe: Recipe) -> Source:
+    def of(cls, recipe: Recipe) -> JobInputs:
         return cls(tokenize(recipe.source), tokenize(recipe.steps), recipe.mask_source)
 
 
@@ -160,12 +160,12 @@ def process(
                                chunk_mb=_target_mb(chunk_mb, sched.distributed)))
         else:
             recipe = extend(recipe, k, **args)
-    return write(recipe.job(), recipe.meta, dst, opts, Source.of(recipe), scheduler=scheduler,
+    return write(recipe.job(), recipe.meta, dst, opts, JobInputs.of(recipe), scheduler=scheduler,
                  workers=workers, progress=progress, gdal_options=gdal_options)
 
 
 def write(job: ChunkJob, meta: RasterMeta, dst: str | os.PathLike, options: WriteOptions,
-          source: Source, *, scheduler: Any = "threads", workers: int | None = None,
+          source: JobInputs, *, scheduler: Any = "threads", workers: int | None = None,
           progress: Progress = False, gdal_options: Mapping[str, Any] | None = None) -> Result:
     """Compute every chunk of ``job`` into the output at ``dst``; commit it.
 
@@ -221,7 +221,7 @@ def _run_job(job: ChunkJob, output: Output, runner: Runner, signals: JobSignals,
         return resumed, publish()
 
 
-def job_id(job: ChunkJob, meta: RasterMeta, options: WriteOptions, source: Source) -> JobId:
+def job_id(job: ChunkJob, meta: RasterMeta, options: WriteOptions, source: JobInputs) -> JobId:
     """Fingerprints a resumed job must match: input, kernel chain, output
     options and georeferencing, chunk plan."""
     crs = meta.crs.to_wkt() if meta.crs else None

@@ -50,6 +50,8 @@ INFLIGHT_PER_THREAD = 2
 
 #: Seconds an abort waits for the tasks still running before it cleans up.
 FENCE_SECONDS = 120.0
+#: The same on rdask's own ``local`` cluster, whose workers it then restarts.
+LOCAL_FENCE_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -147,10 +149,12 @@ class Runner:
     def fence(self, timeout: float = FENCE_SECONDS) -> int:
         """Make sure no task of this runner writes any more: tasks not started
         are cancelled, running ones are waited for (a thread cannot be stopped,
-        and a cluster worker that was sent a task runs it to the end). Return
-        how many were still running after ``timeout`` seconds: their writes
-        may land after the abort's clean-up, which is why every output also
-        cleans up what a killed job left on its next run."""
+        and a cluster worker that was sent a task runs it to the end); the
+        workers of rdask's own ``local`` cluster that are still busy after
+        :data:`LOCAL_FENCE_SECONDS` are restarted, which stops them for sure.
+        Return how many tasks may still write: their writes may land after
+        the abort's clean-up, which is why every output also cleans up what a
+        killed job left on its next run."""
         futures = list(self._inflight.values())
         self._inflight.clear()
         if not futures:
@@ -160,6 +164,12 @@ class Runner:
                 fut.cancel()  # only those not started yet
             _, running = concurrent.futures.wait(futures, timeout)
             left = len(running)
+        elif self.spec.kind == "local":
+            left = _wait_distributed(futures, min(timeout, LOCAL_FENCE_SECONDS))
+            if left:
+                log.info("restarting the local cluster's workers: %d chunk tasks still running", left)
+                self.client.restart(wait_for_workers=False)
+                left = 0
         else:
             left = _wait_distributed(futures, timeout)
         if left:

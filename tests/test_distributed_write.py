@@ -17,7 +17,7 @@ import rasterio
 from rasters import check_layout, read, synthetic, write
 
 import rdask
-from rdask.outputs.gtiff import append_tiles
+from rdask.outputs.tiff.gtiff import append_tiles
 from rdask.schedule import Runner, open_runner
 
 

@@ -467,9 +467,9 @@ def test_local_cluster_workers_are_spawned_not_forked(local_runner):
     import rasterio  # noqa: F401 - GDAL is loaded in this (the parent) process
 
     def state():
-        from rdask.io.source import _ForkState
+        from rdask.io.files import GdalProcess
 
-        return os.getppid(), _ForkState.tainted
+        return os.getppid(), GdalProcess.pid not in (None, os.getpid())
 
     pids = local_runner.client.run(os.getpid)
     assert len(pids) == 2

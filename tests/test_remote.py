@@ -454,9 +454,9 @@ def test_failing_job_leaves_no_object_and_no_upload(s3, served, tmp_path):
 
 def test_interrupted_upload_is_aborted(s3, served, monkeypatch):
     """Ctrl-C in the middle of the multipart upload: the upload is aborted."""
-    from rdask.io import remote
+    from rdask.cloud.s3 import S3Endpoint
 
-    real_client = remote.S3Endpoint.client
+    real_client = S3Endpoint.client
 
     class Interrupting:
         def __init__(self, client):
@@ -469,7 +469,7 @@ def test_interrupted_upload_is_aborted(s3, served, monkeypatch):
             assert uploads(self._client)  # the upload exists at this point...
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(remote.S3Endpoint, "client", lambda self: Interrupting(real_client(self)))
+    monkeypatch.setattr(S3Endpoint, "client", lambda self: Interrupting(real_client(self)))
     with pytest.raises(KeyboardInterrupt):
         rdask.process(str(served / "in.tif"), f"s3://{BUCKET}/out.tif", "reverse-bands")
     assert objects(s3.client()) == ["in.tif"] and not uploads(s3.client())  # ...and not after

@@ -1,5 +1,5 @@
 """S3 GeoTIFF outputs whose tasks upload their tiles as multipart parts
-(rdask.outputs.s3parts), against moto's real S3 server on 127.0.0.1.
+(rdask.outputs.s3.gtiff), against moto's real S3 server on 127.0.0.1.
 
 Every job is compared with the local GeoTIFF output of the same job: same
 pixels, same metadata, and a sound tile layout in the object. Faults are
@@ -26,11 +26,11 @@ from rasters import assert_same_raster, check_layout, read, synthetic, write
 from servers import BUCKET, SECRET
 
 import rdask
+from rdask.cloud.multipart import MIN_PART
 from rdask.errors import KernelError, OutputError, ResumeError
-from rdask.io.remote import staging_path
 from rdask.outputs import kind_for
 from rdask.outputs.options import WriteOptions
-from rdask.outputs.parts import MIN_PART
+from rdask.outputs.staging import s3_staging_path
 
 #: Uploaded-part lines the workers log (threads: this process's log): a
 #: chunk's own part (tiles), part 1 (header) or a group of pieces (pieces).
@@ -113,7 +113,7 @@ def chunk_logs(caplog):
 def count_requests(monkeypatch):
     """Count the S3 operations of this process's boto3 clients (the threads'
     and the client's): ``{operation: count}``, filled as they go."""
-    from rdask.outputs import parts
+    from rdask.cloud.s3 import clients
 
     counts: dict[str, int] = {}
 
@@ -125,12 +125,12 @@ def count_requests(monkeypatch):
             client.meta.events.register("before-call.s3", count)
             super().__setitem__(key, client)
 
-    monkeypatch.setattr(parts, "_clients", Counting())
+    monkeypatch.setattr(clients(), "_clients", Counting())
     return counts
 
 
 def journal_path(target):
-    return staging_path(target) + ".rdask-parts"
+    return s3_staging_path(target) + ".rdask-parts"
 
 
 # -- 1. the object equals the local output -------------------------------------
@@ -138,8 +138,8 @@ def journal_path(target):
 
 def test_s3parts_is_chosen_for_what_it_encodes():
     gtiff = WriteOptions.of(driver="GTiff")
-    assert kind_for(url(), gtiff).__name__ == "rdask.outputs.s3parts"
-    assert kind_for(url(), WriteOptions.of(driver="COG")).__name__ == "rdask.outputs.s3cog"
+    assert kind_for(url(), gtiff).__name__ == "rdask.outputs.s3.gtiff"
+    assert kind_for(url(), WriteOptions.of(driver="COG")).__name__ == "rdask.outputs.s3.cog"
 
 
 @pytest.mark.parametrize("case", ["small-chunks-merged", "big-chunks", "big-chunks-deflate"])
@@ -218,7 +218,7 @@ def test_small_chunks_are_merged_without_padding(scheduler, name, s3, inputs, tm
     object of padding): every chunk is a piece; part 1 and the groups take
     them, in tasks (on a cluster the client never reads a piece); the object
     is the local file's size."""
-    from rdask.outputs.parts import Upload
+    from rdask.outputs.s3 import parts
 
     src = str(inputs / f"{name}.tif")
     kw = dict(chunk_mb=0.3, blocksize=128)
@@ -226,10 +226,10 @@ def test_small_chunks_are_merged_without_padding(scheduler, name, s3, inputs, tm
     rdask.process(src, str(local), "reverse-bands", **kw)
     counts = count_requests(monkeypatch)
     if scheduler == "local:2":
-        def no_piece_here(self, piece):
+        def no_piece_here(upload, piece):
             raise AssertionError("the client read a piece")
 
-        monkeypatch.setattr(Upload, "get_piece", no_piece_here)  # the workers are other processes
+        monkeypatch.setattr(parts, "get_piece", no_piece_here)  # the workers are other processes
     caplog.set_level(logging.DEBUG, logger="rdask")
     result = rdask.process(src, url(), "reverse-bands", scheduler=scheduler, workers=2, **kw)
     got = download(s3, tmp_path / "from-s3.tif")
@@ -293,7 +293,7 @@ def test_plan_parts_pads_only_part_1_and_only_when_small():
     """The grouping alone (no S3): groups of >= 5 MiB, the last part may be
     small, part 1 padded only when header and pieces stay under 5 MiB and a
     part follows."""
-    from rdask.outputs.parts import Part, Piece, plan_parts
+    from rdask.outputs.s3.parts import Part, Piece, plan_parts
 
     def pieces(numbers, size):
         return [Piece(n, f"k/{n}", size) for n in numbers]
@@ -434,7 +434,7 @@ def test_resume_after_a_failed_commit_regroups(s3, inputs, tmp_path, caplog, mon
     """A commit that fails after part 1 and the groups are uploaded: the
     resume recomputes no chunk, forms the groups anew (same numbers,
     overwritten) and completes with the local pixels."""
-    from rdask.outputs.parts import Upload
+    from rdask.cloud.multipart import MultipartUpload as Upload
 
     src, kw = str(inputs / "big.tif"), dict(chunk_mb=0.3, blocksize=128, workers=2)
     real = Upload.complete
@@ -656,9 +656,9 @@ def test_missing_boto3_is_one_line_naming_the_extra(monkeypatch):
     """Without boto3 an S3 output says which extra to install, in one line."""
     import sys
 
+    from rdask.cloud.s3 import Clients, S3Endpoint
     from rdask.errors import OutputError
-    from rdask.io.remote import S3Endpoint
 
     monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 -> ModuleNotFoundError
     with pytest.raises(OutputError, match=r"^S3 outputs need boto3: pip install 'rdask\[s3\]'$"):
-        S3Endpoint.from_options({}).client()
+        Clients().get(S3Endpoint.from_options({}))

@@ -33,7 +33,7 @@ import rdask
 import rdask.errors
 from rdask.errors import KernelError, OutputError, ResumeError
 from rdask.kernels import as_kernel
-from rdask.outputs.zarrs3 import S3ZarrWriter
+from rdask.outputs.zarr.s3 import S3ZarrWriter
 
 URL = f"s3://{BUCKET}/runs/out.zarr"
 
@@ -230,7 +230,7 @@ def test_a_local_cluster_of_processes_writes_from_the_workers(s3, src, tif, loca
 
 def test_gdal_reads_the_store_through_vsis3(s3, src, tif):
     rdask.process(src, URL, "reverse-bands", chunk_mb=0.5)
-    # GDAL 3.10 reads the Zarr v2 metadata beside the v3 (see rdask.outputs.zarr).
+    # GDAL 3.10 reads the Zarr v2 metadata beside the v3 (see rdask.outputs.zarr.local).
     with rasterio.Env(AWS_S3_ENDPOINT=s3.endpoint, AWS_HTTPS="NO", AWS_VIRTUAL_HOSTING="FALSE"), \
             rasterio.open(f'ZARR:"/vsis3/{BUCKET}/runs/out.zarr":/band_data') as ds:
         assert ds.crs == tif["crs"]

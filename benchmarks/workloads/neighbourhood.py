@@ -20,6 +20,8 @@ from rows import (
     xrspatial_slope,
 )
 
+from workloads.kernel_library import library_cases
+
 
 @workload("W6", "neighbourhood kernels on a float32 DEM: slope, focal-mean r=5, a chain; -j2")
 def neighbourhood(ctx: Context) -> list[Case]:
@@ -48,6 +50,7 @@ def neighbourhood(ctx: Context) -> list[Case]:
         return rdask_two_steps(ctx, src, CHAIN_STEPS, 2, checks.band_order("same")).command(out)
 
     two_steps_ref = checks.Reference("rdask two steps", two_steps_command, refs)
+    library = library_cases(ctx, inp, side, f"synthetic DEM {side}x{side} float32", refs)
     slope_checks = checks.slope_sampled(samples, compress="deflate")
     title = f"synthetic DEM {side}x{side} float32"
     return [
@@ -155,6 +158,7 @@ def neighbourhood(ctx: Context) -> list[Case]:
             ),
             scratch=(two_steps_ref,),
         ),
+        *library,
     ]
 
 

@@ -19,7 +19,7 @@ def info(inputs, chunk_mb, blocksize):
     """Describe INPUT and the chunk plan rdask would use."""
     # Imported here, not at the top: `rdask --help` must not pay for GDAL,
     # numba and dask (~0.4 s measured).
-    from rdask.io.source import redact
+    from rdask.io.paths import redact
     from rdask.plan import DEFAULT_CHUNK_MB
     from rdask.recipe import open_recipe
 

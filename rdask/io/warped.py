@@ -1,10 +1,10 @@
 """Reprojection read chunk by chunk, equal to ``gdalwarp -et 0`` of the whole raster.
 
-A :class:`WarpedSource` quacks like :class:`~rdask.io.source.RasterSource`
+A :class:`WarpedSource` quacks like :class:`~rdask.io.files.FileSource`
 over a target :class:`Grid`: ``read(y0, y1, x0, x1)`` of any window returns
 the pixels ``gdalwarp -et 0`` writes there when it warps the whole raster in
 one piece. Each window reads from its source only the pixels it needs
-(``RasterSource.read`` of the destination window's footprint, grown by the
+(``FileSource.read`` of the destination window's footprint, grown by the
 resampling kernel) and hands them to GDAL's own warper.
 
 Three things would otherwise make pixels depend on the chunking, and each is
@@ -54,7 +54,8 @@ import numpy as np
 from affine import Affine
 
 from rdask.errors import RasterOpenError, first_line
-from rdask.io.source import RasterSource, SourceShape, check_not_forked
+from rdask.io.base import SourceArray
+from rdask.io.files import FileSource, check_not_forked
 
 #: GDAL's name (``ResampleAlg`` in a warped VRT) and its filter radius
 #: (``anGWKFilterRadius`` in alg/gdalwarpkernel.cpp) per resampling.
@@ -517,8 +518,8 @@ def _check_resampling(resampling: str) -> None:
 
 
 @dataclass(frozen=True)
-class WarpedSource(SourceShape):
-    """A :class:`RasterSource` seen through a reprojection onto ``grid``.
+class WarpedSource(SourceArray):
+    """A :class:`FileSource` seen through a reprojection onto ``grid``.
 
     ``read`` of any window returns what ``gdalwarp -et 0`` of the whole
     raster writes there (see the module docstring). Build it with
@@ -527,7 +528,7 @@ class WarpedSource(SourceShape):
     the output's (written where no source pixel contributes; 0 when None).
     """
 
-    source: RasterSource
+    source: FileSource
     grid: Grid
     src_grid: Grid
     resampling: str
@@ -825,7 +826,7 @@ def _halves(win: tuple[int, int, int, int]) -> list[tuple[int, int, int, int]]:
 
 
 def warped(
-    source: RasterSource,
+    source: FileSource,
     src_grid: Grid,
     dst: Grid,
     resampling: str = "nearest",
@@ -839,7 +840,7 @@ def warped(
 
     Parameters
     ----------
-    source : RasterSource
+    source : FileSource
         What to warp.
     src_grid : Grid
         Its grid (CRS, transform, size).
@@ -884,7 +885,7 @@ def warped(
     )
 
 
-def _source_nodata(source: RasterSource) -> float | None:
+def _source_nodata(source: FileSource) -> float | None:
     """The first file's nodata, which gdalwarp uses for every band."""
     import rasterio
 

@@ -55,11 +55,11 @@ import numpy as np
 from rdask.errors import OutputError, first_line
 from rdask.meta import RasterMeta
 from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
-from rdask.outputs.gdalmeta import creation_kwargs, write_meta
-from rdask.outputs.gdalsink import gdal_env
 from rdask.outputs.journal import Journal, partial_paths
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.staging import check_place, space_note
+from rdask.outputs.tiff.gdal import gdal_env
+from rdask.outputs.tiff.gdalmeta import creation_kwargs, write_meta
 from rdask.recipe import Region
 
 log = logging.getLogger("rdask")
@@ -155,7 +155,7 @@ class Receipt:
 
 
 @dataclass(frozen=True)
-class TileWriter:
+class MosaicTileWriter:
     """Encode each mosaic tile of a chunk as a COG; write it into ``directory``
     when this process sees the client's marker there (picklable)."""
 
@@ -222,7 +222,7 @@ def encode_tile(pixels: np.ndarray, meta: RasterMeta, dtype: str, options: dict[
                                height=height, count=bands, dtype=np.dtype(dtype),
                                **creation_kwargs(meta, dtype)) as ds:
                 if mask is not None:
-                    # Before NODATA_VALUES (see gdalsink.create_dataset).
+                    # Before NODATA_VALUES (see tiff.gdal.create_dataset).
                     ds.write_mask(mask)
                 write_meta(ds, meta)
                 ds.write(pixels)
@@ -305,7 +305,7 @@ class MosaicOutput:
             self.abort(keep_partial=self.resuming)
             raise
         marker = os.path.join(self.partial, MARKER)
-        self.writer = TileWriter(self.partial, marker, self.grid, np.dtype(spec.dtype).str, spec.meta,
+        self.writer = MosaicTileWriter(self.partial, marker, self.grid, np.dtype(spec.dtype).str, spec.meta,
                                  tuple(self.cog.items()), spec.mask, spec.target)
         self._last_checkpoint = time.monotonic()
 

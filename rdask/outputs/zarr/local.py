@@ -32,7 +32,7 @@ half-written store, and an existing one is replaced only by ``overwrite``
 (atomically, by exchanging the two directories).
 
 A store at ``s3://bucket/prefix/out.zarr`` is written by
-:mod:`rdask.outputs.zarrs3` (same layout; tasks write chunks to S3
+:mod:`rdask.outputs.zarr.s3` (same layout; tasks write chunks to S3
 themselves, metadata is written last instead of a rename).
 """
 
@@ -48,13 +48,12 @@ from typing import Any
 import numpy as np
 
 from rdask.errors import OutputError
-from rdask.io.remote import is_s3
-from rdask.io.zarrsource import DATA, ZarrSource, is_zarr_path
+from rdask.io.zarr import DATA, ZarrSource
 from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
 from rdask.outputs.journal import Checkpoints, Journal, partial_paths
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.staging import check_place, libc_function
-from rdask.outputs.zarrlayout import (
+from rdask.outputs.zarr.layout import (
     ZARR_RESAMPLINGS,
     Layout,
     Level,
@@ -64,38 +63,26 @@ from rdask.outputs.zarrlayout import (
     level_job,
     make_overviews,
     overview_levels,
+    zarr_asked,
     zarr_chunks,
 )
-from rdask.outputs.zarrs3 import ZarrS3Output
 from rdask.recipe import Region
 
 __all__ = ["ZARR_RESAMPLINGS", "ZarrOutput", "accepts", "check_target", "open"]
 
 
 def accepts(target: str, options: WriteOptions) -> bool:
-    """A local ``.zarr`` store or one at ``s3://bucket/prefix/x.zarr``, or ``driver="Zarr"``.
-
-    Raises
-    ------
-    ValueError
-        A Zarr store at another kind of URL, rather than upload a GeoTIFF
-        under that name.
-    """
-    zarr_asked = options.driver == "Zarr" or (options.driver == "GTiff" and is_zarr_path(target))
-    if zarr_asked and "://" in target and not is_s3(target):
-        raise ValueError(f"rdask writes Zarr stores to local paths and s3:// URLs only, not {target!r}")
-    return zarr_asked
+    """A local ``.zarr`` store, or a local path with ``driver="Zarr"``
+    (see :func:`~rdask.outputs.zarr.layout.zarr_asked`)."""
+    return zarr_asked(target, options) and "://" not in target
 
 
-def open(spec: OutputSpec) -> ZarrOutput | ZarrS3Output:  # noqa: A001
-    if is_s3(spec.target):
-        return ZarrS3Output(spec)
+def open(spec: OutputSpec) -> ZarrOutput:  # noqa: A001
     return ZarrOutput(spec)
 
 
 def check_target(path: str, *, overwrite: bool) -> str:
-    """Validate an output store path before any work; return it absolute
-    (an ``s3://`` URL is checked when the output opens).
+    """Validate an output store path before any work; return it absolute.
 
     Raises
     ------
@@ -103,8 +90,6 @@ def check_target(path: str, *, overwrite: bool) -> str:
         The target exists (without ``overwrite``), or its directory is
         missing or not writable.
     """
-    if is_s3(os.fspath(path)):
-        return os.fspath(path)
     target = os.path.abspath(os.fspath(path)).rstrip("/") or "/"
     return check_place(target, path, overwrite=overwrite)
 
@@ -252,7 +237,7 @@ class ZarrOutput:
                     write_block(self.partial, level.data, task.compute(task.region), task.region,
                                 spec.target)
             else:
-                run(job, _LevelOutput(ZarrWriter(self.partial, level.data, spec.target), self.partial,
+                run(job, LocalLevelSink(ZarrWriter(self.partial, level.data, spec.target), self.partial,
                                       level.data, spec.target))
 
         make_overviews(self.partial, spec, self.main, levels, run_level)
@@ -269,7 +254,7 @@ class ZarrOutput:
         return keep_partial and os.path.isdir(self.partial) and os.path.exists(self.journal.path)
 
 
-class _LevelOutput:
+class LocalLevelSink:
     """An overview level's chunks, run through the job's scheduler."""
 
     def __init__(self, writer: ZarrWriter, root: str, array: str, target: str) -> None:

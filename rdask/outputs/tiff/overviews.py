@@ -7,7 +7,7 @@ kernel pass. For ``nearest`` rdask builds each level with its own pipeline
 instead: chunks of the level are read (each source tile decoded once, in
 parallel), picked, encoded in the same tasks and written through the same
 GTiff output as the main pass, one single-image GeoTIFF per level, which
-:func:`~rdask.outputs.coglayout.assemble_cog` then copies into place.
+:func:`~rdask.outputs.tiff.coglayout.assemble_cog` then copies into place.
 
 When the main pass can write beside the output (threads, or workers on this
 machine) and is not a resumed job, level 1 does not even need the
@@ -36,46 +36,17 @@ from typing import Any
 import numpy as np
 from dask.base import tokenize
 
-from rdask.io.source import FileBands, RasterSource, file_stamp
+from rdask.io.files import FileBands, FileSource
+from rdask.io.paths import file_stamp
 from rdask.meta import RasterMeta
-from rdask.outputs import gtiff
 from rdask.outputs.base import OutputSpec, RunChunks
-from rdask.outputs.gtiff import pwrite_all
 from rdask.outputs.journal import JobId
+from rdask.outputs.nearest import pick_piece, picks, piece_edges, take
 from rdask.outputs.staging import unlink_quietly
+from rdask.outputs.tiff import gtiff
+from rdask.outputs.tiff.gtiff import pwrite_all
 from rdask.plan import plan_chunks
 from rdask.recipe import ChunkJob, ComputeTask, Region
-
-
-def picks(n_prev: int, n: int, start: int, stop: int) -> np.ndarray:
-    """Source indices GDAL's nearest resampler picks for ``start:stop``."""
-    ratio = n_prev / n
-    idx = (0.5 + np.arange(start, stop, dtype=np.float64) * ratio).astype(np.int64)
-    return np.minimum(idx, n_prev - 1)
-
-
-def piece_edges(chunks: tuple) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """``(y_edges, x_edges, rows, cols)``: the chunk edges of a main pass
-    planned as ``chunks``, and the same edges in the next level's rows and
-    columns (a nearest pick needs no neighbours, so each next-level pixel
-    belongs to the one chunk holding the pixel it picks)."""
-    y_edges = tuple(int(v) for v in np.cumsum((0, *chunks[1])))
-    x_edges = tuple(int(v) for v in np.cumsum((0, *chunks[2])))
-    h, w = y_edges[-1], x_edges[-1]
-    rows = np.searchsorted(picks(h, math.ceil(h / 2), 0, math.ceil(h / 2)), y_edges)
-    cols = np.searchsorted(picks(w, math.ceil(w / 2), 0, math.ceil(w / 2)), x_edges)
-    return y_edges, x_edges, tuple(int(v) for v in rows), tuple(int(v) for v in cols)
-
-
-def pick_piece(pieces: Any, a: int, b: int, block: np.ndarray) -> np.ndarray | None:
-    """The next level's piece ``(a, b)`` picked from chunk ``(a, b)``'s
-    ``block`` (contiguous, in ``pieces.dtype``), or None when it is empty;
-    ``pieces`` has :func:`piece_edges`'s four edge tuples and ``dtype``."""
-    rows = picks(pieces.y_edges[-1], pieces.rows[-1], pieces.rows[a], pieces.rows[a + 1]) - pieces.y_edges[a]
-    cols = picks(pieces.x_edges[-1], pieces.cols[-1], pieces.cols[b], pieces.cols[b + 1]) - pieces.x_edges[b]
-    if not (len(rows) and len(cols)):
-        return None
-    return np.ascontiguousarray(take(block, rows, cols), dtype=pieces.dtype)
 
 
 @dataclass(frozen=True)
@@ -187,7 +158,7 @@ def nearest_levels(partial: str, factors: list[int], spec: OutputSpec, run: RunC
             if level == 1 and level1 is not None:
                 job = _scratch_job(level1, spec.options.blocksize, chunk_mb)
             else:
-                source = RasterSource(files=(_file(prev, count),), height=h_prev, width=w_prev, dtype=dtype)
+                source = FileSource(files=(_file(prev, count),), height=h_prev, width=w_prev, dtype=dtype)
                 job = _level_job(source, shape, count, dtype, spec.options.blocksize, chunk_mb)
             out = f"{partial}.ovr{level}.tif"
             paths.append(out)
@@ -220,7 +191,7 @@ def _file(path: str, count: int) -> FileBands:
     return FileBands(path, tuple(range(1, count + 1)), file_stamp(path))
 
 
-def _level_job(source: RasterSource, shape: tuple[int, int], count: int, dtype: str,
+def _level_job(source: FileSource, shape: tuple[int, int], count: int, dtype: str,
                blocksize: int, chunk_mb: float) -> ChunkJob:
     plan = plan_chunks(shape, count, dtype, (blocksize, blocksize), chunk_mb=chunk_mb, tile=blocksize)
     # uuid: a level of this job, not of an earlier one on a shared client.
@@ -246,7 +217,7 @@ def _job(shape: tuple[int, int, int], dtype: str, chunks: tuple, name: str, comp
 class _Picks:
     """A level's chunk: GDAL's nearest picks from the level above (``source``)."""
 
-    source: RasterSource
+    source: FileSource
     shape: tuple[int, int]
 
     def __call__(self, region: tuple[slice, slice, slice]) -> np.ndarray:
@@ -262,7 +233,7 @@ class FromPieces:
     """A level chunk assembled from the pieces under it: ``pieces`` is a
     :class:`LevelPieces` (the scratch file) or any store of pieces with the
     same ``rows``, ``cols``, ``bands``, ``dtype`` and ``read(a, b)``
-    (the S3 COG's :class:`~.s3levels.S3Pieces`)."""
+    (the S3 COG's :class:`~rdask.outputs.s3.levels.S3Pieces`)."""
 
     pieces: Any
 
@@ -280,20 +251,3 @@ class FromPieces:
                         :, r0 - p.rows[a] : r1 - p.rows[a], c0 - p.cols[b] : c1 - p.cols[b]
                     ]
         return out
-
-
-def take(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``block[:, rows][:, :, cols]``, as strided views where the picks allow."""
-    return block[:, _index(rows)][:, :, _index(cols)]
-
-
-def _index(idx: np.ndarray) -> slice | np.ndarray:
-    """``idx`` as a slice when it is a plain stride (every even-sized level):
-    a strided view costs nothing, a fancy-index gather about 25x more."""
-    step = int(idx[1] - idx[0]) if len(idx) > 1 else 1
-    if step > 0 and np.array_equal(idx, idx[0] + step * np.arange(len(idx))):
-        return slice(int(idx[0]), int(idx[-1]) + 1, step)
-    return idx
-
-
-

@@ -29,18 +29,16 @@ from typing import Any
 
 import numpy as np
 
+from rdask.cloud.multipart import MultipartUpload
+from rdask.cloud.s3 import get_object, put_object, reason
 from rdask.errors import OutputError
-from rdask.outputs.overviews import FromPieces, pick_piece, picks, piece_edges, take
-from rdask.outputs.parts import Piece, Upload, s3_client, s3_reason, token
-from rdask.outputs.tiles import TileEncoder
+from rdask.outputs.nearest import pick_piece, picks, piece_edges, take
+from rdask.outputs.s3.parts import Piece, piece_key, prefix_of, put_piece, token
+from rdask.outputs.tiff.overviews import FromPieces
+from rdask.outputs.tiff.tiles import TileEncoder
 from rdask.recipe import Region
 
 log = logging.getLogger("rdask")
-
-
-def prefix_of(key: str) -> str:
-    """The hidden prefix of every job's pieces for ``key``."""
-    return f"{key}.rdask-partial/"
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ class S3Pieces:
     columns ``cols[b]:cols[b+1]``.
     """
 
-    upload: Upload
+    upload: MultipartUpload
     level: int
     y_edges: tuple[int, ...]
     x_edges: tuple[int, ...]
@@ -62,7 +60,7 @@ class S3Pieces:
     dtype: str
 
     @classmethod
-    def plan(cls, upload: Upload, level: int, chunks: tuple, dtype: Any) -> S3Pieces:
+    def plan(cls, upload: MultipartUpload, level: int, chunks: tuple, dtype: Any) -> S3Pieces:
         """The pieces that the chunks ``chunks`` (of the level above) make."""
         return cls(upload, level, *piece_edges(chunks), int(chunks[0][0]), str(np.dtype(dtype)))
 
@@ -85,9 +83,9 @@ class S3Pieces:
 
         body = imagecodecs.zstd_encode(piece.tobytes(), level=1)
         try:
-            s3_client(self.upload.endpoint).put_object(Bucket=self.upload.bucket, Key=self.key(a, b), Body=body)
+            put_object(self.upload.endpoint, self.upload.bucket, self.key(a, b), body)
         except Exception as exc:  # noqa: BLE001 - botocore's errors vary; one line
-            raise OutputError(f"cannot write an overview piece of {self.upload.url}: {s3_reason(exc)}") from None
+            raise OutputError(f"cannot write an overview piece of {self.upload.url}: {reason(exc)}") from None
 
     def read(self, a: int, b: int) -> np.ndarray:
         """Piece ``(a, b)`` as :meth:`write` stored it."""
@@ -95,10 +93,9 @@ class S3Pieces:
 
         shape = (self.bands, self.rows[a + 1] - self.rows[a], self.cols[b + 1] - self.cols[b])
         try:
-            obj = s3_client(self.upload.endpoint).get_object(Bucket=self.upload.bucket, Key=self.key(a, b))
-            data = imagecodecs.zstd_decode(obj["Body"].read())
+            data = imagecodecs.zstd_decode(get_object(self.upload.endpoint, self.upload.bucket, self.key(a, b)))
         except Exception as exc:  # noqa: BLE001
-            raise OutputError(f"cannot read an overview piece of {self.upload.url}: {s3_reason(exc)}") from None
+            raise OutputError(f"cannot read an overview piece of {self.upload.url}: {reason(exc)}") from None
         return np.frombuffer(data, dtype=self.dtype).reshape(shape)
 
 
@@ -113,24 +110,6 @@ class PieceTap:
     def __call__(self, block: np.ndarray, region: Region) -> Any:
         self.pieces.write(block, region)
         return self.writer(block, region)
-
-
-def delete_pieces(upload: Upload, *, keep: str | None = None) -> int:
-    """Delete the pieces under ``upload``'s key (all jobs' but ``keep``'s
-    token); return how many. Quiet: a failure only leaves hidden objects."""
-    client = s3_client(upload.endpoint)
-    prefix = prefix_of(upload.key)
-    n = 0
-    try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=upload.bucket, Prefix=prefix):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])
-                    if keep is None or not o["Key"].startswith(f"{prefix}{keep}/")]
-            if keys:
-                client.delete_objects(Bucket=upload.bucket, Delete={"Objects": keys, "Quiet": True})
-                n += len(keys)
-    except Exception:  # noqa: BLE001
-        pass
-    return n
 
 
 @dataclass(frozen=True)
@@ -157,7 +136,7 @@ class TailLevels:
     known before the tile index is written: no room to reserve, no padding.
     """
 
-    upload: Upload
+    upload: MultipartUpload
     pieces: S3Pieces  # the first tail level's
     encoders: tuple[TileEncoder, ...]  # one per tail level, largest first
 
@@ -172,8 +151,8 @@ class TailLevels:
                 at += len(blob)
                 blobs.append(blob)
             layouts.append(tuple(layout))
-        key = self.upload.piece_key("tail")
-        self.upload.put_piece(key, b"".join(blobs))
+        key = piece_key(self.upload, "tail")
+        put_piece(self.upload, key, b"".join(blobs))
         log.debug("%s: the %d smallest levels' tiles stored as a piece: %d bytes",
                   self.upload.url, len(self.encoders), at)
         return Tail(Piece(0, key, at), tuple(reversed(layouts)))

@@ -1,6 +1,6 @@
 """The client's journal of an S3 multipart output, for ``--resume``.
 
-One local file per URL (beside :func:`~rdask.io.remote.staging_path`),
+One local file per URL (beside :func:`~rdask.outputs.staging.s3_staging_path`),
 ``flock``ed as the job's lock. Its first line is JSON naming the job
 (:class:`~rdask.outputs.journal.JobId`) and the upload id; each further
 line is JSON for one chunk whose part was uploaded: ``[row, col, part,
@@ -18,7 +18,7 @@ import os
 
 from rdask.errors import ResumeError
 from rdask.outputs.journal import JobId, LockedFile, open_locked
-from rdask.outputs.parts import Part, Piece
+from rdask.outputs.s3.parts import Part, Piece
 
 VERSION = 1
 

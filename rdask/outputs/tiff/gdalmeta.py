@@ -1,7 +1,7 @@
 """Write a :class:`~rdask.meta.RasterMeta` into a GDAL dataset being created.
 
 Every output that has GDAL create its file (the GTiff output and its GDAL
-fallback, COG levels: :func:`rdask.outputs.gdalsink.create_dataset`) adds :func:`creation_options_for` to its creation
+fallback, COG levels: :func:`rdask.outputs.tiff.gdal.create_dataset`) adds :func:`creation_options_for` to its creation
 options, passes :func:`creation_kwargs` to ``rasterio.open(..., "w")`` and
 calls :func:`write_meta` on the new dataset before writing pixels. What the
 GeoTIFF cannot hold GDAL writes beside it in ``<file>.aux.xml`` when the

@@ -16,13 +16,13 @@ level 1 comes from the main pass itself: the writer is wrapped in a
 from __future__ import annotations
 
 from rdask.errors import OutputError
-from rdask.outputs import gtiff
 from rdask.outputs.base import Committed, OutputSpec, Publish, RunChunks
-from rdask.outputs.coglayout import assemble_cog, build_overviews, overview_factors
-from rdask.outputs.gtiff import TileOutput
 from rdask.outputs.options import WriteOptions
-from rdask.outputs.overviews import LevelPieces, LevelTap, nearest_levels
 from rdask.outputs.staging import unlink_quietly
+from rdask.outputs.tiff import gtiff
+from rdask.outputs.tiff.coglayout import assemble_cog, build_overviews, overview_factors
+from rdask.outputs.tiff.gtiff import TileOutput
+from rdask.outputs.tiff.overviews import LevelPieces, LevelTap, nearest_levels
 from rdask.recipe import Region
 
 

@@ -1,7 +1,7 @@
 """Zarr stores on S3, through zarr's own ``ObjectStore`` over ``obstore``.
 
 Every process (the client, each worker) builds its own connection from the
-store's URL and the :class:`~rdask.io.remote.S3Endpoint` (plain data that
+store's URL and the :class:`~rdask.cloud.s3.S3Endpoint` (plain data that
 travels with tasks); credentials are read there from that process's
 environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_SESSION_TOKEN``) by obstore itself, so they are never pickled, logged
@@ -14,11 +14,10 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 from typing import Any
 
-from rdask.errors import RdaskError, first_line
-from rdask.io.remote import S3Endpoint, split_s3
+from rdask.cloud.s3 import RetryPolicy, S3Endpoint, split_s3
+from rdask.errors import RdaskError
 
 #: The extra that installs what this module needs.
 EXTRA = "rdask[s3]"
@@ -37,27 +36,14 @@ def _obstore() -> Any:
     return obstore
 
 
-def s3_reason(exc: BaseException) -> str:
-    """Why an S3 request failed, as a short phrase (obstore's own messages
-    are one long line of request details; they never hold credentials)."""
-    text = str(exc)
-    status = re.search(r"status code: (\d{3})", text)
-    if status:
-        code = int(status.group(1))
-        return {404: "not found (HTTP 404)", 403: "access denied (HTTP 403)",
-                401: "unauthorised (HTTP 401)"}.get(code, f"HTTP {code}")
-    if "onnect" in text:
-        return "cannot connect to S3"
-    return first_line(exc)
-
-
 def split_store_url(url: str) -> tuple[str, str]:
     """``s3://bucket/a/out.zarr/`` -> ``("bucket", "a/out.zarr")``."""
     return split_s3(url.rstrip("/"))
 
 
 def object_store(url: str, endpoint: S3Endpoint) -> Any:
-    """An obstore ``S3Store`` rooted at the store's prefix (one per process)."""
+    """An obstore ``S3Store`` rooted at the store's prefix (one per process),
+    retrying as :class:`~rdask.cloud.s3.RetryPolicy` says."""
     return _object_store(os.getpid(), url.rstrip("/"), endpoint)
 
 
@@ -74,7 +60,8 @@ def _object_store(pid: int, url: str, endpoint: S3Endpoint) -> Any:
         config["endpoint"] = f"{scheme}://{host}"
         config["virtual_hosted_style_request"] = endpoint.virtual_hosting
         client["allow_http"] = not endpoint.https
-    return obstore.store.S3Store(bucket, prefix=prefix, config=config, client_options=client or None)
+    return obstore.store.S3Store(bucket, prefix=prefix, config=config, client_options=client or None,
+                                 retry_config=RetryPolicy.from_environment().obstore())
 
 
 def zarr_store(url: str, endpoint: S3Endpoint, *, read_only: bool = True) -> Any:

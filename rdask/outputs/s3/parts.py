@@ -1,6 +1,6 @@
 """S3 multipart parts that the compute tasks upload themselves.
 
-What travels in a task is an :class:`Upload` (endpoint, bucket, key and
+What travels in a task is a :class:`~rdask.cloud.multipart.MultipartUpload` (endpoint, bucket, key and
 upload id: no credentials, which every process resolves from its own
 environment or AWS profile) and a writer: :class:`PartWriter` encodes a
 chunk's tiles and uploads them as one part, or, when they are under
@@ -11,8 +11,7 @@ an :class:`Assemble` task per part, where the tasks run, concatenates a
 group's pieces (after the TIFF header the client built, for part 1) and
 uploads them as one part: piece bytes never reach the client.
 
-S3's rules: every part but the last is 5 MiB to 5 GiB, at most 10,000 parts,
-numbers ascending with gaps allowed. Tiles may be anywhere (the tile index
+S3's rules (:mod:`rdask.cloud.multipart`) and the tiles: tiles may be anywhere (the tile index
 says where), so a group may hold any chunks: only part 1 is ever padded,
 with zero bytes no tile references, when the header and every piece come
 to less than 5 MiB and other parts follow (a tiny object).
@@ -22,47 +21,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from rdask.errors import OutputError, first_line
-from rdask.io.remote import S3Endpoint
-from rdask.outputs.tiles import TileEncoder
+from rdask.cloud.multipart import MIN_PART, MultipartUpload
+from rdask.cloud.s3 import delete_objects, get_object, list_objects, put_object, reason
+from rdask.errors import OutputError
+from rdask.outputs.tiff.tiles import TileEncoder
 from rdask.recipe import Region
 
 log = logging.getLogger("rdask")
-
-MIN_PART = 5 * 1024**2
-MAX_PART = 5 * 1024**3
-MAX_PARTS = 10_000
-
-_clients: dict[S3Endpoint, Any] = {}
-_clients_lock = threading.Lock()
-
-
-def s3_client(endpoint: S3Endpoint) -> Any:
-    """One boto3 client per endpoint and process (creating one costs ~50 ms
-    and is not thread-safe; using one is)."""
-    with _clients_lock:
-        client = _clients.get(endpoint)
-        if client is None:
-            client = _clients[endpoint] = endpoint.client()
-        return client
-
-
-def s3_reason(exc: BaseException) -> str:
-    """A one-line reason for a boto3 error (no credentials are ever in it)."""
-    response = getattr(exc, "response", None)
-    if response:
-        error = response.get("Error", {})
-        code, message = error.get("Code", ""), error.get("Message", "")
-        return f"{code}: {message}".strip(": ") or first_line(exc)
-    return first_line(exc)
-
 
 @dataclass(frozen=True)
 class Part:
@@ -88,105 +58,42 @@ class Piece:
     tiles: tuple[tuple[int, int, int], ...] = ()
 
 
-@dataclass(frozen=True)
-class Upload:
-    """One multipart upload, as a task or the client needs it (no secrets)."""
+def piece_key(upload: MultipartUpload, name: str) -> str:
+    """Where the piece ``name`` of ``upload`` goes, under the hidden prefix."""
+    return f"{piece_prefix(upload)}{name}"
 
-    endpoint: S3Endpoint
-    bucket: str
-    key: str
-    upload_id: str
 
-    @property
-    def url(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
+def put_piece(upload: MultipartUpload, key: str, data: bytes) -> None:
+    """Store a piece (a plain object: it is deleted after the completion)."""
+    try:
+        put_object(upload.endpoint, upload.bucket, key, data)
+    except Exception as exc:  # noqa: BLE001 - botocore's errors vary; one line
+        raise OutputError(f"cannot write a piece of {upload.url}: {reason(exc)}") from None
 
-    @classmethod
-    def create(cls, endpoint: S3Endpoint, bucket: str, key: str) -> Upload:
-        """Start a multipart upload (nothing appears at the key until it completes)."""
-        try:
-            up = s3_client(endpoint).create_multipart_upload(Bucket=bucket, Key=key)
-        except Exception as exc:  # noqa: BLE001 - botocore's errors vary; one line
-            raise OutputError(f"cannot write s3://{bucket}/{key}: {s3_reason(exc)}") from None
-        return cls(endpoint, bucket, key, up["UploadId"])
 
-    def put(self, number: int, data: bytes) -> str:
-        """Upload part ``number``; return its ETag."""
-        if len(data) > MAX_PART:
-            raise OutputError(f"cannot write {self.url}: a chunk encodes to {len(data)} bytes, more than "
-                              "S3's 5 GiB part limit (use smaller chunks: --chunk-mb)")
-        try:
-            r = s3_client(self.endpoint).upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                                     PartNumber=number, Body=data)
-        except Exception as exc:  # noqa: BLE001
-            raise OutputError(f"cannot upload part {number} of {self.url}: {s3_reason(exc)}") from None
-        return r["ETag"]
+def get_piece(upload: MultipartUpload, piece: Piece) -> bytes:
+    """A piece's bytes, checked against the size its task reported."""
+    try:
+        data = get_object(upload.endpoint, upload.bucket, piece.key)
+    except Exception as exc:  # noqa: BLE001
+        raise OutputError(f"cannot read a piece of {upload.url}: {reason(exc)}") from None
+    if len(data) != piece.size:
+        raise OutputError(f"cannot finish {upload.url}: a piece changed size behind rdask's back "
+                          "(rerun without --resume)")
+    return data
 
-    def piece_key(self, name: str) -> str:
-        """Where the piece ``name`` of this upload goes, under the hidden prefix."""
-        return f"{piece_prefix(self)}{name}"
 
-    def put_piece(self, key: str, data: bytes) -> None:
-        """Store a piece (a plain object: it is deleted after the completion)."""
-        try:
-            s3_client(self.endpoint).put_object(Bucket=self.bucket, Key=key, Body=data)
-        except Exception as exc:  # noqa: BLE001 - botocore's errors vary; one line
-            raise OutputError(f"cannot write a piece of {self.url}: {s3_reason(exc)}") from None
+def pieces_listed(upload: MultipartUpload) -> dict[str, int]:
+    """``{key: size}`` of ``upload``'s chunk pieces (one LIST, paginated)."""
+    try:
+        return list_objects(upload.endpoint, upload.bucket, piece_prefix(upload))
+    except Exception as exc:  # noqa: BLE001
+        raise OutputError(f"cannot resume {upload.url}: {reason(exc)}") from None
 
-    def get_piece(self, piece: Piece) -> bytes:
-        """A piece's bytes, checked against the size its task reported."""
-        try:
-            data = s3_client(self.endpoint).get_object(Bucket=self.bucket, Key=piece.key)["Body"].read()
-        except Exception as exc:  # noqa: BLE001
-            raise OutputError(f"cannot read a piece of {self.url}: {s3_reason(exc)}") from None
-        if len(data) != piece.size:
-            raise OutputError(f"cannot finish {self.url}: a piece changed size behind rdask's back "
-                              "(rerun without --resume)")
-        return data
 
-    def pieces_listed(self) -> dict[str, int]:
-        """``{key: size}`` of this upload's chunk pieces (one LIST, paginated)."""
-        client = s3_client(self.endpoint)
-        try:
-            pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                     Prefix=piece_prefix(self))
-            return {o["Key"]: int(o["Size"]) for page in pages for o in page.get("Contents", [])}
-        except Exception as exc:  # noqa: BLE001
-            raise OutputError(f"cannot resume {self.url}: {s3_reason(exc)}") from None
-
-    def listed(self) -> dict[int, tuple[str, int]] | None:
-        """``{part number: (ETag, size)}`` of the parts S3 holds, or None when
-        the upload no longer exists (ListParts is paginated: 1,000 a page)."""
-        client = s3_client(self.endpoint)
-        out: dict[int, tuple[str, int]] = {}
-        try:
-            pages = client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=self.key,
-                                                                UploadId=self.upload_id)
-            for page in pages:
-                for p in page.get("Parts", []):
-                    out[int(p["PartNumber"])] = (p["ETag"], int(p["Size"]))
-        except Exception as exc:  # noqa: BLE001
-            if "NoSuchUpload" in str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")):
-                return None
-            raise OutputError(f"cannot resume {self.url}: {s3_reason(exc)}") from None
-        return out
-
-    def complete(self, parts: list[Part]) -> None:
-        """Publish: the object appears at the key, whole, now."""
-        listing = [{"PartNumber": p.number, "ETag": p.etag} for p in sorted(parts, key=lambda p: p.number)]
-        try:
-            s3_client(self.endpoint).complete_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": listing})
-        except Exception as exc:  # noqa: BLE001
-            raise OutputError(f"cannot finish {self.url}: {s3_reason(exc)}") from None
-
-    def abort(self) -> None:
-        """Drop the upload and its parts (quietly: it may be gone already)."""
-        try:
-            s3_client(self.endpoint).abort_multipart_upload(Bucket=self.bucket, Key=self.key,
-                                                            UploadId=self.upload_id)
-        except Exception as exc:  # noqa: BLE001 - the error that led here matters more
-            log.debug("could not abort the multipart upload of %s: %s", self.url, s3_reason(exc))
+def complete(upload: MultipartUpload, parts: Iterable[Part]) -> None:
+    """Complete ``upload`` with ``parts`` (see :meth:`MultipartUpload.complete`)."""
+    upload.complete([(p.number, p.etag) for p in parts])
 
 
 @dataclass(frozen=True)
@@ -220,10 +127,30 @@ def token(upload_id: str) -> str:
     return hashlib.sha256(upload_id.encode()).hexdigest()[:16]
 
 
-def piece_prefix(upload: Upload) -> str:
+def prefix_of(key: str) -> str:
+    """The hidden prefix of every job's pieces for ``key``."""
+    return f"{key}.rdask-partial/"
+
+
+def delete_pieces(upload: MultipartUpload, *, keep: str | None = None) -> int:
+    """Delete the pieces under ``upload``'s key (every job's, but ``keep``'s
+    token); return how many. Quiet: a failure only leaves hidden objects,
+    which the next job on the key deletes."""
+    prefix = prefix_of(upload.key)
+    try:
+        keys = [k for k in list_objects(upload.endpoint, upload.bucket, prefix)
+                if keep is None or not k.startswith(f"{prefix}{keep}/")]
+        delete_objects(upload.endpoint, upload.bucket, keys)
+    except Exception as exc:  # noqa: BLE001
+        log.debug("could not delete the pieces of %s: %s", upload.url, reason(exc))
+        return 0
+    return len(keys)
+
+
+def piece_prefix(upload: MultipartUpload) -> str:
     """The hidden prefix of ``upload``'s chunk pieces (the overview pieces
-    of :mod:`.s3levels` are beside it, under the same upload token)."""
-    return f"{upload.key}.rdask-partial/{token(upload.upload_id)}/small/"
+    of :mod:`.levels` are beside it, under the same upload token)."""
+    return f"{prefix_of(upload.key)}{token(upload.upload_id)}/small/"
 
 
 @dataclass(frozen=True)
@@ -232,7 +159,7 @@ class PartWriter:
     when they are too few for a part (in the chunk's task)."""
 
     encoder: TileEncoder
-    upload: Upload
+    upload: MultipartUpload
     numbers: PartNumbers
 
     def __call__(self, block: np.ndarray, region: Region) -> Part | Piece:
@@ -250,8 +177,8 @@ class PartWriter:
         # whole object is small. A COG's levels are grids too: their first
         # tiles, all in pieces, then stay in order (see plan_parts).
         if at < MIN_PART or number == self.numbers.first:
-            key = self.upload.piece_key(str(number))
-            self.upload.put_piece(key, data)
+            key = piece_key(self.upload, str(number))
+            put_piece(self.upload, key, data)
             log.debug("%s: piece %d stored: %d bytes of tiles", self.upload.url, number, at)
             return Piece(number, key, at, tuple(placed))
         etag = self.upload.put(number, data)
@@ -275,12 +202,12 @@ class Assemble:
     """The commit's tasks: chunk ``j`` of their job uploads ``parts[j]``,
     fetching its pieces where it runs (the client sends only the header)."""
 
-    upload: Upload
+    upload: MultipartUpload
     parts: tuple[Assembly, ...]
 
     def __call__(self, block: np.ndarray, region: Region) -> Part:
         part = self.parts[region[2].start]
-        data = b"".join([part.head, *(self.upload.get_piece(p) for p in part.pieces), bytes(part.padding)])
+        data = b"".join([part.head, *(get_piece(self.upload, p) for p in part.pieces), bytes(part.padding)])
         etag = self.upload.put(part.number, data)
         kind = "header" if part.number == 1 else "pieces"
         log.debug("%s: part %d uploaded: %d bytes of %s + %d bytes of padding (%d pieces)",

@@ -4,8 +4,8 @@ with the Zarr v2 metadata GDAL <= 3.10 reads beside the v3 metadata), the
 Zarr chunk shape under rdask's chunk plan, and the chunk jobs that compute
 overview levels from the level above.
 
-The local output (:mod:`rdask.outputs.zarr`) and the S3 one
-(:mod:`rdask.outputs.zarrs3`) both build this layout in a local directory;
+The local output (:mod:`rdask.outputs.zarr.local`) and the S3 one
+(:mod:`rdask.outputs.zarr.s3`) both build this layout in a local directory;
 they differ in where the chunks go and how the store is published.
 """
 
@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from rdask.errors import ResumeError
-from rdask.io.zarrsource import DATA, ZarrSource
+from rdask.io.zarr import DATA, ZarrSource, is_zarr_path
 from rdask.meta import RasterMeta
 from rdask.outputs.base import OutputSpec
+from rdask.outputs.nearest import picks
 from rdask.outputs.options import WriteOptions
-from rdask.outputs.overviews import picks
 from rdask.plan import plan_chunks
 from rdask.recipe import ChunkJob, ComputeTask, Region
 
@@ -62,6 +62,22 @@ MULTISCALES_CONVENTION = {
 ZARR_RESAMPLINGS = ("nearest", "average")
 
 # -- the layout ----------------------------------------------------------------
+
+
+def zarr_asked(target: str, options: WriteOptions) -> bool:
+    """Whether ``target`` with ``options`` asks for a Zarr store: ``driver="Zarr"``,
+    or a ``.zarr`` target with the default driver.
+
+    Raises
+    ------
+    ValueError
+        A Zarr store at a URL other than ``s3://``, rather than upload a
+        GeoTIFF under that name.
+    """
+    asked = options.driver == "Zarr" or (options.driver == "GTiff" and is_zarr_path(target))
+    if asked and "://" in target and not target.startswith("s3://"):
+        raise ValueError(f"rdask writes Zarr stores to local paths and s3:// URLs only, not {target!r}")
+    return asked
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ into the place GDAL reserved for it. A resume rebuilds the index from the
 journal, so the partial file never needs GDAL's checkpoints.
 
 What rdask cannot encode itself (masks, other codecs, band interleave)
-goes to :class:`~rdask.outputs.gdalsink.GdalOutput`, GDAL's own writer.
+goes to :class:`~rdask.outputs.tiff.gdal.GdalOutput`, GDAL's own writer.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import numpy as np
 from rdask.config import TIFF_TILE_BYTECOUNTS, TIFF_TILE_OFFSETS
 from rdask.errors import OutputError
 from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
-from rdask.outputs.gdalsink import GdalOutput, create_dataset, gdal_env
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.staging import Staging, libc_function, space_note
-from rdask.outputs.tiles import TileEncoder, encoder_for
+from rdask.outputs.tiff.gdal import GdalOutput, create_dataset, gdal_env
+from rdask.outputs.tiff.tiles import TileEncoder, encoder_for
 from rdask.recipe import Region
 
 #: Bytes appended between two :func:`start_writeback` calls on a durable file.

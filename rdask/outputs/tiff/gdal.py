@@ -22,11 +22,11 @@ import numpy as np
 
 from rdask.config import WRITE_GDAL_OPTIONS
 from rdask.errors import OutputError, WriteOptionError, first_line
-from rdask.io.source import check_not_forked
+from rdask.io.files import check_not_forked
 from rdask.meta import RasterMeta
 from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
-from rdask.outputs.gdalmeta import creation_kwargs, creation_options_for, write_meta
 from rdask.outputs.staging import Staging, space_note
+from rdask.outputs.tiff.gdalmeta import creation_kwargs, creation_options_for, write_meta
 from rdask.recipe import Region
 
 
@@ -110,8 +110,8 @@ class _CreationOptionWarnings(logging.Handler):
 
 
 @dataclass(frozen=True)
-class Pixels:
-    """The writer of an output the client encodes: the chunk itself."""
+class PassThrough:
+    """The writer of an output the client encodes: it hands the chunk itself back."""
 
     def __call__(self, block: np.ndarray, region: Region) -> np.ndarray:
         return block
@@ -120,7 +120,7 @@ class Pixels:
 class GdalOutput:
     """A GeoTIFF written by GDAL in the client (see the module docstring)."""
 
-    writer = Pixels()
+    writer = PassThrough()
 
     def __init__(self, spec: OutputSpec, *, durable: bool = True) -> None:
         self.spec, self.durable = spec, durable

@@ -1,11 +1,11 @@
 """The Zarr output on S3: ``s3://bucket/prefix/out.zarr``, chunks written
 straight to S3 by the tasks that compute them, metadata last.
 
-The layout is the local output's (:mod:`rdask.outputs.zarrlayout`). Its
+The layout is the local output's (:mod:`rdask.outputs.zarr.layout`). Its
 metadata (and the small coordinate arrays) is built in a local staging
 folder under ``$TMPDIR`` (stable per URL, beside the job's journal); the
 tasks, threads or cluster workers alike, write their chunks under the final
-prefix through zarr's ``ObjectStore`` (:mod:`rdask.io.objectstore`), each
+prefix through zarr's ``ObjectStore`` (:mod:`rdask.cloud.objectstore`), each
 process with its own credentials. Nothing comes back to the client but a
 byte count.
 
@@ -36,10 +36,11 @@ Resume: the journal stays on the client's local disk with the staged
 metadata; chunks journaled as done are not computed again. A job stopped
 without ``resume`` deletes the keys it may have written (the chunk keys of
 its own arrays and its metadata keys, never other keys under the prefix);
-with ``resume`` it keeps them. It first waits for this process's chunk
-writes under way; a chunk a cluster worker is writing at that moment can
-still land after the deletion (an orphan key, invisible to readers, that
-the next ``overwrite`` of the URL removes).
+with ``resume`` it keeps them. The job's runner has first waited for every
+task still writing (:meth:`~rdask.schedule.Runner.fence`). What a killed
+client's workers wrote anyway is invisible to readers (there is no root
+metadata) and removed by the next job on the URL from this machine (its
+journal names them), or refused without ``overwrite`` from another.
 """
 
 from __future__ import annotations
@@ -47,28 +48,27 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import threading
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from rdask.errors import OutputError, ResumeError
-from rdask.io.objectstore import (
+from rdask.cloud.objectstore import (
     chunk_metadata,
     delete_keys,
     list_keys,
     put_file,
-    s3_reason,
     zarr_array,
 )
-from rdask.io.remote import S3Endpoint, check_options, staging_path
-from rdask.io.zarrsource import DATA, ZarrSource
+from rdask.cloud.s3 import S3Endpoint, reason
+from rdask.errors import OutputError, ResumeError
+from rdask.io.remote import check_options
+from rdask.io.zarr import DATA, ZarrSource
 from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
 from rdask.outputs.journal import Checkpoints, Journal, partial_paths
 from rdask.outputs.options import WriteOptions
-from rdask.outputs.zarrlayout import (
+from rdask.outputs.staging import s3_staging_path
+from rdask.outputs.zarr.layout import (
     Layout,
     Level,
     check_resumable,
@@ -77,45 +77,25 @@ from rdask.outputs.zarrlayout import (
     level_job,
     make_overviews,
     overview_levels,
+    zarr_asked,
     zarr_chunks,
 )
 from rdask.recipe import Region
+
+
+def accepts(target: str, options: WriteOptions) -> bool:
+    """A Zarr store at ``s3://bucket/prefix/x.zarr`` (see
+    :func:`~rdask.outputs.zarr.layout.zarr_asked`)."""
+    return zarr_asked(target, options) and target.startswith("s3://")
+
+
+def open(spec: OutputSpec) -> ZarrS3Output:  # noqa: A001
+    return ZarrS3Output(spec)
 
 #: The documents that make a node visible; the root's are written last.
 METADATA = ("zarr.json", ".zgroup", ".zarray", ".zattrs", ".zmetadata")
 #: Upload order within one node: attributes, then the node itself, v3 last.
 _RANK = {".zattrs": 0, ".zarray": 1, ".zgroup": 1, ".zmetadata": 2, "zarr.json": 3}
-
-
-# This process's chunk writes in flight, per job: a failed job's tasks may
-# still be writing when it aborts (the scheduler does not wait for them), and
-# a chunk landing after the abort deleted the job's keys would stay behind.
-_writes = threading.Condition()
-_inflight: dict[str, int] = {}
-_stopped: set[str] = set()
-
-
-def _begin(job: str, target: str) -> None:
-    with _writes:
-        if job in _stopped:
-            raise OutputError(f"{target}: write after the job was stopped")
-        _inflight[job] = _inflight.get(job, 0) + 1
-
-
-def _end(job: str) -> None:
-    with _writes:
-        _inflight[job] -= 1
-        if not _inflight[job]:
-            del _inflight[job]
-            _writes.notify_all()
-
-
-def stop_writes(job: str, timeout: float = 60.0) -> bool:
-    """Refuse further writes of ``job`` in this process and wait for those
-    under way; False if some were still running after ``timeout`` seconds."""
-    with _writes:
-        _stopped.add(job)
-        return _writes.wait_for(lambda: job not in _inflight, timeout)
 
 
 @dataclass(frozen=True)
@@ -136,17 +116,13 @@ class S3ZarrWriter:
     array: str
     metadata: str  # the array's zarr.json without attributes
     target: str = ""
-    job: str = ""  # a token naming the job, so its abort can wait for its writes
 
     def __call__(self, block: np.ndarray, region: Region) -> S3Written:
-        _begin(self.job, self.target or self.url)
         try:
             arr = zarr_array(self.url, self.endpoint, self.array, self.metadata, read_only=False)
             arr[region] = block
         except Exception as exc:  # noqa: BLE001 - one line naming the store, no secrets
-            raise OutputError(f"cannot write {self.target or self.url}: {s3_reason(exc)}") from None
-        finally:
-            _end(self.job)
+            raise OutputError(f"cannot write {self.target or self.url}: {reason(exc)}") from None
         return S3Written(block.nbytes)
 
 
@@ -185,9 +161,8 @@ class ZarrS3Output:
         check_options(options)  # secrets come from each process's environment
         self.url = spec.target.rstrip("/")
         self.endpoint = S3Endpoint.from_options(options)
-        self.staged, journal_path = partial_paths(staging_path(self.url))
+        self.staged, journal_path = partial_paths(s3_staging_path(self.url))
         self.partial = self.url  # what a resume finishes
-        self.token = uuid.uuid4().hex
         self.grid = ChunkGrid(spec.chunks)
         self.main = Level("", spec.shape, spec.meta.transform,
                           zarr_chunks(spec.shape, spec.chunks, opts.blocksize))
@@ -229,8 +204,8 @@ class ZarrS3Output:
             raise
         except Exception as exc:  # noqa: BLE001 - a local or an S3 error, in one line
             self.abort(keep_partial=resuming)
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else s3_reason(exc)
-            raise OutputError(f"cannot write {self.url}: {reason}") from None
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else reason(exc)
+            raise OutputError(f"cannot write {self.url}: {why}") from None
         except BaseException:
             self.abort(keep_partial=resuming)
             raise
@@ -242,11 +217,11 @@ class ZarrS3Output:
         try:
             return list_keys(self.url, self.endpoint)
         except Exception as exc:  # noqa: BLE001 - one line, no secrets
-            raise OutputError(f"cannot write {self.url}: {s3_reason(exc)}") from None
+            raise OutputError(f"cannot write {self.url}: {reason(exc)}") from None
 
     def _writer(self, level: Level) -> S3ZarrWriter:
         meta = chunk_metadata(os.path.join(self.staged, level.data))
-        return S3ZarrWriter(self.url, self.endpoint, level.data, meta, self.spec.target, self.token)
+        return S3ZarrWriter(self.url, self.endpoint, level.data, meta, self.spec.target)
 
     def _staged_files(self) -> list[str]:
         out = []
@@ -302,7 +277,7 @@ class ZarrS3Output:
         except OutputError:
             raise
         except Exception as exc:  # noqa: BLE001 - one line, no secrets
-            raise OutputError(f"cannot finish {self.url}: {s3_reason(exc)}") from None
+            raise OutputError(f"cannot finish {self.url}: {reason(exc)}") from None
         size = sum(n for k, n in keys.items() if k not in stale and k not in files)
         size += sum(os.path.getsize(os.path.join(self.staged, f)) for f in files)
 
@@ -312,7 +287,7 @@ class ZarrS3Output:
             except OutputError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one line, no secrets
-                raise OutputError(f"cannot finish {self.url}: {s3_reason(exc)}") from None
+                raise OutputError(f"cannot finish {self.url}: {reason(exc)}") from None
             self.journal.close(remove=True)
             _remove_tree(self.staged)
             with contextlib.suppress(OSError):
@@ -328,7 +303,7 @@ class ZarrS3Output:
         source = ZarrSource.of_array(self.url, above.data, endpoint=self.endpoint, metadata=meta)
         job = level_job(source, level, opts.overview_resampling, self.spec.meta.nodata, opts.blocksize,
                         chunk_mb)
-        run(job, _LevelOutput(self._writer(level), self.url))
+        run(job, S3LevelSink(self._writer(level), self.url))
 
     def abort(self, *, keep_partial: bool = False) -> bool:
         """Stop; keep the chunks, staged metadata and journal for a resume,
@@ -338,9 +313,7 @@ class ZarrS3Output:
             with contextlib.suppress(OSError):
                 self.checkpoints.flush()
         else:
-            # Threads of this process still writing chunks finish first (a
-            # cluster worker's write under way may still land: see the docstring).
-            stop_writes(self.token)
+            # The job's runner has waited for every task still writing.
             with contextlib.suppress(Exception):
                 files = set(self._staged_files())
                 keys = list_keys(self.url, self.endpoint)
@@ -350,7 +323,7 @@ class ZarrS3Output:
         return keep_partial and os.path.exists(self.journal.path)
 
 
-class _LevelOutput:
+class S3LevelSink:
     """An overview level's chunks, run through the job's scheduler."""
 
     def __init__(self, writer: S3ZarrWriter, url: str) -> None:

@@ -1,7 +1,7 @@
 """``s3://bucket/key`` GeoTIFFs whose tiles the tasks upload themselves, as
 the parts of one S3 multipart upload.
 
-The staged output (:mod:`.s3staged`) builds the file on the client's disk,
+The staged output (:mod:`.staged`) builds the file on the client's disk,
 so on a cluster every encoded tile crosses to the client. Here the client
 only creates the multipart upload; each chunk's task encodes its tiles
 (:mod:`.tiles`, as the GTiff output's) and uploads them as one part
@@ -31,7 +31,7 @@ only creates the multipart upload; each chunk's task encodes its tiles
   CompleteMultipartUpload. A failure or Ctrl-C aborts the upload, unless
   ``resume`` keeps it for the resume.
 * Resume: the upload id and each chunk's part or piece are journaled on
-  the client's disk (:mod:`.partjournal`, one locked file per URL). A
+  the client's disk (:mod:`.journal`, one locked file per URL). A
   resume keeps only the chunks whose part ListParts shows with the same
   ETag and size, or whose piece one LIST of the prefix shows with the same
   size, and recomputes the others; an upload that is gone means starting
@@ -39,10 +39,10 @@ only creates the multipart upload; each chunk's task encodes its tiles
   are overwritten or, unnamed, dropped by the completion). A job without
   ``resume`` aborts what a killed job left on the key, pieces included.
 
-What this output cannot do goes to :mod:`.s3staged`: what only GDAL can
+What this output cannot do goes to :mod:`.staged`: what only GDAL can
 encode (masks, other codecs) and rasters under 5 MiB of pixels (one part's
 worth: nothing to spread; the staged upload is one PUT). COGs are
-:mod:`.s3cog`, which adds the overview levels to this output.
+:mod:`.cog`, which adds the overview levels to this output.
 """
 
 from __future__ import annotations
@@ -55,45 +55,51 @@ from typing import Any
 
 import numpy as np
 
+from rdask.cloud.multipart import MAX_PARTS, MIN_PART, MultipartUpload, check_key
+from rdask.cloud.s3 import S3Endpoint, split_s3
 from rdask.errors import OutputError
-from rdask.io.remote import S3Upload, staging_path
-from rdask.outputs import s3staged
+from rdask.io.remote import check_options
 from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
-from rdask.outputs.gdalsink import create_dataset, gdal_env
-from rdask.outputs.gtiff import IndexLocation, encoder_of
 from rdask.outputs.options import WriteOptions
-from rdask.outputs.partjournal import PartJournal
-from rdask.outputs.parts import (
-    MAX_PARTS,
-    MIN_PART,
+from rdask.outputs.s3.journal import PartJournal
+from rdask.outputs.s3.parts import (
     Assemble,
-        Part,
+    Part,
     PartNumbers,
     PartPlan,
     PartWriter,
     Piece,
-    Upload,
+    complete,
+    delete_pieces,
+    pieces_listed,
     plan_parts,
     token,
 )
-from rdask.outputs.s3levels import delete_pieces
 from rdask.outputs.sidecar import sidecars
-from rdask.outputs.staging import unlink_quietly
-from rdask.outputs.tiles import TileEncoder
+from rdask.outputs.staging import s3_staging_path, unlink_quietly
+from rdask.outputs.tiff.gdal import create_dataset, gdal_env
+from rdask.outputs.tiff.gtiff import IndexLocation, encoder_of
+from rdask.outputs.tiff.tiles import TileEncoder
 from rdask.recipe import ChunkJob, ComputeTask, Region
 
 log = logging.getLogger("rdask")
 
 
 def accepts(target: str, options: WriteOptions) -> bool:
-    """An S3 GeoTIFF (:func:`open` hands what it cannot write to :mod:`.s3staged`)."""
+    """An S3 GeoTIFF (what :func:`takes` refuses, :mod:`.staged` writes)."""
     return target.startswith("s3://") and options.driver == "GTiff"
 
 
-def open(spec: OutputSpec) -> Any:  # noqa: A001
-    """Parts uploaded by the tasks when rdask encodes the tiles, else the staged upload."""
+def takes(spec: OutputSpec) -> bool:
+    """Whether the tasks can upload this job's tiles as parts (see :func:`parts_encoder`)."""
+    return parts_encoder(spec) is not None
+
+
+def open(spec: OutputSpec) -> PartsOutput:  # noqa: A001
+    """Parts uploaded by the tasks."""
     encoder = parts_encoder(spec)
-    return s3staged.open(spec) if encoder is None else PartsOutput(spec, encoder)
+    assert encoder is not None
+    return PartsOutput(spec, encoder)
 
 
 def parts_encoder(spec: OutputSpec) -> TileEncoder | None:
@@ -118,16 +124,17 @@ class PartsOutput:
     def __init__(self, spec: OutputSpec, encoder: TileEncoder, *, first: int = 2) -> None:
         """``first``: the chunks' first part number (a COG's levels come before them)."""
         self.spec, self.url = spec, spec.target
-        self.s3 = S3Upload(spec.target, dict(spec.gdal_options))  # refuses secret options
+        check_options(dict(spec.gdal_options))  # refuses secret options
+        self.endpoint = S3Endpoint.from_options(dict(spec.gdal_options))
         self.grid = ChunkGrid(spec.chunks)
         self.numbers = PartNumbers.of(spec.chunks, first=first)
         check_part_count(self.url, self.numbers.last)
-        base = staging_path(self.url)
+        base = s3_staging_path(self.url)
         self.header_path = base + ".header.tif"
         self.journal = PartJournal(base + ".rdask-parts", self.url)
         self.partial = f"{self.url} (its multipart upload, journaled in {self.journal.path})"
         self.parts: dict[int, Part | Piece] = {}  # by the chunk's part number
-        self.upload: Upload | None = None
+        self.upload: MultipartUpload | None = None
         self._closed = False
         try:
             self.index = self._make_header(encoder)
@@ -157,25 +164,26 @@ class PartsOutput:
                               "pass --co BIGTIFF=YES")
         return index
 
-    def _open_upload(self) -> Upload:
+    def _open_upload(self) -> MultipartUpload:
         """Continue the journaled upload (``resume``) or start a new one."""
-        opts, s3 = self.spec.options, self.s3
+        opts, endpoint = self.spec.options, self.endpoint
         upload_id, recorded = self.journal.read(self.spec.job) if opts.resume else (None, {})
-        s3.check(overwrite=opts.overwrite, keep=upload_id)
+        check_key(endpoint, self.url, overwrite=opts.overwrite)
+        MultipartUpload.abort_stale(endpoint, self.url, keep=upload_id)  # what killed jobs left
         if upload_id is not None:
-            upload = Upload(s3.endpoint, s3.bucket, s3.key, upload_id)
+            upload = MultipartUpload(endpoint, *split_s3(self.url), upload_id)
             listed = upload.listed()
             if listed is not None:
                 self.journal.start(self.spec.job, upload_id)
                 delete_pieces(upload, keep=token(upload_id))  # other killed jobs' pieces
-                self._adopt(recorded, listed, upload.pieces_listed() if any(
+                self._adopt(recorded, listed, pieces_listed(upload) if any(
                     isinstance(p, Piece) for p in recorded.values()) else {})
                 log.info("resuming %s: %d chunks already uploaded", self.url, len(self.parts))
                 return upload
             log.info("the multipart upload of %s is gone; starting from scratch", self.url)
         elif opts.resume:
             log.info("nothing to resume for %s; starting from scratch", self.url)
-        upload = Upload.create(s3.endpoint, s3.bucket, s3.key)
+        upload = MultipartUpload.create(endpoint, self.url)
         self.journal.start(self.spec.job, upload.upload_id)
         delete_pieces(upload, keep=token(upload.upload_id))  # killed jobs' pieces
         return upload
@@ -234,7 +242,7 @@ class PartsOutput:
         assert upload is not None
 
         def publish() -> Committed:
-            upload.complete(parts)
+            complete(upload, parts)
             self.finish()
             return Committed(self.url, summary(self.url, plan))
 

@@ -1,6 +1,6 @@
 """``s3://bucket/key`` COGs whose tiles, overviews included, the tasks upload
-as multipart parts: the S3 GeoTIFF output (:mod:`.s3parts`) plus
-``nearest`` overview levels built where the tasks run (:mod:`.s3levels`).
+as multipart parts: the S3 GeoTIFF output (:mod:`.gtiff`) plus
+``nearest`` overview levels built where the tasks run (:mod:`.levels`).
 
 * Part numbers: 1 is the header (every IFD, as a COG wants them first),
   then the levels from the smallest to the largest, then the full
@@ -8,14 +8,14 @@ as multipart parts: the S3 GeoTIFF output (:mod:`.s3parts`) plus
   known when the output opens, so its range of part numbers is reserved
   then (and the 10,000-part limit checked before any work).
 * The main pass is the GeoTIFF output's, its writer wrapped in a
-  :class:`~.s3levels.PieceTap` that stores each chunk's level-1 picks. On
+  :class:`~.levels.PieceTap` that stores each chunk's level-1 picks. On
   commit each large level is a chunk job run through ``run``: its chunks
   are read from the pieces, their tiles uploaded as parts (or chunk pieces,
-  grouped at commit with the main pass's, as :mod:`.s3parts` does), the
+  grouped at commit with the main pass's, as :mod:`.gtiff` does), the
   next level's pieces written.
 * The smallest levels (as many as fit in 5 MiB, at their worst encoded
   size) have no part numbers: one task builds them in memory from their
-  pieces and stores their tiles as one chunk piece (:class:`~.s3levels.
+  pieces and stores their tiles as one chunk piece (:class:`~.levels.
   TailLevels`), which part 1 takes right after the IFDs, where a COG keeps
   its smallest overviews.
 * Each grid's first chunk is a piece (:class:`~.parts.PartWriter`) and the
@@ -25,7 +25,7 @@ as multipart parts: the S3 GeoTIFF output (:mod:`.s3parts`) plus
   ``BLOCK_ORDER=ROW_MAJOR`` only when every grid's chunks stay in order.
 * The IFDs are GDAL's: the main image's and one GeoTIFF per level are
   created sparse on the client, as the local COG's are, and
-  :mod:`.coglayout` lays them out with the tile offsets from the parts. A
+  :mod:`~rdask.outputs.tiff.coglayout` lays them out with the tile offsets from the parts. A
   level's tiles are in chunk order, so the ghost header claims
   ``BLOCK_ORDER=ROW_MAJOR`` only when every grid has a single chunk column
   (and the groups kept its chunks in order).
@@ -33,7 +33,7 @@ as multipart parts: the S3 GeoTIFF output (:mod:`.s3parts`) plus
   of the interrupted upload are kept for it, any other job's are deleted.
 
 Other resamplings than ``nearest`` need GDAL's overview builder, on the
-whole file: :mod:`.s3staged` writes them.
+whole file: :mod:`.staged` writes them.
 """
 
 from __future__ import annotations
@@ -47,13 +47,22 @@ import numpy as np
 
 from rdask.errors import OutputError
 from rdask.meta import RasterMeta
-from rdask.outputs import s3staged
 from rdask.outputs.base import OutputSpec, Publish, RunChunks
-from rdask.outputs.coglayout import header_and_ifds, layout_ifds, overview_factors, read_ifds
-from rdask.outputs.gdalsink import create_dataset, gdal_env
 from rdask.outputs.options import WriteOptions
-from rdask.outputs.overviews import FromPieces
-from rdask.outputs.parts import (
+from rdask.outputs.s3.gtiff import (
+    Collect,
+    PartsOutput,
+    parts_encoder,
+    run_parts,
+)
+from rdask.outputs.s3.levels import (
+    PieceTap,
+    S3Pieces,
+    Tail,
+    TailLevels,
+    tail_bound,
+)
+from rdask.outputs.s3.parts import (
     MIN_PART,
     Assemble,
     Part,
@@ -63,34 +72,28 @@ from rdask.outputs.parts import (
     Piece,
     plan_parts,
 )
-from rdask.outputs.s3levels import (
-    PieceTap,
-    S3Pieces,
-    Tail,
-    TailLevels,
-    tail_bound,
-)
-from rdask.outputs.s3parts import (
-    Collect,
-    PartsOutput,
-    parts_encoder,
-    run_parts,
-)
 from rdask.outputs.staging import unlink_quietly
-from rdask.outputs.tiles import TileEncoder
+from rdask.outputs.tiff.coglayout import header_and_ifds, layout_ifds, overview_factors, read_ifds
+from rdask.outputs.tiff.gdal import create_dataset, gdal_env
+from rdask.outputs.tiff.overviews import FromPieces
+from rdask.outputs.tiff.tiles import TileEncoder
 from rdask.plan import plan_chunks
 from rdask.recipe import ChunkJob, ComputeTask, Region
 
 
 def accepts(target: str, options: WriteOptions) -> bool:
-    """An S3 COG (:func:`open` hands what it cannot write to :mod:`.s3staged`)."""
+    """An S3 COG (what :func:`takes` refuses, :mod:`.staged` writes)."""
     return target.startswith("s3://") and options.driver == "COG"
 
 
-def open(spec: OutputSpec) -> Any:  # noqa: A001
+def takes(spec: OutputSpec) -> bool:
+    """Whether the tasks can upload this job's tiles and nearest levels as parts."""
+    return parts_encoder(spec) is not None and spec.options.overview_resampling == "nearest"
+
+
+def open(spec: OutputSpec) -> CogParts:  # noqa: A001
     encoder = parts_encoder(spec)
-    if encoder is None or spec.options.overview_resampling != "nearest":
-        return s3staged.open(spec)
+    assert encoder is not None
     return CogParts(spec, encoder)
 
 

@@ -10,32 +10,32 @@ transform), else GeoZarr's ``proj:`` / ``spatial:`` attributes, else GDAL's
 ``_CRS`` and the pixel-centre ``x`` / ``y`` coordinates.
 
 A store at ``s3://bucket/prefix/x.zarr`` is read through zarr's
-``ObjectStore`` (:mod:`rdask.io.objectstore`): the source carries the URL and
+``ObjectStore`` (:mod:`rdask.cloud.objectstore`): the source carries the URL and
 the S3 endpoint, each process connects with its own credentials.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import os
 import struct
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from rdask.cloud.s3 import S3Endpoint, reason
 from rdask.errors import RasterOpenError, first_line
-from rdask.io.remote import S3Endpoint, check_options, is_s3
-from rdask.io.source import SourceShape
+from rdask.io.base import Opened, SourceArray
+from rdask.io.remote import check_options, is_s3
 from rdask.meta import BandMeta, RasterMeta
 
 #: The data variable rdask's Zarr output writes (rioxarray's name for it).
 DATA = "band_data"
-
-_local = threading.local()
-
 
 def is_zarr_path(path: str) -> bool:
     """Whether ``path`` names a Zarr store: a ``.zarr`` suffix, or a local
@@ -49,7 +49,7 @@ def is_zarr_path(path: str) -> bool:
 
 
 @dataclass(frozen=True)
-class ZarrSource(SourceShape):
+class ZarrSource(SourceArray):
     """One array of a Zarr store (a local path, or an ``s3://`` URL with its
     ``endpoint``), read as ``(band, y, x)``. With ``metadata`` (the array's
     ``zarr.json`` text) the array is not looked up in the store: an
@@ -89,13 +89,6 @@ class ZarrSource(SourceShape):
 
         return contextlib.nullcontext()
 
-    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
-        bsl, ysl, xsl = key
-        b0, b1, _ = bsl.indices(self.count)
-        y0, y1, _ = ysl.indices(self.height)
-        x0, x1, _ = xsl.indices(self.width)
-        return self.read(y0, y1, x0, x1, bands=(b0, b1))
-
     def read(self, y0: int, y1: int, x0: int, x1: int, *, bands: tuple[int, int] | None = None) -> np.ndarray:
         """Rows ``y0:y1``, columns ``x0:x1`` of bands ``bands`` (0-based range)."""
         b0, b1 = bands or (0, self.count)
@@ -111,16 +104,34 @@ class ZarrSource(SourceShape):
         return out.astype(self.dtype, copy=False)
 
     def _handle(self) -> Any:
-        cache = getattr(_local, "arrays", None)
-        if cache is None:
-            cache = _local.arrays = {}
-        key = (self.root, self.array, self.stamp)
-        arr = cache.get(key)
+        return open_arrays().get(self)
+
+
+class OpenArrays(threading.local):
+    """This thread's open Zarr arrays (at most 16, then they are all
+    dropped); one per process (:func:`open_arrays`), each thread seeing its own."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[tuple, Any] = {}
+
+    def get(self, source: ZarrSource) -> Any:
+        key = (source.root, source.array, source.stamp)
+        arr = self.arrays.get(key)
         if arr is None:
-            if len(cache) > 16:
-                cache.clear()
-            arr = cache[key] = _open(self.root, self.array, self.endpoint, self.metadata)
+            if len(self.arrays) >= 16:
+                self.arrays.clear()
+            arr = self.arrays[key] = _open(source.root, source.array, source.endpoint, source.metadata)
         return arr
+
+
+def open_arrays() -> OpenArrays:
+    """This process's :class:`OpenArrays`."""
+    return _open_arrays_of(os.getpid())
+
+
+@functools.cache
+def _open_arrays_of(pid: int) -> OpenArrays:
+    return OpenArrays()
 
 
 def _open(root: str, array: str, endpoint: S3Endpoint | None = None, metadata: str = "") -> Any:
@@ -128,7 +139,7 @@ def _open(root: str, array: str, endpoint: S3Endpoint | None = None, metadata: s
 
     try:
         if is_s3(root):
-            from rdask.io.objectstore import zarr_array, zarr_store
+            from rdask.cloud.objectstore import zarr_array, zarr_store
 
             endpoint = endpoint or S3Endpoint.from_options(None)
             if metadata:
@@ -174,6 +185,16 @@ def _stamp(root: str, array: str) -> tuple[float, int]:
     return (0.0, 0)
 
 
+def accepts(paths: Sequence[str]) -> bool:
+    """One Zarr store (see :func:`is_zarr_path`)."""
+    return len(paths) == 1 and is_zarr_path(paths[0])
+
+
+def open(paths: Sequence[str], gdal_options: Mapping[str, Any] | None = None) -> Opened:  # noqa: A001
+    """The Zarr store at ``paths[0]`` (see :func:`open_zarr`)."""
+    return Opened(*open_zarr(paths[0], gdal_options))
+
+
 def open_zarr(path: str, gdal_options: Any = None) -> tuple[ZarrSource, RasterMeta, tuple[int, int]]:
     """The source, metadata and chunk shape ``(y, x)`` of the raster in the
     Zarr store at ``path`` (an ``s3://`` URL too: its endpoint from
@@ -192,15 +213,13 @@ def open_zarr(path: str, gdal_options: Any = None) -> tuple[ZarrSource, RasterMe
         root = os.fspath(path).rstrip("/")
         endpoint = S3Endpoint.from_options(gdal_options)
         try:
-            from rdask.io.objectstore import zarr_store
+            from rdask.cloud.objectstore import zarr_store
 
             group = _open_any(zarr.open_group, zarr_store(root, endpoint), "")
         except FileNotFoundError:
             raise RasterOpenError(f"no Zarr store at {path}") from None
         except Exception as exc:  # noqa: BLE001 - one line naming the store
-            from rdask.io.objectstore import s3_reason
-
-            raise RasterOpenError(f"cannot open {path} as a Zarr store: {s3_reason(exc)}") from None
+            raise RasterOpenError(f"cannot open {path} as a Zarr store: {reason(exc)}") from None
     else:
         root = os.path.abspath(os.fspath(path)).rstrip("/")
         if not os.path.exists(root):

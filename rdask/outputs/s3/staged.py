@@ -13,10 +13,13 @@ import contextlib
 import os
 from dataclasses import replace
 
-from rdask.io.remote import S3Upload, staging_path
-from rdask.outputs import cog, gtiff
+from rdask.cloud.multipart import MultipartUpload, check_key
+from rdask.cloud.s3 import S3Endpoint
+from rdask.io.remote import check_options
 from rdask.outputs.base import Committed, OutputSpec, Publish, RunChunks
 from rdask.outputs.options import WriteOptions
+from rdask.outputs.staging import s3_staging_path
+from rdask.outputs.tiff import cog, gtiff
 from rdask.recipe import Region
 
 
@@ -32,9 +35,11 @@ class StagedUpload:
     """A local output whose commit uploads it (see the module docstring)."""
 
     def __init__(self, spec: OutputSpec) -> None:
-        self.upload = S3Upload(spec.target, dict(spec.gdal_options))
-        self.upload.check(overwrite=spec.options.overwrite)
-        local = staging_path(spec.target)
+        check_options(dict(spec.gdal_options))  # as for inputs: secrets come from the environment
+        self.endpoint = S3Endpoint.from_options(dict(spec.gdal_options))
+        check_key(self.endpoint, spec.target, overwrite=spec.options.overwrite)
+        MultipartUpload.abort_stale(self.endpoint, spec.target)  # what killed jobs left
+        local = s3_staging_path(spec.target)
         if not spec.options.resume:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(local)
@@ -42,7 +47,7 @@ class StagedUpload:
         self.inner = (cog if spec.options.driver == "COG" else gtiff).open(local_spec)
         self.writer = self.inner.writer
         self.partial = self.inner.partial
-        self._sent: tuple[str, list] | None = None  # an upload whose parts are sent
+        self._upload: MultipartUpload | None = None  # its parts sent, not completed
         self.url = spec.target
 
     def is_done(self, region: Region) -> bool:
@@ -55,21 +60,21 @@ class StagedUpload:
         """Finish the local file and upload its parts; publishing completes the upload."""
         local = self.inner.commit(run)()
         try:
-            self._sent = self.upload.send(local.path)
+            self._upload = MultipartUpload.create(self.endpoint, self.url)
+            parts = self._upload.send_file(local.path)
         finally:
             os.unlink(local.path)
 
         def publish() -> Committed:
-            assert self._sent is not None
-            upload_id, parts = self._sent
-            self._sent = None
-            self.upload.complete(upload_id, parts)
+            assert self._upload is not None
+            self._upload.complete(parts)
+            self._upload = None
             return Committed(self.url, local.bytes)
 
         return publish
 
     def abort(self, *, keep_partial: bool = False) -> bool:
-        if self._sent is not None:
-            self.upload.abort(self._sent[0])
-            self._sent = None
+        if self._upload is not None:
+            self._upload.abort()
+            self._upload = None
         return self.inner.abort(keep_partial=keep_partial)
