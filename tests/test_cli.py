@@ -174,7 +174,7 @@ def test_bad_inputs(tmp_path, case):
     proc = rdask_cli("run", "reverse-bands", bad, out)
     assert_one_line_error(proc, str(bad))
     expected = {"missing": "no such file", "directory": "is a directory", "empty": "empty file",
-                "text": "not a raster", "truncated": ""}[case]
+                "text": "not a raster", "truncated": "cannot open"}[case]
     assert expected in proc.stderr
     assert not out.exists()
     no_leftovers(tmp_path)
@@ -286,7 +286,7 @@ def test_stack_inputs_on_the_command_line(tmp_path):
     red, nir = read(a)[0].astype(np.float64), read(b)[0].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         expected = ((nir - red) / (nir + red)).astype(np.float32)
-    assert np.allclose(read(out)[0], expected, equal_nan=True, rtol=1e-6)
+    assert np.array_equal(read(out)[0], expected, equal_nan=True)
 
 
 def test_demo_runs(tmp_path):
