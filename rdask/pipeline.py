@@ -227,8 +227,8 @@ def job_id(job: ChunkJob, meta: RasterMeta, options: WriteOptions, source: JobIn
     crs = meta.crs.to_wkt() if meta.crs else None
     # repr of a float: a NumPy scalar nodata and a plain float give one job.
     nodata = None if meta.nodata is None else repr(float(meta.nodata))
-    opts = tokenize(str(job.dtype), options.blocksize, options.compress, options.creation_options,
-                    crs, tuple(meta.transform), nodata)
+    opts = tokenize(str(job.dtype), options.blocksize, options.compress, options.codec_level,
+                    options.creation_options, crs, tuple(meta.transform), nodata)
     return JobId(source.input, source.kernel, opts, tokenize(job.shape, job.chunks))
 
 
