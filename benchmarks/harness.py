@@ -17,7 +17,7 @@ from pathlib import Path
 
 from checks import Note
 from measure import RunResult, run_measured
-from workloads import Case, Contender, Ref, Target
+from model import Case, Contender, Ref, Target
 
 OK, FAILED, WRONG = "ok", "FAILED", "WRONG"
 
@@ -52,7 +52,7 @@ class ContenderResult:
         return self.status == OK and bool(self.runs)
 
     def metric(self, name: str, cores: int) -> float | None:
-        """Summary ``name`` (see :data:`workloads.METRICS`) over the timed runs.
+        """Summary ``name`` (see :data:`model.METRICS`) over the timed runs.
 
         Times are medians; memory is the maximum over the runs.  ``ns_px``
         takes the fastest run (and the start-up row's fastest): other users

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
 from harness import OK, ContenderResult, Verdict
-from workloads import METRICS, Case
+from model import METRICS, Case
 
 #: Share of the machine used by other processes above which a table warns.
 NOISY_PERCENT = 15.0
@@ -47,7 +47,7 @@ def case_table(case: Case, results: Mapping[str, ContenderResult], cores: int) -
 
     A ratio column ``vs X`` divides each contender's median wall time by
     X's: below 1 is faster than X.  Cases whose contenders know their
-    pixels (W9) get an ``ns/px`` column (see ``workloads.METRICS``).
+    pixels (W9) get an ``ns/px`` column (see ``model.METRICS``).
     """
     refs = [r for r in case.references if results.get(r) and results[r].timed]
     per_pixel = any(res.pixels for res in results.values())

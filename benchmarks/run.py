@@ -23,9 +23,11 @@ from pathlib import Path
 import baseline
 import machine
 import report
+from context import HERE, REPO, Context
 from harness import evaluate, run_case
 from measure import run_measured
-from workloads import HERE, REGISTRY, REPO, Context, Workload
+from registry import Workload
+from workloads import REGISTRY
 
 #: Runs of ``rdask --help`` whose median is reported.
 HELP_RUNS = 5

@@ -7,7 +7,7 @@ band a :class:`BandMeta` (description, scale, offset, unit, colour
 interpretation, colour table, tags, its value in ``NODATA_VALUES``). It is read once when a file is opened
 (:mod:`rdask.io.inspect`), follows the bands through every kernel
 (:meth:`RasterMeta.for_bands`) and is written by the output
-(:mod:`rdask.outputs.gdalmeta`). Values are tuples so the object is
+(:mod:`rdask.outputs.tiff.gdalmeta`). Values are tuples so the object is
 hashable and gives a stable dask token.
 """
 

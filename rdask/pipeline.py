@@ -20,14 +20,17 @@ from dask.base import tokenize
 
 from rdask.chain import is_chain, parse_chain
 from rdask.errors import OutputError
-from rdask.io.source import RasterSource
+from rdask.interrupts import JobSignals, job_signals
+from rdask.io.base import Source
 from rdask.io.warped import DEFAULT_ERROR_THRESHOLD
 from rdask.kernels import Kernel
 from rdask.meta import RasterMeta
 from rdask.outputs import OutputSpec, kind_for, open_output
+from rdask.outputs.base import Committed, Output
 from rdask.outputs.journal import JobId
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.staging import check_target
+from rdask.pauses import pause
 from rdask.plan import CLUSTER_CHUNK_MB, DEFAULT_CHUNK_MB
 from rdask.progress import TerminalProgress
 from rdask.recipe import (
@@ -41,7 +44,7 @@ from rdask.recipe import (
     warp,
     warp_args,
 )
-from rdask.schedule import open_runner, parse_scheduler
+from rdask.schedule import Runner, open_runner, parse_scheduler
 
 #: ``progress=``: True for a bar on stderr, or ``callable(pixels_done, pixels_total)``.
 Progress = bool | Callable[[int, int], None]
@@ -71,17 +74,17 @@ class Result:
 
 
 @dataclass(frozen=True)
-class Source:
+class JobInputs:
     """What a job's chunks are computed from, for its fingerprint and mask:
     ``input``/``kernel`` tokens a resumed job must match, and the source of
     the per-dataset mask the output carries (or None)."""
 
     input: str
     kernel: str
-    mask: RasterSource | None = None
+    mask: Source | None = None
 
     @classmethod
-    def of(cls, recipe: Recipe) -> Source:
+    def of(cls, recipe: Recipe) -> JobInputs:
         return cls(tokenize(recipe.source), tokenize(recipe.steps), recipe.mask_source)
 
 
@@ -161,12 +164,12 @@ def process(
                                chunk_mb=_target_mb(chunk_mb, sched.distributed)))
         else:
             recipe = extend(recipe, k, **args)
-    return write(recipe.job(), recipe.meta, dst, opts, Source.of(recipe), scheduler=scheduler,
+    return write(recipe.job(), recipe.meta, dst, opts, JobInputs.of(recipe), scheduler=scheduler,
                  workers=workers, progress=progress, gdal_options=gdal_options)
 
 
 def write(job: ChunkJob, meta: RasterMeta, dst: str | os.PathLike, options: WriteOptions,
-          source: Source, *, scheduler: Any = "threads", workers: int | None = None,
+          source: JobInputs, *, scheduler: Any = "threads", workers: int | None = None,
           progress: Progress = False, gdal_options: Mapping[str, Any] | None = None) -> Result:
     """Compute every chunk of ``job`` into the output at ``dst``; commit it.
 
@@ -177,26 +180,26 @@ def write(job: ChunkJob, meta: RasterMeta, dst: str | os.PathLike, options: Writ
     _check_output(dst, options)
     total = job.shape[1] * job.shape[2]
     t0 = time.perf_counter()
-    with open_runner(scheduler, workers) as runner:
+    with job_signals() as signals, open_runner(scheduler, workers) as runner:
         spec = OutputSpec(
             target=dst, shape=job.shape, dtype=job.dtype, chunks=job.chunks, meta=meta,
             options=options, job=job_id(job, meta, options, source), threads=runner.threads,
             shares_files=runner.shares_files, mask=source.mask,
             gdal_options=tuple(sorted((gdal_options or {}).items())),
         )
-        output = open_output(spec)
         report = _Reporter(progress, total)
+        output: Output | None = None
         try:
-            # Chunks an interrupted job already wrote (on resume) count as done.
-            resumed = sum(region_pixels(r) for r in chunk_regions(job.chunks) if output.is_done(r))
-            report.resumed(resumed)
-            done = resumed + runner.run(job, output, report.add)
-            if done != total:
-                raise OutputError(f"{dst}: only {done} of {total} pixels were written")
-            committed = output.commit(runner.run)
+            with signals.deferred():  # a signal here is raised once the output can be aborted
+                output = open_output(spec)
+            resumed, committed = _run_job(job, output, runner, signals, report, total, dst)
         except BaseException as exc:
-            if output.abort(keep_partial=options.resume):
-                exc.add_note(f"partial output kept for --resume: {output.partial}")
+            # Every task still writing is waited for before anything is removed.
+            with signals.aborting():
+                pause("abort")
+                runner.fence()
+                if output is not None and output.abort(keep_partial=options.resume):
+                    exc.add_note(f"partial output kept for --resume: {output.partial}")
             raise
         finally:
             report.close()
@@ -204,14 +207,32 @@ def write(job: ChunkJob, meta: RasterMeta, dst: str | os.PathLike, options: Writ
     return Result(committed.path, time.perf_counter() - t0, total, committed.bytes, nchunks, resumed)
 
 
-def job_id(job: ChunkJob, meta: RasterMeta, options: WriteOptions, source: Source) -> JobId:
+def _run_job(job: ChunkJob, output: Output, runner: Runner, signals: JobSignals, report: _Reporter,
+             total: int, dst: str) -> tuple[int, Committed]:
+    """Compute and record every chunk, commit, publish; return the pixels an
+    earlier run had written and what was published."""
+    # Chunks an interrupted job already wrote (on resume) count as done.
+    resumed = sum(region_pixels(r) for r in chunk_regions(job.chunks) if output.is_done(r))
+    report.resumed(resumed)
+    done = resumed + runner.run(job, output, report.add)
+    if done != total:
+        raise OutputError(f"{dst}: only {done} of {total} pixels were written")
+    pause("commit")
+    publish = output.commit(runner.run)
+    pause("publish")
+    with signals.publishing():
+        pause("publishing")
+        return resumed, publish()
+
+
+def job_id(job: ChunkJob, meta: RasterMeta, options: WriteOptions, source: JobInputs) -> JobId:
     """Fingerprints a resumed job must match: input, kernel chain, output
     options and georeferencing, chunk plan."""
     crs = meta.crs.to_wkt() if meta.crs else None
     # repr of a float: a NumPy scalar nodata and a plain float give one job.
     nodata = None if meta.nodata is None else repr(float(meta.nodata))
-    opts = tokenize(str(job.dtype), options.blocksize, options.compress, options.creation_options,
-                    crs, tuple(meta.transform), nodata)
+    opts = tokenize(str(job.dtype), options.blocksize, options.compress, options.codec_level,
+                    options.creation_options, crs, tuple(meta.transform), nodata)
     return JobId(source.input, source.kernel, opts, tokenize(job.shape, job.chunks))
 
 

@@ -2,7 +2,7 @@
 chunk tasks a scheduler runs.
 
 A :class:`Recipe` is what a file-backed raster is made of: its
-:class:`~rdask.io.source.RasterSource`, the chunk plan, the kernel steps
+:class:`~rdask.io.files.Source`, the chunk plan, the kernel steps
 applied so far and the :class:`~rdask.meta.RasterMeta` its output carries.
 :func:`open_recipe` reads metadata only; :func:`extend` adds a kernel step.
 A :class:`ChunkReader` computes one chunk: it reads the chunk's window grown
@@ -30,21 +30,16 @@ from dask.base import tokenize
 
 from rdask.config import WARP_RESAMPLINGS
 from rdask.errors import KernelError, RasterMismatchError, RasterOpenError
-from rdask.io.inspect import FileInfo, inspect
-from rdask.io.remote import S3Endpoint, check_options, is_remote, is_s3, network_defaults
-from rdask.io.source import (
-    DEFAULT_GDAL_OPTIONS,
-    FileBands,
-    RasterSource,
-    SourceShape,
-    merge_options,
-    redact,
-)
+from rdask.io.base import Source, open_source
+from rdask.io.files import stack_meta
+from rdask.io.inspect import FileInfo
+from rdask.io.paths import redact
 from rdask.io.stack import StackSource
+from rdask.io.steps import StepsSource
 from rdask.io.warped import DEFAULT_ERROR_THRESHOLD, Grid, target_grid, warped
-from rdask.io.zarrsource import is_zarr_path, open_zarr
 from rdask.kernels import Kernel, as_kernel
 from rdask.meta import RasterMeta, nodata_fits
+from rdask.pauses import pause
 from rdask.plan import DEFAULT_CHUNK_MB, ChunkPlan, plan_chunks
 
 #: A chunk's place: ``(bands, rows, cols)`` slices.
@@ -73,7 +68,7 @@ class Recipe:
     result, as the dask name of the array that :mod:`rdask.xr` wraps it in.
     """
 
-    source: RasterSource
+    source: Source
     plan: ChunkPlan
     block: tuple[int, int]
     meta: RasterMeta
@@ -101,7 +96,7 @@ class Recipe:
         return bands * height * width * self.dtype.itemsize
 
     @property
-    def mask_source(self) -> RasterSource | None:
+    def mask_source(self) -> Source | None:
         """Where the output's per-dataset mask comes from: the single input
         file's own, while the band count is kept; else None."""
         src = self.source
@@ -147,30 +142,12 @@ def open_recipe(
     if grid is not None:
         return _open_on_grid(paths, grid, resampling, chunk_mb=chunk_mb, tile=tile,
                              gdal_options=gdal_options, error_threshold=grid_et)
-    if len(paths) == 1 and is_zarr_path(paths[0]):
-        # A Zarr store, read through the zarr package; chunks align to its chunks.
-        zsource, zmeta, zblock = open_zarr(paths[0], gdal_options)
-        explicit = None if chunks == "auto" else tuple(chunks)  # type: ignore[arg-type]
-        plan = plan_chunks((zsource.height, zsource.width), zsource.count, zsource.dtype, zblock,
-                           chunk_mb=chunk_mb, tile=tile, chunks=explicit)
-        return _named(Recipe(zsource, plan, zblock, zmeta, np.dtype(zsource.dtype)))
-    options = _read_options(paths, gdal_options)
-    infos = [inspect(p, options) for p in paths]
-    _check_stack(infos)
-    first = infos[0]
-    source = RasterSource(
-        files=tuple(FileBands(i.path, i.bands, i.stamp) for i in infos),
-        height=first.shape[0],
-        width=first.shape[1],
-        dtype=_one_dtype(infos),
-        gdal_options=options,
-        per_dataset_mask=len(infos) == 1 and first.per_dataset_mask,
-    )
-    block = (math.lcm(*(i.block[0] for i in infos)), math.lcm(*(i.block[1] for i in infos)))
+    opened = open_source(paths, gdal_options)
+    source = opened.source
     explicit = None if chunks == "auto" else tuple(chunks)  # type: ignore[arg-type]
-    plan = plan_chunks((source.height, source.width), source.count, source.dtype, block,
+    plan = plan_chunks((source.height, source.width), source.count, source.dtype, opened.block,
                        chunk_mb=chunk_mb, tile=tile, chunks=explicit)
-    return _named(Recipe(source, plan, block, _stack_meta(infos), np.dtype(source.dtype)))
+    return _named(Recipe(source, plan, opened.block, opened.meta, np.dtype(source.dtype)))
 
 
 def _open_on_grid(paths: list[str], grid: str | os.PathLike, resampling: str, *, chunk_mb: float,
@@ -194,7 +171,7 @@ def _open_on_grid(paths: list[str], grid: str | os.PathLike, resampling: str, *,
                                   "rdask needs one dtype per raster")
     infos = [FileInfo(p, (0.0, 0), (target.height, target.width), (), (), (1, 1), r.meta, False)
              for p, r in zip(paths, parts, strict=True)]
-    meta = replace(_stack_meta(infos), crs=target.crs, transform=target.transform)
+    meta = replace(stack_meta(infos), crs=target.crs, transform=target.transform)
     block = (tile or 256, tile or 256)
     plan = plan_chunks((target.height, target.width), meta.count, parts[0].dtype, block,
                        chunk_mb=chunk_mb, tile=tile)
@@ -220,72 +197,6 @@ def _named(recipe: Recipe) -> Recipe:
         return replace(recipe, name="open-" + tokenize(recipe.source, recipe.plan.chunks))
     prefix = "-".join(s.kernel.name for s in steps)
     return replace(recipe, name=f"{prefix}-{tokenize(recipe.source, steps, recipe.plan.chunks)}")
-
-
-def _read_options(paths: list[str], gdal_options: Mapping[str, Any] | None) -> tuple:
-    """GDAL options for reading ``paths``: rdask's, network ones for remote
-    inputs, the S3 endpoint's, then the user's."""
-    check_options(gdal_options)
-    layers: list[Mapping[str, Any] | None] = [dict(DEFAULT_GDAL_OPTIONS)]
-    if any(is_remote(p) for p in paths):
-        layers.append(network_defaults())
-    if any(is_s3(p) or p.startswith("/vsis3/") for p in paths):
-        layers.append(S3Endpoint.from_options(gdal_options).gdal_options())
-    return merge_options(*layers, gdal_options)
-
-
-def _one_dtype(infos: list[FileInfo]) -> str:
-    dtypes = {d for info in infos for d in info.dtypes}
-    if len(dtypes) > 1:
-        raise RasterOpenError(
-            f"{redact(infos[0].path)}: bands have different dtypes ({', '.join(sorted(dtypes))}); "
-            "rdask needs one dtype per raster"
-        )
-    return dtypes.pop()
-
-
-def _stack_meta(infos: list[FileInfo]) -> RasterMeta:
-    """The metadata of a stack: the first file's, with every file's bands;
-    unnamed bands of a stack are named after their files."""
-    first = infos[0].meta
-    if len(infos) == 1:
-        return first
-    bands = []
-    for info in infos:
-        name = os.path.basename(info.path.rstrip("/"))
-        bands.extend(replace(b, description=b.description or name) for b in info.meta.bands)
-    return replace(first, bands=tuple(bands))
-
-
-def _check_stack(infos: list[FileInfo]) -> None:
-    first = infos[0]
-    for other in infos[1:]:
-        pairs = (
-            ("size", first.shape, other.shape),
-            ("CRS", first.meta.crs, other.meta.crs),
-            ("transform", first.meta.transform, other.meta.transform),
-        )
-        for label, a, b in pairs:
-            if a != b:
-                raise RasterMismatchError(
-                    f"cannot stack {redact(first.path)} and {redact(other.path)}: "
-                    f"{label} differs ({_fmt(a)} vs {_fmt(b)}); use --grid first (grid='first') "
-                    "to warp them onto one grid"
-                )
-        a, b = sorted(set(first.dtypes)), sorted(set(other.dtypes))
-        if a != b:
-            raise RasterMismatchError(
-                f"cannot stack {redact(first.path)} and {redact(other.path)}: "
-                f"dtype differs ({', '.join(a)} vs {', '.join(b)}); rdask needs one dtype per raster"
-            )
-
-
-def _fmt(v: Any) -> str:
-    if hasattr(v, "to_gdal"):
-        return "(" + ", ".join(repr(x) for x in v.to_gdal()) + ")"
-    if hasattr(v, "to_string"):
-        return v.to_string()
-    return str(v)
 
 
 # -- kernel steps -------------------------------------------------------------
@@ -334,7 +245,7 @@ def step_output(k: Kernel, step: Step, meta: RasterMeta, in_dtype: Any) -> tuple
     in_bands = meta.count
     out_bands = k.out_bands(in_bands, args, np.dtype(in_dtype))
     out_dtype = np.dtype(k.out_dtype(np.dtype(in_dtype), in_bands, args))
-    nodata = k.out_nodata(meta.nodata)
+    nodata = k.out_nodata(meta.nodata, args, in_dtype)
     if nodata is not None and not nodata_fits(nodata, out_dtype):
         raise KernelError(
             f"kernel {k.name!r}: its {out_dtype} output cannot hold the nodata value "
@@ -355,7 +266,7 @@ class ChunkReader:
     Small and picklable: this is what a task carries to a worker.
     """
 
-    source: RasterSource
+    source: Source
     steps: tuple[Step, ...]
     halo: int
 
@@ -366,16 +277,13 @@ class ChunkReader:
     def __call__(self, region: Region) -> np.ndarray:
         _, ys, xs = region
         y0, y1, x0, x1 = ys.start, ys.stop, xs.start, xs.stop
-        halo, source = self.halo, self.source
-        gy0, gy1 = max(0, y0 - halo), min(source.height, y1 + halo)
-        gx0, gx1 = max(0, x0 - halo), min(source.width, x1 + halo)
-        block = source.read(gy0, gy1, gx0, gx1)
+        block, (dy, dx) = self.source.read_grown(y0, y1, x0, x1, self.halo)
         where = f"window rows {y0}:{y1}, cols {x0}:{x1}"
         for step in self.steps:
             block = step(block, where=where)
-        if halo == 0:
+        if self.halo == 0:
             return block
-        return block[:, y0 - gy0 : y0 - gy0 + (y1 - y0), x0 - gx0 : x0 - gx0 + (x1 - x0)]
+        return block[:, dy : dy + (y1 - y0), dx : dx + (x1 - x0)]
 
 
 @dataclass(frozen=True)
@@ -388,7 +296,7 @@ class ComputeTask:
 
     def run(self, write: Callable[[np.ndarray, Region], Any]) -> Any:
         """Compute the chunk here and hand it to the output's ``write`` step."""
-        return write(self.compute(self.region), self.region)
+        return run_compute(self.compute, self.region, write)
 
     def graph(self, write: Callable[[np.ndarray, Region], Any]) -> tuple[dict, str]:
         """The same as a one-task dask graph, for a cluster."""
@@ -397,6 +305,7 @@ class ComputeTask:
 
 def run_compute(compute: Callable, region: Region, write: Callable) -> Any:
     """:meth:`ComputeTask.run` as a plain function (what a worker executes)."""
+    pause(f"chunk:{region[1].start}:{region[2].start}")
     return write(compute(region), region)
 
 
@@ -443,32 +352,6 @@ def chunk_regions(chunks: tuple[tuple[int, ...], ...]) -> Iterator[Region]:
 
 
 # -- reprojection -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StepsSource(SourceShape):
-    """A recipe's output read like a source: what a warp after kernel steps
-    reads from (each window computed by a :class:`ChunkReader`)."""
-
-    reader: ChunkReader
-    count: int
-    height: int
-    width: int
-    dtype: str
-    files: tuple = ()
-    gdal_options: tuple = ()
-    per_dataset_mask: bool = False
-
-    def __dask_tokenize__(self) -> tuple:
-        return ("rdask.StepsSource", tokenize(self.reader.source, self.reader.steps), self.dtype)
-
-    def env(self) -> Any:
-        """The GDAL settings of the source the steps read from."""
-        return self.reader.source.env()
-
-    def read(self, y0: int, y1: int, x0: int, x1: int, *, bands: tuple[int, int] | None = None) -> np.ndarray:
-        block = self.reader((slice(0, self.count), slice(y0, y1), slice(x0, x1)))
-        return block if bands is None else block[bands[0] : bands[1]]
 
 
 def warp(recipe: Recipe, *, crs: Any = None, resolution: Any = None, bounds: Any = None,
@@ -558,5 +441,5 @@ def _warp_value(name: str, value: Any) -> Any:
 
 def _steps_source(recipe: Recipe) -> StepsSource:
     src = recipe.source
-    return StepsSource(ChunkReader.of(recipe), recipe.shape[0], src.height, src.width,
-                       str(recipe.dtype), getattr(src, "files", ()), src.gdal_options)
+    return StepsSource(ChunkReader.of(recipe), src, tokenize(src, recipe.steps), recipe.shape[0], src.height,
+                       src.width, str(recipe.dtype))

@@ -22,28 +22,38 @@ scheduler work grows with the number of chunks.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import queue
 import socket
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rdask.config import WORKER_MALLOC
+from rdask import interrupts
 from rdask.errors import SchedulerError
 from rdask.recipe import ChunkJob, region_pixels
 
 if TYPE_CHECKING:
     # The scheduler sees outputs only through the write contract's methods.
-    from rdask.outputs.base import Output
+    from rdask.outputs.base import ChunkSink
 
 log = logging.getLogger("rdask")
 
 #: Chunks in flight per computing thread.
 INFLIGHT_PER_THREAD = 2
+
+#: Seconds an abort waits for the tasks still running before it cleans up.
+FENCE_SECONDS = 120.0
+#: The same on rdask's own ``local`` cluster, whose workers it then restarts.
+LOCAL_FENCE_SECONDS = 20.0
+#: Seconds a ``local`` cluster's worker has to close before its nanny kills it.
+WORKER_CLOSE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,7 @@ def parse_scheduler(scheduler: Any = "threads", workers: int | None = None) -> S
     workers
         Threads for ``"threads"``; worker processes for ``"local"``.
     """
-    n = int(workers) if workers else (os.cpu_count() or 1)
+    n = (os.cpu_count() or 1) if workers is None else int(workers)
     if n < 1:
         raise SchedulerError(f"workers must be >= 1, got {workers}")
     if not isinstance(scheduler, str):
@@ -85,9 +95,12 @@ def parse_scheduler(scheduler: Any = "threads", workers: int | None = None) -> S
     if s == "local" or s.startswith("local:"):
         count = s.partition(":")[2]
         try:
-            return SchedulerSpec("local", int(count) if count else n)
+            count = int(count) if count else n
         except ValueError:
-            raise SchedulerError(f"bad scheduler {scheduler!r}: expected local:N") from None
+            count = 0
+        if count < 1:
+            raise SchedulerError(f"bad scheduler {scheduler!r}: expected local:N with N >= 1")
+        return SchedulerSpec("local", count)
     if "://" in s:
         return SchedulerSpec("address", n, s)
     raise SchedulerError(
@@ -102,6 +115,7 @@ class Runner:
         self.spec = spec
         self.client = client
         self._pool: ThreadPoolExecutor | None = None
+        self._inflight: dict[int, Any] = {}  # futures submitted and not yet recorded
 
     @property
     def threads(self) -> int:
@@ -110,11 +124,13 @@ class Runner:
             return max(1, sum(self.client.nthreads().values()))
         return self.spec.workers
 
-    def run(self, job: ChunkJob, output: Output, on_chunk: Callable[[int], None] | None = None) -> int:
+    def run(self, job: ChunkJob, output: ChunkSink, on_chunk: Callable[[int], None] | None = None) -> int:
         """Compute every chunk of ``job`` that ``output`` does not hold yet and
         record it; return the pixels (per band) recorded.
 
-        ``on_chunk(pixels)`` is called after each chunk is recorded.
+        ``on_chunk(pixels)`` is called after each chunk is recorded. On an
+        error or a signal the tasks still in flight are left running:
+        :meth:`fence` waits for them before anything is cleaned up.
         """
         writer = output.writer
         submit = self._submitter(writer)
@@ -129,8 +145,38 @@ class Runner:
                 on_chunk(n)
 
         limit = 1 if self.spec.kind == "sync" else max(2, INFLIGHT_PER_THREAD * self.threads)
-        drain(job.tasks(skip=output.is_done), submit, record, limit)
+        drain(job.tasks(skip=output.is_done), submit, record, limit, self._inflight)
         return pixels
+
+    def fence(self, timeout: float = FENCE_SECONDS) -> int:
+        """Make sure no task of this runner writes any more: tasks not started
+        are cancelled, running ones are waited for (a thread cannot be stopped,
+        and a cluster worker that was sent a task runs it to the end); the
+        workers of rdask's own ``local`` cluster that are still busy after
+        :data:`LOCAL_FENCE_SECONDS` are restarted, which stops them for sure.
+        Return how many tasks may still write: their writes may land after
+        the abort's clean-up, which is why every output also cleans up what a
+        killed job left on its next run."""
+        futures = list(self._inflight.values())
+        self._inflight.clear()
+        if not futures:
+            return 0
+        if self.client is None:
+            for fut in futures:
+                fut.cancel()  # only those not started yet
+            _, running = concurrent.futures.wait(futures, timeout)
+            left = len(running)
+        elif self.spec.kind == "local":
+            left = _wait_distributed(futures, min(timeout, LOCAL_FENCE_SECONDS))
+            if left:
+                log.info("restarting the local cluster's workers: %d chunk tasks still running", left)
+                self.client.restart(wait_for_workers=False)
+                left = 0
+        else:
+            left = _wait_distributed(futures, timeout)
+        if left:
+            log.warning("%d chunk tasks were still running %.0f s after the job stopped", left, timeout)
+        return left
 
     def _submitter(self, writer: Callable) -> Callable[[Any], Any]:
         """``submit(task) -> future`` for this scheduler."""
@@ -164,38 +210,42 @@ class Runner:
 
 
 def drain(tasks: Iterable[Any], submit: Callable[[Any], Any], record: Callable[[Any, Any], None],
-          limit: int) -> None:
+          limit: int, inflight: dict[int, Any] | None = None) -> None:
     """Submit ``tasks``, at most ``limit`` in flight, and ``record(task,
     result)`` each in this thread as it completes (in completion order).
 
     Works with any future that has ``add_done_callback`` and ``result``
-    (``concurrent.futures`` and ``distributed``). On any error, or Ctrl-C,
-    futures not yet finished are cancelled.
+    (``concurrent.futures`` and ``distributed``). ``inflight`` holds the
+    futures submitted and not yet recorded; on an error or a signal they
+    stay there, still running, for the caller to fence (see
+    :meth:`Runner.fence`): cancelling a cluster future would not stop its
+    task, only hide it.
     """
     finished: queue.SimpleQueue = queue.SimpleQueue()
     pending = iter(tasks)
-    inflight: dict[int, Any] = {}
+    inflight = {} if inflight is None else inflight
+    signals = interrupts.active()
 
     def start() -> bool:
-        task = next(pending, None)
-        if task is None:
-            return False
-        fut = submit(task)
-        inflight[id(fut)] = fut
-        fut.add_done_callback(lambda f, task=task: finished.put((task, f)))
+        # Submitting and noting the future in flight is one step: a signal
+        # between the two would leave a task running that no fence knows of.
+        with signals.deferred():
+            task = next(pending, None)
+            if task is None:
+                return False
+            fut = submit(task)
+            inflight[id(fut)] = fut
+            fut.add_done_callback(lambda f, task=task: finished.put((task, f)))
         return True
 
-    try:
-        while len(inflight) < limit and start():
-            pass
-        while inflight:
-            task, fut = _next(finished)
-            del inflight[id(fut)]
-            record(task, fut.result())
-            start()
-    finally:
-        for fut in inflight.values():
-            fut.cancel()
+    while len(inflight) < limit and start():
+        pass
+    while inflight:
+        task, fut = _next(finished)
+        result = fut.result()
+        del inflight[id(fut)]
+        record(task, result)
+        start()
 
 
 def _done(fn: Callable, *args: Any) -> Future:
@@ -214,7 +264,21 @@ def _next(finished: queue.SimpleQueue) -> Any:
     # A timeout keeps Ctrl-C responsive while waiting.
     while True:
         with contextlib.suppress(queue.Empty):
-            return finished.get(timeout=0.5)
+            return finished.get(timeout=0.2)
+
+
+def _wait_distributed(futures: list[Any], timeout: float) -> int:
+    """Wait for cluster futures to finish, however they end; return how many
+    had not after ``timeout`` (or all, when the cluster cannot be asked)."""
+    from distributed import wait
+
+    try:
+        wait(futures, timeout=timeout)
+    except TimeoutError:
+        pass
+    except Exception:  # noqa: BLE001 - a lost scheduler: nothing more can be known
+        return sum(1 for f in futures if f.status == "pending")
+    return sum(1 for f in futures if f.status == "pending")
 
 
 def file_identity(path: str) -> tuple[str, int, int] | None:
@@ -253,6 +317,7 @@ def open_runner(scheduler: Any = "threads", workers: int | None = None) -> Itera
             from rdask.worker_exit import QuickExit
 
             client.register_plugin(QuickExit(), name="rdask-quick-exit")
+            _tune_workers(client)
             yield Runner(spec, client)
         return
     try:
@@ -275,26 +340,74 @@ def _tune_workers(client: Any) -> None:
 
 @contextlib.contextmanager
 def local_cluster(workers: int) -> Iterator[Any]:
-    """A ``LocalCluster`` of ``workers`` spawned single-threaded worker processes."""
+    """A ``LocalCluster`` of ``workers`` spawned single-threaded worker processes.
+
+    Workers are spawned, never forked after GDAL is loaded in this process.
+    Their settings reach them without passing through this process's
+    environment (see :func:`spawn_nanny`); rdask's allocator settings are
+    the worker plugin's (:func:`_tune_workers`), as on any cluster.
+    """
     import dask
     import distributed  # noqa: F401 - loads its config defaults before we override one
     from distributed import LocalCluster
 
-    # Workers are spawned, never forked after GDAL is loaded in this process,
-    # and get the allocator settings the CLI gives itself (WORKER_MALLOC)
-    # instead of distributed's aggressive trimming.
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC}
-    settings = {
-        "distributed.worker.multiprocessing-method": "spawn",
-        "distributed.nanny.pre-spawn-environ": environ,
-    }
     # Kept for the cluster's lifetime: a nanny restarting a dead worker
-    # reads the method again.
-    with dask.config.set(settings), LocalCluster(
+    # reads the method again. The workers' scratch space is the cluster's
+    # own and goes with it.
+    with _kept_environ("__DASK_PARENT_PID"), tempfile.TemporaryDirectory(prefix="rdask-cluster-") as scratch, dask.config.set({
+        "distributed.worker.multiprocessing-method": "spawn",
+        "temporary-directory": scratch,
+    }), LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
         dashboard_address=":0",
-        silence_logs=logging.ERROR,
+        # rdask reports a failed chunk itself, in one line; the workers say nothing.
+        silence_logs=logging.CRITICAL,
+        worker_class=spawn_nanny(),
     ) as cluster:
         yield cluster
+
+
+@contextlib.contextmanager
+def _kept_environ(*names: str) -> Iterator[None]:
+    """Put ``names`` back as they were in ``os.environ`` (a nanny marks this
+    process as the parent of dask processes, for their titles in ``ps``)."""
+    before = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@functools.cache
+def spawn_nanny() -> type:
+    """distributed's ``Nanny``, but for where its pre-spawn settings go.
+
+    A nanny copies ``distributed.nanny.pre-spawn-environ`` (and a fixed
+    ``PYTHONHASHSEED``) into *this* process's ``os.environ`` before it
+    spawns a worker and never takes them out, so every later subprocess of
+    the caller (a notebook's, a test suite's) would inherit them. This one
+    gives the same settings to the worker's own environment instead, which
+    it applies as it starts. It also gives a closing worker
+    :data:`WORKER_CLOSE_SECONDS` before killing it (distributed: 4 s).
+    """
+    from distributed import Nanny
+
+    class SpawnNanny(Nanny):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # self.env already holds the pre-spawn settings (merged in by
+            # Nanny); emptied, nothing is copied into os.environ.
+            self.pre_spawn_env = {}
+
+        async def close(self, timeout: float = WORKER_CLOSE_SECONDS, reason: str = "nanny-close") -> str:
+            # distributed kills a worker still closing after 4 s of its 5;
+            # on a loaded machine a healthy one can take longer.
+            return await super().close(timeout=timeout, reason=reason)
+
+    return SpawnNanny

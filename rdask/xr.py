@@ -42,12 +42,12 @@ import xarray as xr
 from affine import Affine
 from dask.base import tokenize
 
-from rdask.io.source import SourceShape
+from rdask.io.base import SourceArray
 from rdask.io.warped import DEFAULT_ERROR_THRESHOLD, Grid
 from rdask.kernels import Kernel
 from rdask.meta import BandMeta, RasterMeta, as_tags
 from rdask.outputs.options import WriteOptions
-from rdask.pipeline import Progress, Result, Source, write
+from rdask.pipeline import JobInputs, Progress, Result, write
 from rdask.plan import DEFAULT_CHUNK_MB, ChunkPlan, plan_chunks
 from rdask.recipe import (
     ChunkJob,
@@ -418,7 +418,7 @@ def _array_recipe(data: xr.DataArray) -> Recipe:
 
 
 @dataclass(frozen=True, eq=False)
-class ArraySource(SourceShape):
+class ArraySource(SourceArray):
     """A dask array read like a file: each window computed on its own."""
 
     array: da.Array
@@ -509,10 +509,10 @@ def to_raster(
     unit = opts.tile_size or opts.blocksize
     if recipe is not None and _aligned_chunks(recipe.chunks, unit):
         # Still exactly what rdask built: run its chunks directly.
-        job, source = recipe.job(), replace(Source.of(recipe), mask=mask)
+        job, source = recipe.job(), replace(JobInputs.of(recipe), mask=mask)
     else:
         arr = _aligned(_as_dask(data), unit)
-        job, source = dask_job(arr), Source(arr.name, "", mask)
+        job, source = dask_job(arr), JobInputs(arr.name, "", mask)
     return write(job, meta, path, opts, source, scheduler=scheduler, workers=workers,
                  progress=progress, gdal_options=gdal_options)
 

@@ -26,6 +26,8 @@ SHORT, LONG = 3, 4
 WIDTH, HEIGHT, BITS, COMPRESSION, PHOTOMETRIC = 256, 257, 258, 259, 262
 STRIP_OFFSETS, SAMPLES, ROWS_PER_STRIP, STRIP_COUNTS, PLANAR = 273, 277, 278, 279, 284
 TILE_WIDTH, TILE_LENGTH, TILE_OFFSETS, TILE_COUNTS, SAMPLE_FORMAT = 322, 323, 324, 325, 339
+YCBCR_SUBSAMPLING = 530
+YCBCR = 6  # PhotometricInterpretation
 
 NONE, LZW, JPEG, DEFLATE = 1, 5, 7, 8
 
@@ -118,6 +120,66 @@ def tile_count_mismatch(path: Path) -> str:
     tags = {**_image(1024, 1024), TILE_WIDTH: [256], TILE_LENGTH: [256]}
     return _save(path, tiff_bytes(tags, b"\0" * (3 * tile), [(i * tile, tile) for i in range(3)],
                                   tiled=True))
+
+
+def no_byte_counts(path: Path) -> str:
+    """huge_dims without StripByteCounts: libtiff estimates a lone strip's
+    byte count from the image size (2 TiB)."""
+    tags = {**_image(2048, 1073741824), ROWS_PER_STRIP: [1073741824], STRIP_OFFSETS: [8]}
+    return _save(path, tiff_bytes(tags, b"\0" * 4096))
+
+
+def _retyped(blob: bytes, tags: set[int], kind: int) -> bytes:
+    """A one-IFD ``blob`` (from :func:`tiff_bytes`) with the field type of
+    ``tags`` set to ``kind``."""
+    out = bytearray(blob)
+    (ifd,) = struct.unpack_from("<I", out, 4)
+    (n,) = struct.unpack_from("<H", out, ifd)
+    for i in range(n):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", out, entry)[0] in tags:
+            struct.pack_into("<H", out, entry + 2, kind)
+    return bytes(out)
+
+
+def signed_tables(path: Path) -> str:
+    """huge_dims with its strip tables typed SLONG, which libtiff reads as
+    integers like LONG."""
+    tags = {**_image(2048, 1073741824), ROWS_PER_STRIP: [1073741824]}
+    blob = tiff_bytes(tags, b"\0" * 4096, [(0, 4096)])
+    return _save(path, _retyped(blob, {STRIP_OFFSETS, STRIP_COUNTS}, 9))
+
+
+def text_tables(path: Path) -> str:
+    """huge_dims with its strip tables typed ASCII: GDAL still opens the
+    2 TiB image (libtiff loads the tables on demand), then fails every read."""
+    tags = {**_image(2048, 1073741824), ROWS_PER_STRIP: [1073741824]}
+    blob = tiff_bytes(tags, b"\0" * 4096, [(0, 4096)])
+    return _save(path, _retyped(blob, {STRIP_OFFSETS, STRIP_COUNTS}, 2))
+
+
+def zero_byte_count(path: Path) -> str:
+    """huge_dims whose one strip's byte count is 0, which libtiff takes as
+    missing and estimates from the image size (2 TiB)."""
+    tags = {**_image(2048, 1073741824), ROWS_PER_STRIP: [1073741824]}
+    return _save(path, tiff_bytes(tags, b"\0" * 4096, [(0, 0)]))
+
+
+def tiles_under_strip_tags(path: Path) -> str:
+    """tile_count_mismatch with its 3 tiles listed under StripOffsets and
+    StripByteCounts, which libtiff reads as the tile tables."""
+    tile = 256 * 256
+    tags = {**_image(1024, 1024), TILE_WIDTH: [256], TILE_LENGTH: [256]}
+    return _save(path, tiff_bytes(tags, b"\0" * (3 * tile), [(i * tile, tile) for i in range(3)]))
+
+
+def ycbcr_lzw_bomb(path: Path) -> str:
+    """lzw_bomb as 4:2:0 YCbCr: 40000 x 40000 px in one LZW strip whose
+    packed samples (4 Y, Cb, Cr per 2 x 2 block) are 2.4 GB."""
+    data = lzw_zero_run(4000)
+    tags = {**_image(40000, 40000, spp=3, compression=LZW), PHOTOMETRIC: [YCBCR],
+            YCBCR_SUBSAMPLING: [2, 2], ROWS_PER_STRIP: [40000]}
+    return _save(path, tiff_bytes(tags, data, [(0, len(data))]))
 
 
 def _write_random(path: Path) -> None:
@@ -214,6 +276,12 @@ CASES: dict[str, Callable[[Path], str]] = {
     "corrupt_tile_data": corrupt_tile_data,
     "broken_jpeg": broken_jpeg,
     "lzw_bomb": lzw_bomb,
+    "no_byte_counts": no_byte_counts,
+    "zero_byte_count": zero_byte_count,
+    "signed_tables": signed_tables,
+    "text_tables": text_tables,
+    "tiles_under_strip_tags": tiles_under_strip_tags,
+    "ycbcr_lzw_bomb": ycbcr_lzw_bomb,
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import rasterio
+import tifffile
 from affine import Affine
 
 
@@ -62,3 +63,32 @@ def write(path, data: np.ndarray, *, block: tuple[int, int] | None = (256, 256),
 def read(path) -> np.ndarray:
     with rasterio.open(path) as ds:
         return ds.read()
+
+
+def tile_extents(path: str) -> list[tuple[int, int]]:
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        return sorted(zip(page.dataoffsets, page.databytecounts, strict=True))
+
+
+def check_layout(path: str) -> None:
+    """Every tile is present, and no two tiles share a byte."""
+    extents = tile_extents(path)
+    assert all(size > 0 for _, size in extents)
+    for (a, an), (b, _) in zip(extents, extents[1:], strict=False):
+        assert a + an <= b, f"tiles at {a} (+{an}) and {b} overlap"
+
+
+def assert_same_raster(a, b):
+    """Same pixels, masks and metadata. (Not the same bytes: chunks are written
+    as they finish, so tiles sit at different offsets from run to run.)"""
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        px, py = dict(x.profile), dict(y.profile)
+        nx, ny = px.pop("nodata"), py.pop("nodata")
+        assert px == py
+        assert nx == ny or (np.isnan(nx) and np.isnan(ny)), (nx, ny)
+        assert x.tags() == y.tags() and x.descriptions == y.descriptions
+        assert [x.tags(i) for i in x.indexes] == [y.tags(i) for i in y.indexes]
+        assert (x.colorinterp, x.scales, x.offsets, x.units) == (y.colorinterp, y.scales, y.offsets, y.units)
+        assert np.array_equal(x.read(), y.read())
+        assert np.array_equal(x.read_masks(), y.read_masks())

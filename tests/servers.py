@@ -229,6 +229,14 @@ class RangeServer:
             self._auth.clear()
 
 
+#: The bucket every S3 test starts from, empty (see ``conftest.s3``).
+BUCKET = "rdask-test"
+
+#: The fake secret key of the test S3 server: distinctive, so a leak into a
+#: message, log, key or tag cannot hide in other text.
+SECRET = "Zq9-SECRET-xW7v-never-print-4471"
+
+
 class S3Server:
     """moto's S3 server on 127.0.0.1 (an ephemeral port), in this process.
 

@@ -16,7 +16,7 @@ from rasters import synthetic, write
 from rio_cogeo.cogeo import cog_validate
 
 import rdask
-from rdask.outputs.coglayout import overview_factors
+from rdask.outputs.tiff.coglayout import overview_factors
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
@@ -138,8 +138,8 @@ def test_level1_made_in_the_main_pass_equals_level1_read_back(tmp_path, monkeypa
     """The main pass's level-1 picks (odd sizes, picks across chunk seams) give
     the same COG, byte for byte, as picking level 1 from the finished file,
     on threads and on a local cluster; the scratch file is gone afterwards."""
-    from rdask.outputs.cog import CogOutput
-    from rdask.outputs.overviews import LevelTap
+    from rdask.outputs.tiff.cog import CogOutput
+    from rdask.outputs.tiff.overviews import LevelTap
 
     data = synthetic(shape, "uint16", nodata=0, seed=5)
     src = write(tmp_path / "in.tif", data, block=(64, 64), nodata=0)
@@ -215,7 +215,7 @@ def test_level1_scratch_is_per_attempt_and_stale_ones_are_removed(tmp_path):
     """Each attempt's level-1 scratch has its own name (a chunk thread left
     over from an interrupted attempt cannot write into the next one's), and a
     scratch file a killed attempt left beside the target is removed."""
-    from rdask.outputs.overviews import LevelPieces
+    from rdask.outputs.tiff.overviews import LevelPieces
 
     assert LevelPieces.path_for("/x/p") != LevelPieces.path_for("/x/p")
     data = synthetic((1, 300, 280), "uint16", nodata=0, seed=9)

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -23,14 +22,14 @@ import pytest
 import rasterio
 import test_metadata_io as tmio
 from affine import Affine
+from cli import RDASK
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 
 import rdask
-from rdask.outputs.gdalmeta import is_3d
+from rdask.outputs.tiff.gdalmeta import is_3d
 
 ROOT = str(Path(__file__).resolve().parent.parent)
-RDASK = os.path.join(os.path.dirname(sys.executable), "rdask")
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
 
 pytestmark = [
@@ -397,12 +396,12 @@ def test_reverse_bands_on_every_dtype_is_bit_exact(dtype: str, tmp_path: Path) -
 @pytest.mark.parametrize("kernel", ["slope", "focal-mean"])
 def test_complex_refused_before_any_work_api(kernel: str, tmp_path: Path, monkeypatch) -> None:
     src = _typed(tmp_path, "complex64")
-    from rdask.io.source import RasterSource
+    from rdask.io.files import FileSource
 
     def no_read(*args, **kwargs):
         raise AssertionError("pixels were read")
 
-    monkeypatch.setattr(RasterSource, "read", no_read)
+    monkeypatch.setattr(FileSource, "read", no_read)
     out = out_dir(tmp_path) / "c.tif"
     with pytest.raises(rdask.KernelError) as err:
         rdask.process(src, out, kernel)

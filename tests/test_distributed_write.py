@@ -14,12 +14,10 @@ import textwrap
 import numpy as np
 import pytest
 import rasterio
-import tifffile
-from rasters import read, synthetic, write
+from rasters import check_layout, read, synthetic, write
 
 import rdask
-from rdask.config import WORKER_MALLOC
-from rdask.outputs.gtiff import append_tiles
+from rdask.outputs.tiff.gtiff import append_tiles
 from rdask.schedule import Runner, open_runner
 
 
@@ -29,20 +27,6 @@ def job(tmp_path_factory):
     data = synthetic((3, 900, 700), "uint16", nodata=0, seed=3)
     src = write(tmp / "in.tif", data, block=(128, 128), nodata=0)
     return tmp, src, data
-
-
-def tile_extents(path: str) -> list[tuple[int, int]]:
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        return sorted(zip(page.dataoffsets, page.databytecounts, strict=True))
-
-
-def check_layout(path: str) -> None:
-    """Every tile is present, and no two tiles share a byte."""
-    extents = tile_extents(path)
-    assert all(size > 0 for _, size in extents)
-    for (a, an), (b, _) in zip(extents, extents[1:], strict=False):
-        assert a + an <= b, f"tiles at {a} (+{an}) and {b} overlap"
 
 
 @pytest.mark.parametrize("direct", [True, False], ids=["workers-append", "client-writes"])
@@ -85,12 +69,6 @@ def test_separate_process_workers_on_this_machine_append(job, tmp_path):
         rdask.process(src, dst, "reverse-bands", scheduler=address, chunk_mb=0.3, blocksize=128)
     assert np.array_equal(read(dst), data[::-1])
     check_layout(dst)
-
-
-def test_local_cluster_workers_keep_freed_chunk_memory(job):
-    with open_runner("local:2") as runner:
-        seen = runner.client.run(lambda: {k: os.environ.get(k) for k in WORKER_MALLOC})
-    assert list(seen.values()) == [WORKER_MALLOC] * 2
 
 
 def _append_many(path: str, seed: int, count: int, queue) -> None:

@@ -7,6 +7,7 @@ after :data:`BOUND` seconds is killed and the test fails.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 import rasterio
 import tifffile
 
+import rdask
 from rdask.errors import RasterOpenError
 from rdask.io import guard
 
@@ -31,13 +33,19 @@ BOUND = 60.0
 
 #: What :func:`guard.check_file` says about each case it refuses before GDAL opens it.
 REFUSED = {
-    "huge_dims": "should decode to 2.2 TB but holds 4.1 KB of uncompressed data",
+    "huge_dims": "strip 0 should hold 2.2 TB of uncompressed data from byte 8, but the file ends",
     "many_bands": "declares 65535 bands",
     "strip_past_eof": "runs past the end of the 212-byte file",
-    "huge_strip": "runs past the end of the",
+    "huge_strip": "strip 0 should hold 4.3 GB of uncompressed data from byte 8",
     "tile_count_mismatch": "in 16 tiles, but lists 3 tile offsets",
     "truncated": "runs past the end of the",
     "lzw_bomb": "LZW expands at most",
+    "no_byte_counts": "strip 0 should hold 2.2 TB of uncompressed data from byte 8",
+    "zero_byte_count": "strip 0 should hold 2.2 TB of uncompressed data from byte 8",
+    "signed_tables": "strip 0 should hold 2.2 TB of uncompressed data from byte 8",
+    "text_tables": "its strip offsets are not integers (TIFF field type 2)",
+    "tiles_under_strip_tags": "in 16 tiles, but lists 3 tile offsets and 3 byte counts",
+    "ycbcr_lzw_bomb": "strip 0 should decode to 2.4 GB but holds",
 }
 
 PROCESS = """
@@ -82,6 +90,25 @@ def test_check_file_refuses_before_gdal(tmp_path: Path, case: str) -> None:
     text = str(err.value)
     assert text.startswith(f"refusing {path}: ") and "\n" not in text
     assert REFUSED[case] in text, text
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_refused_before_gdal_opens_it(tmp_path: Path, case: str,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    # With CPL_DEBUG, GDAL logs each file it opens (through rasterio's
+    # logger): it opens the valid file, and never sees the refused one.
+    good = str(tmp_path / "good.tif")
+    hostile._write_random(Path(good))
+    bad = hostile.CASES[case](tmp_path / f"{case}.tif")
+    caplog.set_level(logging.DEBUG, logger="rasterio")
+    with rasterio.Env(CPL_DEBUG=True):
+        rdask.open_raster(good)
+        with pytest.raises(RasterOpenError, match="^refusing "):
+            rdask.open_raster(bad)
+    gdal = [r.getMessage() for r in caplog.records if r.name.startswith("rasterio")]
+    assert any(f"GDALOpen({good}" in m for m in gdal), gdal
+    assert not any(bad in m for m in gdal), [m for m in gdal if bad in m]
 
 
 def legit_files(tmp_path: Path) -> list[str]:

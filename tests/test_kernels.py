@@ -25,7 +25,8 @@ from rdask.errors import KernelError
 from rdask.kernels import Kernel, builtin_kernels, get_kernel, kernel
 
 DTYPES = ["uint8", "uint16", "int16", "float32", "float64"]
-BUILTINS = {"reverse-bands", "normalized-difference", "ndvi", "focal-mean", "slope", "hillshade"}
+BUILTINS = {"reverse-bands", "normalized-difference", "ndvi", "focal-mean", "slope", "hillshade",
+            "aspect", "tri", "tpi", "roughness", "calc", "focal", "color-relief"}
 
 
 def sample(shape, dtype, seed=0):
@@ -325,8 +326,8 @@ def compare_with_gdaldem(tmp_path, src, block, mode, opts, kwargs, *, nodata, re
     assert np.array_equal(ref_nd, got_nd), np.argwhere(ref_nd != got_nd)[:5]
     valid = ~ref_nd
     assert valid.sum() >= min_valid * valid.size
-    diff = np.abs(ref[valid].astype(np.float64) - got[valid])
-    assert diff.max(initial=0) <= (1e-3 if mode == "slope" else 1), diff.max(initial=0)
+    # The kernels follow gdaldem operation for operation: identical values.
+    assert np.array_equal(ref[valid], got[valid]), np.abs(ref[valid] - got[valid]).max()
     return ref, got
 
 
@@ -478,7 +479,8 @@ def test_builtin_kernels_registry():
         assert isinstance(k, Kernel) and k.name == name and get_kernel(name) is k
         summary = k.doc.splitlines()[0]
         assert 20 < len(summary) <= 90 and summary.endswith("."), summary
-        assert k.func.targetoptions["nogil"]
+        # numba nogil, or a dispatcher picking a numba nogil function per block
+        assert k.dispatches or k.func.targetoptions["nogil"]
 
 
 def test_builtin_declarations():

@@ -27,8 +27,8 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from rdask.io.inspect import inspect, read_meta
 from rdask.meta import GCP, BandMeta, RasterMeta
-from rdask.outputs.gdalmeta import creation_kwargs, creation_options_for, is_3d, write_meta
 from rdask.outputs.sidecar import publish_sidecars, sidecars
+from rdask.outputs.tiff.gdalmeta import creation_kwargs, creation_options_for, is_3d, write_meta
 
 DATA = Path(__file__).parent / "data"
 ODD = DATA / "odd"

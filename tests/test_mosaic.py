@@ -6,19 +6,18 @@ from __future__ import annotations
 import glob
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from cli import RDASK
 from rasters import read, synthetic, write
 from rio_cogeo.cogeo import cog_validate
 
 import rdask
 from rdask.errors import OutputError
 
-RDASK = os.path.join(os.path.dirname(sys.executable), "rdask")
 SHAPE = (3, 1001, 777)  # odd: the last row and column of tiles are smaller
 KW = {"tile_size": 256, "blocksize": 128}
 

@@ -12,7 +12,7 @@ from affine import Affine
 from rasters import read, synthetic, write
 
 import rdask
-from rdask.io.source import RasterSource
+from rdask.io.files import FileSource
 from rdask.xr import recipe_of
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -188,12 +188,15 @@ def test_equal_opens_share_graph_keys(tmp_path):
 
 
 def test_reads_use_one_handle_per_thread():
+    from rdask.io.files import handles as open_handles
+
     src = rdask.open_raster(os.path.join(DATA, "RGB.byte.tif"))
-    source: RasterSource = recipe_of(src).source
+    source: FileSource = recipe_of(src).source
     handles = {}
 
     def grab(i):
-        handles[i] = source._handle(source.files[0])
+        handles[i] = open_handles().get(source.files[0], source.gdal_options)
+        assert open_handles().get(source.files[0], source.gdal_options) is handles[i]  # kept per thread
 
     threads = [threading.Thread(target=grab, args=(i,)) for i in range(3)]
     for t in threads:

@@ -155,14 +155,14 @@ def test_both_paths_make_the_same_resumable_job(described, tmp_path):
     fingerprint does not depend on which path computed the metadata (the
     DataArray's nodata is a NumPy scalar, the recipe's a float)."""
     from rdask.outputs import WriteOptions
-    from rdask.pipeline import Source, job_id
+    from rdask.pipeline import JobInputs, job_id
 
     for src in (os.path.join(DATA, "RGB.byte.tif"), os.path.join(DATA, "float_nan.tif"), described):
         recipe = extend(open_recipe(src), "focal-mean")
         data = rdask.apply(rdask.open_raster(src), "focal-mean")
         opts = WriteOptions()
-        a = job_id(recipe.job(), recipe.meta, opts, Source.of(recipe))
-        b = job_id(recipe_of(data).job(), meta_of(data, recipe_of(data)), opts, Source.of(recipe_of(data)))
+        a = job_id(recipe.job(), recipe.meta, opts, JobInputs.of(recipe))
+        b = job_id(recipe_of(data).job(), meta_of(data, recipe_of(data)), opts, JobInputs.of(recipe_of(data)))
         assert a == b, src
 
 

@@ -17,24 +17,21 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
+import cli
 import numpy as np
 import pytest
 import rasterio
 import rasterio.shutil
-from rasters import read, synthetic, write
-from servers import RangeServer, S3Server, use_s3, wait_for
+from cli import RDASK
+from rasters import assert_same_raster, read, synthetic, write
+from servers import BUCKET, SECRET, RangeServer, wait_for
 
 import rdask
 from rdask.errors import KernelError, OutputError, RasterOpenError
 
-RDASK = os.path.join(os.path.dirname(sys.executable), "rdask")
-BUCKET = "rdask-test"
-#: Distinctive so a leak cannot hide in other text.
-SECRET = "Zq9-SECRET-xW7v-never-print-4471"
 PASSWORD = "pw-Sekr1t-99107"
 
 FAILING_KERNEL = '''
@@ -63,6 +60,11 @@ def served(tmp_path_factory):
           descriptions=("red", "green", "blue"), tags={"SENSOR": "synthetic"})
     (root / "forbidden").mkdir()
     shutil.copy(root / "in.tif", root / "forbidden" / "in.tif")
+    # 6 MiB of noise: an S3 GeoTIFF of it is uploaded as parts by the tasks
+    # (in.tif's, under 5 MiB, is staged and uploaded whole).
+    noise = np.random.default_rng(8).integers(0, 60000, (3, 1024, 1024), dtype=np.uint16)
+    write(root / "big.tif", noise, block=(256, 256), descriptions=("a", "b", "c"),
+          tags={"SENSOR": "noise"})
     return root
 
 
@@ -72,56 +74,22 @@ def http(served):
         yield server
 
 
-@pytest.fixture(scope="module")
-def moto():
-    server = S3Server(secret=SECRET).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def s3(moto, served, monkeypatch, tmp_path):
-    """moto, empty but for ``s3://rdask-test/in.tif``, and this process's
-    environment (inherited by spawned workers and CLI runs) pointing at it."""
-    use_s3(moto, monkeypatch, tmp_path, BUCKET)
-    moto.client().upload_file(str(served / "in.tif"), BUCKET, "in.tif")
-    return moto
+def s3(s3, served):
+    """The shared S3 fixture, its bucket holding ``in.tif`` and ``big.tif``."""
+    for name in INPUTS:
+        s3.client().upload_file(str(served / name), BUCKET, name)
+    return s3
 
 
-def rdask_cli(*args, env=None, timeout=120):
-    return subprocess.run([RDASK, *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
-
-
-def assert_one_line_error(proc, *needles):
-    assert proc.returncode not in (0, None), proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("rdask: error: "), lines[0]
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
+#: The inputs in the bucket, and how an S3 GeoTIFF of each is written.
+INPUTS = {"in.tif": "staged", "big.tif": "parts"}
 
 
 def local_job(src, tmp_path, kernel="reverse-bands", **kw):
     out = tmp_path / f"local-{kernel.split()[0]}.tif"
     rdask.process(str(src), str(out), kernel, **kw)
     return out
-
-
-def assert_same_raster(a, b):
-    """Same pixels, masks and metadata. (Not the same bytes: chunks are written
-    as they finish, so tiles sit at different offsets from run to run.)"""
-    with rasterio.open(a) as x, rasterio.open(b) as y:
-        px, py = dict(x.profile), dict(y.profile)
-        nx, ny = px.pop("nodata"), py.pop("nodata")
-        assert px == py
-        assert nx == ny or (np.isnan(nx) and np.isnan(ny)), (nx, ny)
-        assert x.tags() == y.tags() and x.descriptions == y.descriptions
-        assert [x.tags(i) for i in x.indexes] == [y.tags(i) for i in y.indexes]
-        assert (x.colorinterp, x.scales, x.offsets, x.units) == (y.colorinterp, y.scales, y.offsets, y.units)
-        assert np.array_equal(x.read(), y.read())
-        assert np.array_equal(x.read_masks(), y.read_masks())
 
 
 def objects(client, prefix=""):
@@ -322,8 +290,8 @@ def test_http_errors_through_the_cli(case, http, tmp_path):
     env = dict(os.environ, GDAL_HTTP_TIMEOUT="1", GDAL_HTTP_MAX_RETRY="0")
     out = tmp_path / "out.tif"
     t0 = time.monotonic()
-    proc = rdask_cli("run", "reverse-bands", url, out, env=env)
-    assert_one_line_error(proc, url, reason)
+    proc = cli.run("run", "reverse-bands", url, out, env=env)
+    cli.one_line_error(proc, url, reason)
     assert not os.listdir(tmp_path)
     if case == "timeout":
         assert time.monotonic() - t0 < 30
@@ -351,34 +319,35 @@ def test_s3_errors_through_the_cli(case, s3, tmp_path):
         s3.enforce_auth(True)  # moto checks keys only when asked to
     out = tmp_path / "out.tif"
     try:
-        proc = rdask_cli("run", "reverse-bands", url, out, env=env)
+        proc = cli.run("run", "reverse-bands", url, out, env=env)
     finally:
         s3.enforce_auth(False)
-    assert_one_line_error(proc, url, reason)
+    cli.one_line_error(proc, url, reason)
     assert not out.exists()
 
 
 def test_s3_output_errors_through_the_cli(s3, served, tmp_path):
     """A missing bucket, or credentials S3 refuses, fail before any work."""
-    proc = rdask_cli("run", "reverse-bands", served / "in.tif", "s3://no-such-bucket-rdask/out.tif")
-    assert_one_line_error(proc, "s3://no-such-bucket-rdask/out.tif", "not found")
+    proc = cli.run("run", "reverse-bands", served / "in.tif", "s3://no-such-bucket-rdask/out.tif")
+    cli.one_line_error(proc, "s3://no-such-bucket-rdask/out.tif", "not found")
     env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIAUNKNOWNRDASKTEST")
     s3.enforce_auth(True)
     try:
-        proc = rdask_cli("run", "reverse-bands", served / "in.tif", f"s3://{BUCKET}/out.tif", env=env)
+        proc = cli.run("run", "reverse-bands", served / "in.tif", f"s3://{BUCKET}/out.tif", env=env)
     finally:
         s3.enforce_auth(False)
-    assert_one_line_error(proc, f"s3://{BUCKET}/out.tif", "access denied (HTTP 403)")
-    assert objects(s3.client()) == ["in.tif"] and not uploads(s3.client())
+    cli.one_line_error(proc, f"s3://{BUCKET}/out.tif", "access denied (HTTP 403)")
+    assert objects(s3.client()) == sorted(INPUTS) and not uploads(s3.client())
 
 
 # -- 4. secrets never show ----------------------------------------------------------------
 
 
-def test_s3_secret_never_shows(s3, served, tmp_path):
+@pytest.mark.parametrize("name", list(INPUTS), ids=list(INPUTS.values()))
+def test_s3_secret_never_shows(s3, served, tmp_path, name):
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == SECRET
     # A whole job, input and output on S3, at -vv.
-    proc = rdask_cli("-vv", "run", "focal-mean", f"s3://{BUCKET}/in.tif", f"s3://{BUCKET}/out.tif")
+    proc = cli.run("-vv", "run", "focal-mean", f"s3://{BUCKET}/{name}", f"s3://{BUCKET}/out.tif")
     assert proc.returncode == 0, proc.stderr
     assert SECRET not in proc.stdout + proc.stderr
     s3.client().download_file(BUCKET, "out.tif", str(tmp_path / "out.tif"))
@@ -389,7 +358,7 @@ def test_s3_secret_never_shows(s3, served, tmp_path):
     assert SECRET not in repr(everything)
     assert SECRET.encode() not in open(tmp_path / "out.tif", "rb").read()
     # Errors.
-    proc = rdask_cli("-vv", "run", "slope", f"s3://{BUCKET}/nope.tif", tmp_path / "x.tif")
+    proc = cli.run("-vv", "run", "slope", f"s3://{BUCKET}/nope.tif", tmp_path / "x.tif")
     assert proc.returncode == 1 and SECRET not in proc.stderr
     # Graph keys, tokens and the pickled tasks a worker would receive.
     import cloudpickle
@@ -415,12 +384,12 @@ def test_secret_gdal_options_are_refused(s3, served, tmp_path):
     with pytest.raises(RasterOpenError, match="carries a secret"):
         rdask.to_raster(rdask.open_raster(str(served / "in.tif")), f"s3://{BUCKET}/o.tif",
                         gdal_options={"AWS_SECRET_ACCESS_KEY": SECRET})
-    assert not (tmp_path / "o.tif").exists() and objects(s3.client()) == ["in.tif"]
+    assert not (tmp_path / "o.tif").exists() and objects(s3.client()) == sorted(INPUTS)
 
 
 def test_url_password_never_shows(http, tmp_path):
     url = http.url("in.tif", f"alice:{PASSWORD}")
-    proc = rdask_cli("-vv", "run", "reverse-bands", url, tmp_path / "out.tif")
+    proc = cli.run("-vv", "run", "reverse-bands", url, tmp_path / "out.tif")
     assert proc.returncode == 0, proc.stderr
     assert PASSWORD not in proc.stdout + proc.stderr
     assert any(h.startswith("Basic ") for h in http.auth_headers())  # GDAL did send it
@@ -430,8 +399,8 @@ def test_url_password_never_shows(http, tmp_path):
     # Errors, through the CLI and the API.
     for bad in (http.url("missing.tif", f"alice:{PASSWORD}"),
                 http.url("forbidden/in.tif", f"alice:{PASSWORD}")):
-        proc = rdask_cli("-vv", "run", "reverse-bands", bad, tmp_path / "x.tif")
-        line = assert_one_line_error(proc, "HTTP 40")
+        proc = cli.run("-vv", "run", "reverse-bands", bad, tmp_path / "x.tif")
+        line = cli.one_line_error(proc, "HTTP 40")
         assert PASSWORD not in proc.stderr and "alice" not in line
         with pytest.raises(RasterOpenError) as err:
             rdask.open_raster(bad)
@@ -451,7 +420,7 @@ def test_vsicurl_password_never_shows(http):
 
 
 def test_info_hides_url_password(http):
-    proc = rdask_cli("info", http.url("in.tif", f"alice:{PASSWORD}"))
+    proc = cli.run("info", http.url("in.tif", f"alice:{PASSWORD}"))
     assert proc.returncode == 0, proc.stderr
     assert PASSWORD not in proc.stdout + proc.stderr
 
@@ -459,19 +428,20 @@ def test_info_hides_url_password(http):
 # -- 5. S3 outputs: atomic, clean on failure, never clobbering ------------------------------
 
 
-def test_s3_output_appears_only_when_complete(s3, served, tmp_path):
-    expected = local_job(served / "in.tif", tmp_path, "focal-mean")
+@pytest.mark.parametrize("name", list(INPUTS), ids=list(INPUTS.values()))
+def test_s3_output_appears_only_when_complete(s3, served, tmp_path, name):
+    expected = local_job(served / name, tmp_path, "focal-mean")
     client = s3.client()
     seen = []
 
     def during(done, total):  # called after every chunk is written
-        seen.append((objects(client, "out"), len(uploads(client))))
+        seen.append("out.tif" in objects(client, "out"))
 
-    result = rdask.process(str(served / "in.tif"), f"s3://{BUCKET}/out.tif", "focal-mean",
-                           progress=during, workers=2)
+    result = rdask.process(str(served / name), f"s3://{BUCKET}/out.tif", "focal-mean",
+                           progress=during, workers=2, chunk_mb=1)
     assert result.path == f"s3://{BUCKET}/out.tif"
-    assert len(seen) > 1 and all(s == ([], 0) for s in seen), seen
-    assert objects(client) == ["in.tif", "out.tif"] and not uploads(client)
+    assert len(seen) > 1 and not any(seen), seen
+    assert objects(client) == sorted([*INPUTS, "out.tif"]) and not uploads(client)
     client.download_file(BUCKET, "out.tif", str(tmp_path / "from-s3.tif"))
     assert_same_raster(tmp_path / "from-s3.tif", expected)
     assert not staged_files(tempfile.gettempdir())
@@ -485,20 +455,21 @@ def test_s3_object_is_the_local_output_byte_for_byte(s3, served, tmp_path):
     assert body == expected.read_bytes()
 
 
-def test_failing_job_leaves_no_object_and_no_upload(s3, served, tmp_path):
+@pytest.mark.parametrize("name", list(INPUTS), ids=list(INPUTS.values()))
+def test_failing_job_leaves_no_object_and_no_upload(s3, served, tmp_path, name):
     kernels = tmp_path / "failing.py"
     kernels.write_text(FAILING_KERNEL)
     with pytest.raises(KernelError, match="boom"):
-        rdask.process(str(served / "in.tif"), f"s3://{BUCKET}/out.tif", f"{kernels}:explode")
-    assert objects(s3.client()) == ["in.tif"] and not uploads(s3.client())
+        rdask.process(str(served / name), f"s3://{BUCKET}/out.tif", f"{kernels}:explode", chunk_mb=1)
+    assert objects(s3.client()) == sorted(INPUTS) and not uploads(s3.client())
     assert not staged_files(tempfile.gettempdir())
 
 
 def test_interrupted_upload_is_aborted(s3, served, monkeypatch):
     """Ctrl-C in the middle of the multipart upload: the upload is aborted."""
-    from rdask.io import remote
+    from rdask.cloud.s3 import S3Endpoint
 
-    real_client = remote.S3Endpoint.client
+    real_client = S3Endpoint.client
 
     class Interrupting:
         def __init__(self, client):
@@ -511,10 +482,10 @@ def test_interrupted_upload_is_aborted(s3, served, monkeypatch):
             assert uploads(self._client)  # the upload exists at this point...
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(remote.S3Endpoint, "client", lambda self: Interrupting(real_client(self)))
+    monkeypatch.setattr(S3Endpoint, "client", lambda self: Interrupting(real_client(self)))
     with pytest.raises(KeyboardInterrupt):
         rdask.process(str(served / "in.tif"), f"s3://{BUCKET}/out.tif", "reverse-bands")
-    assert objects(s3.client()) == ["in.tif"] and not uploads(s3.client())  # ...and not after
+    assert objects(s3.client()) == sorted(INPUTS) and not uploads(s3.client())  # ...and not after
     assert not staged_files(tempfile.gettempdir())
 
 
@@ -525,8 +496,8 @@ def test_existing_object_needs_overwrite(s3, served, tmp_path):
         rdask.process(str(served / "in.tif"), f"s3://{BUCKET}/out.tif", "reverse-bands")
     assert f"s3://{BUCKET}/out.tif" in str(err.value)
     assert client.get_object(Bucket=BUCKET, Key="out.tif")["Body"].read() == b"precious"
-    proc = rdask_cli("run", "reverse-bands", served / "in.tif", f"s3://{BUCKET}/out.tif")
-    assert_one_line_error(proc, f"s3://{BUCKET}/out.tif", "--overwrite")
+    proc = cli.run("run", "reverse-bands", served / "in.tif", f"s3://{BUCKET}/out.tif")
+    cli.one_line_error(proc, f"s3://{BUCKET}/out.tif", "--overwrite")
     assert client.get_object(Bucket=BUCKET, Key="out.tif")["Body"].read() == b"precious"
 
     rdask.process(str(served / "in.tif"), f"s3://{BUCKET}/out.tif", "reverse-bands", overwrite=True)
@@ -569,5 +540,5 @@ def test_ctrl_c_while_writing_to_s3(s3, served, tmp_path):
             proc.kill()
     assert proc.returncode == 130, err
     assert err.strip().startswith("rdask: interrupted"), err
-    assert objects(s3.client()) == ["in.tif"] and not uploads(s3.client())
+    assert objects(s3.client()) == sorted(INPUTS) and not uploads(s3.client())
     assert not staged_files(staging)

@@ -1,5 +1,5 @@
 """S3 GeoTIFF outputs whose tasks upload their tiles as multipart parts
-(rdask.outputs.s3parts), against moto's real S3 server on 127.0.0.1.
+(rdask.outputs.s3.gtiff), against moto's real S3 server on 127.0.0.1.
 
 Every job is compared with the local GeoTIFF output of the same job: same
 pixels, same metadata, and a sound tile layout in the object. Faults are
@@ -14,26 +14,23 @@ import logging
 import os
 import re
 import signal
-import subprocess
 import tempfile
 
+import cli
 import numpy as np
 import pytest
 import rasterio
-from rasters import read, synthetic, write
-from servers import S3Server, use_s3
-from test_distributed_write import check_layout
-from test_remote import RDASK, assert_one_line_error, assert_same_raster, rdask_cli
+from faultutil import wait_until
+from rasters import assert_same_raster, check_layout, read, synthetic, write
+from servers import BUCKET, SECRET
 
 import rdask
+from rdask.cloud.multipart import MIN_PART
 from rdask.errors import KernelError, OutputError, ResumeError
-from rdask.io.remote import staging_path
 from rdask.outputs import kind_for
 from rdask.outputs.options import WriteOptions
-from rdask.outputs.parts import MIN_PART
+from rdask.outputs.staging import s3_staging_path
 
-BUCKET = "rdask-parts"
-SECRET = "Qp4-SECRET-s3parts-never-print-8812"
 #: Uploaded-part lines the workers log (threads: this process's log): a
 #: chunk's own part (tiles), part 1 (header) or a group of pieces (pieces).
 PART_LOG = re.compile(r"part (\d+) uploaded: (\d+) bytes of (tiles|header|pieces) \+ (\d+) bytes of padding")
@@ -55,21 +52,6 @@ def explode_on_sentinel(block):
 
 
 # -- fixtures ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto():
-    server = S3Server(secret=SECRET).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3(moto, monkeypatch, tmp_path):
-    """moto with an empty bucket; this process's environment (inherited by
-    spawned workers and CLI runs) pointing at it; $TMPDIR in tmp_path."""
-    use_s3(moto, monkeypatch, tmp_path, BUCKET)
-    return moto
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +112,7 @@ def chunk_logs(caplog):
 def count_requests(monkeypatch):
     """Count the S3 operations of this process's boto3 clients (the threads'
     and the client's): ``{operation: count}``, filled as they go."""
-    from rdask.outputs import parts
+    from rdask.cloud.s3 import clients
 
     counts: dict[str, int] = {}
 
@@ -142,12 +124,12 @@ def count_requests(monkeypatch):
             client.meta.events.register("before-call.s3", count)
             super().__setitem__(key, client)
 
-    monkeypatch.setattr(parts, "_clients", Counting())
+    monkeypatch.setattr(clients(), "_clients", Counting())
     return counts
 
 
 def journal_path(target):
-    return staging_path(target) + ".rdask-parts"
+    return s3_staging_path(target) + ".rdask-parts"
 
 
 # -- 1. the object equals the local output -------------------------------------
@@ -155,8 +137,8 @@ def journal_path(target):
 
 def test_s3parts_is_chosen_for_what_it_encodes():
     gtiff = WriteOptions.of(driver="GTiff")
-    assert kind_for(url(), gtiff).__name__ == "rdask.outputs.s3parts"
-    assert kind_for(url(), WriteOptions.of(driver="COG")).__name__ == "rdask.outputs.s3cog"
+    assert kind_for(url(), gtiff).__name__ == "rdask.outputs.s3.gtiff"
+    assert kind_for(url(), WriteOptions.of(driver="COG")).__name__ == "rdask.outputs.s3.cog"
 
 
 @pytest.mark.parametrize("case", ["small-chunks-merged", "big-chunks", "big-chunks-deflate"])
@@ -235,7 +217,7 @@ def test_small_chunks_are_merged_without_padding(scheduler, name, s3, inputs, tm
     object of padding): every chunk is a piece; part 1 and the groups take
     them, in tasks (on a cluster the client never reads a piece); the object
     is the local file's size."""
-    from rdask.outputs.parts import Upload
+    from rdask.outputs.s3 import parts
 
     src = str(inputs / f"{name}.tif")
     kw = dict(chunk_mb=0.3, blocksize=128)
@@ -243,10 +225,10 @@ def test_small_chunks_are_merged_without_padding(scheduler, name, s3, inputs, tm
     rdask.process(src, str(local), "reverse-bands", **kw)
     counts = count_requests(monkeypatch)
     if scheduler == "local:2":
-        def no_piece_here(self, piece):
+        def no_piece_here(upload, piece):
             raise AssertionError("the client read a piece")
 
-        monkeypatch.setattr(Upload, "get_piece", no_piece_here)  # the workers are other processes
+        monkeypatch.setattr(parts, "get_piece", no_piece_here)  # the workers are other processes
     caplog.set_level(logging.DEBUG, logger="rdask")
     result = rdask.process(src, url(), "reverse-bands", scheduler=scheduler, workers=2, **kw)
     got = download(s3, tmp_path / "from-s3.tif")
@@ -310,7 +292,7 @@ def test_plan_parts_pads_only_part_1_and_only_when_small():
     """The grouping alone (no S3): groups of >= 5 MiB, the last part may be
     small, part 1 padded only when header and pieces stay under 5 MiB and a
     part follows."""
-    from rdask.outputs.parts import Part, Piece, plan_parts
+    from rdask.outputs.s3.parts import Part, Piece, plan_parts
 
     def pieces(numbers, size):
         return [Piece(n, f"k/{n}", size) for n in numbers]
@@ -391,27 +373,33 @@ def test_existing_object_needs_overwrite(s3, inputs, tmp_path):
 # -- 3. resume after the client is SIGKILLed --------------------------------------
 
 
+def journal_records(journal) -> list:
+    """The chunk records of a parts journal: its complete lines after the
+    header (a SIGKILL can tear the last one, which rdask skips too)."""
+    try:
+        text = open(journal).read()
+    except FileNotFoundError:
+        return []
+    lines = text.split("\n")[1:-1]  # the header; after the last newline, a torn line or nothing
+    return [json.loads(line) for line in lines]
+
+
 def killed_run(inputs, target, *extra, after_parts=3):
     """``rdask run`` on 1 thread, SIGKILLed once ``after_parts`` chunks are
-    journaled; returns the journal's chunk lines."""
+    journaled; returns the journal's chunk records."""
     journal = journal_path(target)
-    proc = subprocess.Popen([RDASK, "run", "reverse-bands", str(inputs / "small.tif"), target, "-j", "1",
-                             "--chunk-mb", "0.3", "--resume", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = cli.start("run", "reverse-bands", inputs / "small.tif", target, "-j", "1", "--chunk-mb", "0.3",
+                     "--resume", *extra)
     try:
-        while proc.poll() is None:
-            if os.path.exists(journal):
-                with open(journal) as fh:
-                    if len(fh.read().splitlines()) > after_parts:
-                        break
+        wait_until(lambda: len(journal_records(journal)) >= after_parts, f"{after_parts} journaled chunks",
+                   proc=proc)
         proc.send_signal(signal.SIGKILL)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL, err
-    with open(journal) as fh:
-        return [json.loads(line) for line in fh.read().splitlines()[1:]]
+    return journal_records(journal)
 
 
 def test_resume_after_sigkill_uploads_only_missing_chunks(s3, inputs, tmp_path, caplog):
@@ -451,7 +439,7 @@ def test_resume_after_a_failed_commit_regroups(s3, inputs, tmp_path, caplog, mon
     """A commit that fails after part 1 and the groups are uploaded: the
     resume recomputes no chunk, forms the groups anew (same numbers,
     overwritten) and completes with the local pixels."""
-    from rdask.outputs.parts import Upload
+    from rdask.cloud.multipart import MultipartUpload as Upload
 
     src, kw = str(inputs / "big.tif"), dict(chunk_mb=0.3, blocksize=128, workers=2)
     real = Upload.complete
@@ -514,7 +502,7 @@ def test_resume_of_another_job_is_refused(s3, inputs, tmp_path):
 
 
 def test_cli_run_to_s3(s3, inputs, tmp_path):
-    proc = rdask_cli("-vv", "run", "reverse-bands", inputs / "small.tif", url(), "--chunk-mb", "1")
+    proc = cli.run("-vv", "run", "reverse-bands", inputs / "small.tif", url(), "--chunk-mb", "1")
     assert proc.returncode == 0, proc.stderr
     assert SECRET not in proc.stdout + proc.stderr
     assert "bytes of padding" in proc.stderr  # the client's summary at -vv
@@ -526,16 +514,16 @@ def test_cli_run_to_s3(s3, inputs, tmp_path):
 
 
 def test_cli_errors_are_one_line_without_secret(s3, inputs, tmp_path):
-    proc = rdask_cli("-vv", "run", "reverse-bands", inputs / "small.tif", "s3://no-such-bucket-rdask/o.tif")
+    proc = cli.run("-vv", "run", "reverse-bands", inputs / "small.tif", "s3://no-such-bucket-rdask/o.tif")
     assert SECRET not in proc.stdout + proc.stderr
-    assert_one_line_error(proc, "s3://no-such-bucket-rdask/o.tif", "not found")
+    cli.one_line_error(proc, "s3://no-such-bucket-rdask/o.tif", "not found")
     kernel = f"{inputs / 'kernels.py'}:explode_on_sentinel"
-    proc = rdask_cli("-vv", "run", kernel, inputs / "sentinel.tif", url(), "--chunk-mb", "1")
+    proc = cli.run("-vv", "run", kernel, inputs / "sentinel.tif", url(), "--chunk-mb", "1")
     assert proc.returncode != 0 and SECRET not in proc.stdout + proc.stderr
     assert objects(s3.client()) == [] and not uploads(s3.client())
     s3.client().put_object(Bucket=BUCKET, Key="out.tif", Body=b"old")
-    proc = rdask_cli("run", "reverse-bands", inputs / "small.tif", url())
-    assert_one_line_error(proc, url(), "--overwrite")
+    proc = cli.run("run", "reverse-bands", inputs / "small.tif", url())
+    cli.one_line_error(proc, url(), "--overwrite")
 
 
 def test_read_back_through_gdal(s3, inputs, tmp_path):
@@ -673,9 +661,9 @@ def test_missing_boto3_is_one_line_naming_the_extra(monkeypatch):
     """Without boto3 an S3 output says which extra to install, in one line."""
     import sys
 
+    from rdask.cloud.s3 import Clients, S3Endpoint
     from rdask.errors import OutputError
-    from rdask.io.remote import S3Endpoint
 
     monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 -> ModuleNotFoundError
     with pytest.raises(OutputError, match=r"^S3 outputs need boto3: pip install 'rdask\[s3\]'$"):
-        S3Endpoint.from_options({}).client()
+        Clients().get(S3Endpoint.from_options({}))

@@ -112,10 +112,6 @@ def test_cluster_workers_get_rdasks_allocator_settings(job, tmp_path, monkeypatc
 
     tmp, src, data, mask = job
     monkeypatch.setenv("PYTHONPATH", os.path.dirname(__file__))  # workers import this module
-    # A LocalCluster's nannies leave their settings in this process's
-    # environment (distributed sets them before spawning): start clean.
-    for name in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"):
-        monkeypatch.delenv(name, raising=False)
     with dask_cluster(tmp_path, n_workers=1, nanny=True) as (address, _), Client(address) as client:
         before = list(client.run(_faults_reusing_a_buffer).values())
         dst = str(tmp / "tuned.tif")
@@ -125,3 +121,16 @@ def test_cluster_workers_get_rdasks_allocator_settings(job, tmp_path, monkeypatc
     pages = 5 * 16 * 2**20 // 4096
     assert before[0] > 0.9 * pages  # every buffer faulted in afresh
     assert after[0] < 0.05 * pages  # reused
+
+
+def test_local_cluster_workers_reuse_freed_chunk_memory(monkeypatch):
+    """``local:N`` workers get rdask's allocator settings from the same
+    plugin as any cluster's (not through this process's environment)."""
+    from rdask.schedule import open_runner
+
+    monkeypatch.setenv("PYTHONPATH", os.path.dirname(__file__))  # workers import this module
+    with open_runner("local:2") as runner:
+        after = list(runner.client.run(_faults_reusing_a_buffer).values())
+    pages = 5 * 16 * 2**20 // 4096
+    assert len(after) == 2
+    assert max(after) < 0.05 * pages  # reused, not faulted in afresh

@@ -30,7 +30,7 @@ from warpcases import (
     write,
 )
 
-from rdask.io.source import RasterSource
+from rdask.io.files import FileSource
 from rdask.io.warped import Grid, target_grid, warp_scales, warped
 from rdask.recipe import open_recipe
 
@@ -245,14 +245,14 @@ class _Reads:
 
     def __init__(self, monkeypatch):
         self.sizes: list[int] = []
-        real = RasterSource.read
+        real = FileSource.read
 
         def read(source, y0, y1, x0, x1, *, bands=None):
             out = real(source, y0, y1, x0, x1, bands=bands)
             self.sizes.append(out.nbytes)
             return out
 
-        monkeypatch.setattr(RasterSource, "read", read)
+        monkeypatch.setattr(FileSource, "read", read)
 
 
 @pytest.mark.parametrize("resampling", ["nearest", "bilinear"])

@@ -80,7 +80,7 @@ def test_sync_runs_every_chunk_in_the_calling_thread(tmp_path, src):
 def test_interrupted_cog_finish_is_kept_for_resume(tmp_path, src, monkeypatch):
     """Ctrl-C while the overviews are made, with resume=True: the finished
     main pass is kept (and said to be), and the resume only finishes it."""
-    from rdask.outputs import cog
+    from rdask.outputs.tiff import cog
 
     path, data = src
     out = str(tmp_path / "cog.tif")

@@ -10,7 +10,7 @@ import pytest
 from rasters import read, synthetic, write
 
 import rdask
-import rdask.outputs.gtiff as tilesink
+import rdask.outputs.tiff.gtiff as tilesink
 
 
 @pytest.fixture

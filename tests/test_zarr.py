@@ -223,7 +223,7 @@ def test_pure_v3_store_without_v2_metadata(src, tif, tmp_path):
 def test_workers_that_cannot_see_the_store_return_pixels(src, tif, tmp_path, monkeypatch):
     """What a worker on another machine does: the client writes the chunks
     and makes the levels itself."""
-    from rdask.outputs import zarr as zarr_output
+    from rdask.outputs.zarr import local as zarr_output
 
     original = zarr_output.ZarrOutput.__init__
     monkeypatch.setattr(zarr_output.ZarrOutput, "__init__",

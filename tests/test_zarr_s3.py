@@ -15,7 +15,6 @@ import os
 import pickle
 import re
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -27,18 +26,16 @@ import rasters
 import rioxarray  # noqa: F401 - the .rio accessor
 import xarray as xr
 from affine import Affine
-from servers import S3Server, use_s3
+from cli import RDASK
+from servers import BUCKET, SECRET
 
 import rdask
 import rdask.errors
 from rdask.errors import KernelError, OutputError, ResumeError
 from rdask.kernels import as_kernel
-from rdask.outputs.zarrs3 import S3ZarrWriter
+from rdask.outputs.zarr.s3 import S3ZarrWriter
 
-RDASK = os.path.join(os.path.dirname(sys.executable), "rdask")
-BUCKET = "rdask-zarr"
 URL = f"s3://{BUCKET}/runs/out.zarr"
-SECRET = "Zq9-ZARR-SECRET-xW7v-never-print-5582"  # distinctive, so a leak cannot hide
 
 SHAPE = (3, 700, 900)  # odd sizes: edge chunks, odd overview levels
 TRANSFORM = Affine(30.0, 0.0, 500000.125, 0.0, -30.0, 4000000.3)
@@ -48,21 +45,6 @@ CHUNK = re.compile(r"^band_data/\d+/\d+/\d+$")  # a chunk key of the full-resolu
 
 
 # -- fixtures ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto():
-    server = S3Server(secret=SECRET).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3(moto, monkeypatch, tmp_path):
-    """An empty bucket, and this process's environment (inherited by spawned
-    workers and CLI runs) pointing at moto, with the credentials only there."""
-    use_s3(moto, monkeypatch, tmp_path, BUCKET)
-    return moto
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +230,7 @@ def test_a_local_cluster_of_processes_writes_from_the_workers(s3, src, tif, loca
 
 def test_gdal_reads_the_store_through_vsis3(s3, src, tif):
     rdask.process(src, URL, "reverse-bands", chunk_mb=0.5)
-    # GDAL 3.10 reads the Zarr v2 metadata beside the v3 (see rdask.outputs.zarr).
+    # GDAL 3.10 reads the Zarr v2 metadata beside the v3 (see rdask.outputs.zarr.local).
     with rasterio.Env(AWS_S3_ENDPOINT=s3.endpoint, AWS_HTTPS="NO", AWS_VIRTUAL_HOSTING="FALSE"), \
             rasterio.open(f'ZARR:"/vsis3/{BUCKET}/runs/out.zarr":/band_data') as ds:
         assert ds.crs == tif["crs"]

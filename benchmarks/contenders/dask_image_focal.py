@@ -27,6 +27,7 @@ def process_file(
     chunk: int,
     blocksize: int,
     compress: str | None,
+    filter: str = "uniform",
 ) -> None:
     """Mean over (2r+1)^2 windows of every band of ``infile`` into ``outfile``.
 
@@ -48,7 +49,8 @@ def process_file(
     ndfilters = require("dask_image.ndfilters", "dask-image")
     data = open_dask(infile, chunk)
     size = 2 * radius + 1
-    result = data.copy(data=ndfilters.uniform_filter(data.data, size=(1, size, size)))
+    func = ndfilters.median_filter if filter == "median" else ndfilters.uniform_filter
+    result = data.copy(data=func(data.data, size=(1, size, size)))
     write_threaded(result, outfile, jobs=jobs, blocksize=blocksize, compress=compress)
 
 
@@ -56,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = build_parser(__doc__.splitlines()[0], kernel=False, jobs=True, chunk=2048)
     parser.add_argument("--radius", type=int, default=5, help="window half-size (pixels)")
+    parser.add_argument("--filter", choices=("uniform", "median"), default="uniform",
+                        help="uniform_filter (a focal mean) or median_filter")
     args = parser.parse_args(argv)
     process_file(
         args.infile,
@@ -65,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         chunk=args.chunk,
         blocksize=args.blocksize,
         compress=compress_option(args.compress, "deflate"),
+        filter=args.filter,
     )
 
 

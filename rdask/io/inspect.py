@@ -12,8 +12,8 @@ from typing import Any
 
 from rdask.errors import RasterOpenError, first_line
 from rdask.io import guard
+from rdask.io.paths import file_stamp, redact
 from rdask.io.remote import diagnose, is_remote
-from rdask.io.source import file_stamp, redact
 from rdask.meta import GCP, BandMeta, RasterMeta, as_tags
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from rdask.io.source import SourceShape
+from rdask.io.base import SourceArray
 
 
 @dataclass(frozen=True)
-class StackSource(SourceShape):
+class StackSource(SourceArray):
     """Sources of equal height, width and dtype, stacked as bands."""
 
     parts: tuple[Any, ...]

@@ -1,10 +1,10 @@
 """Reprojection read chunk by chunk, equal to ``gdalwarp -et 0`` of the whole raster.
 
-A :class:`WarpedSource` quacks like :class:`~rdask.io.source.RasterSource`
+A :class:`WarpedSource` quacks like :class:`~rdask.io.files.FileSource`
 over a target :class:`Grid`: ``read(y0, y1, x0, x1)`` of any window returns
 the pixels ``gdalwarp -et 0`` writes there when it warps the whole raster in
 one piece. Each window reads from its source only the pixels it needs
-(``RasterSource.read`` of the destination window's footprint, grown by the
+(``FileSource.read`` of the destination window's footprint, grown by the
 resampling kernel) and hands them to GDAL's own warper.
 
 Three things would otherwise make pixels depend on the chunking, and each is
@@ -56,7 +56,8 @@ from affine import Affine
 from rdask.config import WARP_ERROR_THRESHOLD
 from rdask.errors import RasterOpenError, first_line
 from rdask.io import warp_direct
-from rdask.io.source import RasterSource, SourceShape, check_not_forked
+from rdask.io.base import SourceArray
+from rdask.io.files import FileSource, check_not_forked
 from rdask.io.warp_capi import exact_transformer, warp_region
 from rdask.io.warp_lattice import (
     WindowLattice,
@@ -554,8 +555,8 @@ def _check_resampling(resampling: str) -> None:
 
 
 @dataclass(frozen=True)
-class WarpedSource(SourceShape):
-    """A :class:`RasterSource` seen through a reprojection onto ``grid``.
+class WarpedSource(SourceArray):
+    """A :class:`FileSource` seen through a reprojection onto ``grid``.
 
     ``read`` of any window returns what ``gdalwarp -et 0`` of the whole
     raster writes there (see the module docstring). Build it with
@@ -564,7 +565,7 @@ class WarpedSource(SourceShape):
     the output's (written where no source pixel contributes; 0 when None).
     """
 
-    source: RasterSource
+    source: FileSource
     grid: Grid
     src_grid: Grid
     resampling: str
@@ -911,7 +912,7 @@ def _halves(win: tuple[int, int, int, int]) -> list[tuple[int, int, int, int]]:
 
 
 def warped(
-    source: RasterSource,
+    source: FileSource,
     src_grid: Grid,
     dst: Grid,
     resampling: str = "nearest",
@@ -926,7 +927,7 @@ def warped(
 
     Parameters
     ----------
-    source : RasterSource
+    source : FileSource
         What to warp.
     src_grid : Grid
         Its grid (CRS, transform, size).
@@ -979,7 +980,7 @@ def warped(
     )
 
 
-def _source_nodata(source: RasterSource) -> float | None:
+def _source_nodata(source: FileSource) -> float | None:
     """The first file's nodata, which gdalwarp uses for every band."""
     import rasterio
 

@@ -45,15 +45,22 @@ def builtin_kernels() -> Mapping[str, Kernel]:
     """
     # Here, not at the top: importing the built-in modules loads (or compiles)
     # their numba functions, ~0.4 s measured, that `rdask --help` and user kernels skip.
-    from rdask.kernels import bands, focal, terrain
+    from rdask.kernels import bands, calc, colorrelief, focal, focalstats, terrain
 
     found = [
         bands.reverse_bands,
         bands.normalized_difference,
         bands.ndvi,
+        calc.calc,
+        colorrelief.color_relief,
         focal.focal_mean,
+        focalstats.focal,
         terrain.slope,
+        terrain.aspect,
         terrain.hillshade,
+        terrain.tri,
+        terrain.tpi,
+        terrain.roughness,
     ]
     return MappingProxyType({k.name: k for k in sorted(found, key=lambda k: k.name)})
 

@@ -65,10 +65,10 @@ class Kernel:
 
     name: str
     func: Callable[..., np.ndarray] = field(repr=False, compare=False)
-    dtype: np.dtype | None
+    dtype: np.dtype | Callable[..., Any] | None = field(compare=False)
     bands: int | Callable[..., int] | None = field(compare=False)
     halo: int | str
-    nodata: float | str | None
+    nodata: float | str | Callable[..., float | None] | None = field(compare=False)
     params: tuple[str, ...]
     defaults: tuple[tuple[str, Any], ...]
     context: tuple[str, ...]
@@ -78,6 +78,12 @@ class Kernel:
     bands_from: str | BandsFrom | None = field(default=None, compare=False)
     accepts: str | tuple[np.dtype, ...] | None = None
     probed: bool = False
+    choices: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    dispatches: bool = False
+    aliases: tuple[tuple[str, str], ...] = ()
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = field(
+        default=None, repr=False, compare=False
+    )
     # Probe results by (what, dtype, bands, args); shared by copies of the
     # kernel in one process and carried along when it is pickled.
     memo: dict[tuple, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -97,7 +103,8 @@ class Kernel:
     def __dask_tokenize__(self) -> tuple:
         # Equal kernels must give equal graph keys; the function object itself
         # is not deterministic to hash, its qualified name is.
-        return ("rdask.Kernel", self.name, self.token, str(self.dtype), self.halo, self.defaults)
+        return ("rdask.Kernel", self.name, self.token, _describe(self.dtype), self.halo,
+                self.defaults)
 
     # -- arguments ---------------------------------------------------------
     def resolve_args(self, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,6 +116,9 @@ class Kernel:
             For an unknown argument or a value of the wrong type.
         """
         defaults = dict(self.defaults)
+        if self.aliases:
+            names = dict(self.aliases)
+            args = {names.get(k, k): v for k, v in args.items()}
         unknown = sorted(set(args) - set(defaults))
         if unknown:
             known = ", ".join(defaults) or "none"
@@ -118,6 +128,18 @@ class Kernel:
         out = dict(defaults)
         for key, value in args.items():
             out[key] = _coerce(self.name, key, value, defaults[key])
+        for key, allowed in self.choices:
+            if out[key] not in allowed:
+                raise KernelError(
+                    f"kernel {self.name!r}: {key}={out[key]!r} is not one of {'|'.join(allowed)}"
+                )
+        if self.prepare is not None:
+            try:
+                out = self.prepare(out)
+            except (TypeError, ValueError, OSError) as exc:
+                if isinstance(exc, KernelError):
+                    raise
+                raise KernelError(f"kernel {self.name!r}: {exc}") from None
         return out
 
     def halo_for(self, args: Mapping[str, Any]) -> int:
@@ -157,12 +179,22 @@ class Kernel:
         """
         if self.probed:
             return self._probe(in_dtype, in_bands, args or {}, "out_dtype")[0]
+        if callable(self.dtype):
+            return np.dtype(self.dtype(np.dtype(in_dtype), **self.resolve_args(args or {})))
         return np.dtype(in_dtype) if self.dtype is None else self.dtype
 
-    def out_nodata(self, in_nodata: float | None) -> float | None:
-        """Nodata value of the output, given the input's."""
+    def out_nodata(
+        self, in_nodata: float | None, args: Mapping[str, Any] | None = None,
+        in_dtype: Any = None,
+    ) -> float | None:
+        """Nodata value of the output, given the input's (and the arguments
+        and input dtype, for kernels whose nodata depends on them, such as
+        ``calc``)."""
         if isinstance(self.nodata, str) and self.nodata == INPUT_NODATA:
             return in_nodata
+        if callable(self.nodata):
+            dtype = None if in_dtype is None else np.dtype(in_dtype)
+            return self.nodata(in_nodata, dtype, **self.resolve_args(args or {}))
         return self.nodata
 
     def band_sources(self, in_bands: int, args: Mapping[str, Any]) -> tuple[int, ...] | None:
@@ -253,7 +285,7 @@ class Kernel:
                 raise KernelError(found)
 
     def _check_policy(self, dtype: np.dtype) -> None:
-        why = checks.refusal(dtype, self.accepts, _is_numba(self.func))
+        why = checks.refusal(dtype, self.accepts, self.dispatches or _is_numba(self.func))
         if why is not None:
             raise KernelError(self._refused(dtype, why))
 
@@ -415,6 +447,13 @@ def compose_band_sources(
     return tuple(first[i] for i in then)
 
 
+def _describe(value: Any) -> str:
+    """A deterministic text for a declaration (a callable by its qualified name)."""
+    if callable(value) and not isinstance(value, np.dtype):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}"
+    return str(value)
+
+
 def _is_numba(func: Callable) -> bool:
     return getattr(func, "py_func", None) is not None
 
@@ -472,6 +511,10 @@ def kernel(
     bands_from: str | BandsFrom | None = None,
     accepts: str | Sequence[Any] | None = None,
     allow_gil: bool = False,
+    choices: Mapping[str, Sequence[str]] | None = None,
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    dispatches: bool = False,
+    aliases: Mapping[str, str] | None = None,
 ) -> Any:
     """Declare a numba ``nogil`` function as an rdask kernel.
 
@@ -483,7 +526,8 @@ def kernel(
         Name shown in errors and listings; defaults to the function's name
         with underscores as dashes.
     dtype
-        Output dtype; ``None`` keeps the input dtype.
+        Output dtype; ``None`` keeps the input dtype; or a callable
+        ``(in_dtype, **args) -> dtype``.
     bands
         Output band count: ``None`` keeps the input's, an int, or a callable
         ``(in_bands, **args) -> int``.
@@ -491,8 +535,9 @@ def kernel(
         Neighbourhood depth in pixels, or the name of an int argument that
         gives it (e.g. ``"radius"``).
     nodata
-        Output nodata: a number, ``None`` for none, or ``"input"`` to keep
-        the input's.
+        Output nodata: a number, ``None`` for none, ``"input"`` to keep
+        the input's, or a callable ``(in_nodata, in_dtype, **args) -> number
+        or None``.
     keeps_bands
         Whether output band ``i`` describes input band ``i`` (so band
         descriptions and the mask carry over). Defaults to ``bands is None``,
@@ -514,6 +559,24 @@ def kernel(
     allow_gil
         Accept a plain Python function or a numba function without
         ``nogil``; a warning says threads will not scale.
+    choices
+        For string arguments, the values each may take
+        (``{"stat": ("min", "max")}``); anything else is refused before any
+        work, and ``rdask kernels`` lists them.
+    prepare
+        Called with the resolved arguments (after ``choices``), returns them
+        checked and normalised (say, a parsed expression or a colour file
+        read into a table); its ``ValueError``, ``TypeError`` or ``OSError``
+        becomes a one-line :class:`KernelError` before any work.  It must
+        accept its own output again.
+    dispatches
+        ``func`` is a plain Python function that only picks, per block, the
+        numba ``nogil`` function doing the work (one specialised per
+        argument or dtype) and calls it: it holds the GIL for microseconds
+        per block, so it is accepted without ``allow_gil``.
+    aliases
+        Other names users may give an argument by, ``{"nodata": "out_nodata"}``
+        (``nodata`` itself is the input's, filled in by rdask).
 
     Returns
     -------
@@ -538,15 +601,19 @@ def kernel(
 
     def wrap(f: Callable) -> Kernel:
         label = _label(f, name)
-        _check_gil(f, label, allow_gil, "pass allow_gil=True")
+        if not dispatches:
+            _check_gil(f, label, allow_gil, "pass allow_gil=True")
         keeps, source = _provenance(label, bands, keeps_bands, bands_from)
         try:
             policy = checks.normalize_accepts(accepts)
         except (TypeError, ValueError) as exc:
             raise KernelError(f"kernel {label!r}: {_one_line(exc)}") from exc
+        out_dtype = dtype if dtype is None or callable(dtype) else np.dtype(dtype)
         return _build(
-            f, label, dtype=None if dtype is None else np.dtype(dtype), bands=bands, halo=halo,
-            nodata=nodata, keeps_bands=keeps, bands_from=source, accepts=policy,
+            f, label, dtype=out_dtype, bands=bands, halo=halo, nodata=nodata, keeps_bands=keeps,
+            bands_from=source, accepts=policy, prepare=prepare, dispatches=dispatches,
+            choices=tuple((k, tuple(v)) for k, v in (choices or {}).items()),
+            aliases=tuple((aliases or {}).items()),
         )
 
     return wrap if func is None else wrap(func)

@@ -1,258 +1,62 @@
-"""Terrain kernels: ``slope`` and ``hillshade`` as computed by ``gdaldem``.
+"""Terrain kernels: every ``gdaldem`` mode but ``color-relief``.
 
-Both follow GDAL's ``apps/gdaldem_lib.cpp`` (Horn's 3x3 gradient), rewritten
-here, including its precision: like ``gdaldem`` the elevations are read as
-float32 and the two weighted 3x3 sums are formed in float32; everything after
-(the division by the pixel size, trigonometry) is float64, and the result is
-rounded to float32 (slope) or to the nearest byte (hillshade).
-
-Without ``compute_edges`` (plain ``gdaldem``) the first and last rows and
-columns, and every pixel whose 3x3 window holds nodata or NaN, are nodata.
-With ``compute_edges`` (``gdaldem -compute_edges``) GDAL's rules apply:
-
-* only a nodata (or NaN) centre gives nodata;
-* off the first or last row, the missing row is extrapolated linearly from
-  the two nearest rows (``2 * edge - next``) and the missing column of the
-  corner windows is the centre column repeated;
-* off the first or last column of the other rows, the missing column is
-  extrapolated the same way;
-* an extrapolation from a nodata value, and any nodata neighbour, are
-  replaced by the centre value;
-* a raster less than 2 pixels wide or high is all nodata.
-
-A block edge is treated as the raster edge, so each output pixel depends on
-inputs within one pixel only and the results do not depend on the chunking.
-Unlike ``gdaldem``, which only skips NaN when the nodata value is NaN, NaN is
-always treated as nodata.  Input nodata is compared exactly (after rounding
-to float32, as ``gdaldem`` does), not within GDAL's tiny relative tolerance.
+``slope``, ``aspect``, ``hillshade``, ``tri``, ``tpi`` and ``roughness`` give
+the values of Debian's GDAL 3.6 ``gdaldem`` (the window rules are in
+:mod:`rdask.kernels.window3`, the formulas in :mod:`rdask.kernels.demalgs`).
+Each kernel here only checks its arguments, builds the constants GDAL's
+``GDALCreate*Data`` functions build, and runs the window over each band.
+Where GDAL 3.10 differs from 3.6 (it reads 8/16-bit integers' extrapolated
+edges and the hillshades the same way, but moves a float extrapolation that
+lands on the nodata value off it), rdask follows 3.6, the ``gdaldem`` on the
+systems it is tested with.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
-from numba import njit
 
+from rdask.kernels import demalgs as dem
 from rdask.kernels.spec import kernel
+from rdask.kernels.window3 import int_path, run3x3, window_nodata
 
-_DEG_TO_RAD = math.pi / 180.0
-_RAD_TO_DEG = 180.0 / math.pi
-_F32_EPS = np.float32(np.finfo(np.float32).eps)
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _nd(v, ndv):
-    return (v != v) | (v == ndv)
+_GRADIENTS = ("horn", "zevenbergen-thorne")
+_SLOPE_NODATA = -9999.0
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _interp(a, b, ndv):
-    """GDAL's ``INTERPOL``: ``2a - b`` in float32, or nodata if a or b is."""
-    if _nd(a, ndv) or _nd(b, ndv):
-        return ndv
-    val = np.float32(2.0) * a - b
-    if val == ndv:
-        # Never let an extrapolated value pass for nodata.
-        return ndv * (np.float32(1.0) + np.float32(3.0) * _F32_EPS)
-    return val
+def _run(block: np.ndarray, nodata: float, compute_edges: bool, mode: int, c: np.ndarray,
+         dtype: Any, fill: float) -> np.ndarray:
+    """Run ``mode`` over each band into a new array pre-set to ``fill``."""
+    is_int = int_path(block.dtype)
+    lo, hi = (np.iinfo(block.dtype).min, np.iinfo(block.dtype).max) if is_int and (
+        block.dtype.kind != "b") else (0, 1)
+    ndv = window_nodata(float(nodata), is_int, float(lo), float(hi))
+    out = np.full(block.shape, fill, dtype=dtype)
+    run3x3(block, ndv, is_int, bool(compute_edges), mode, np.asarray(c, dtype=np.float64),
+           np.float32(fill), out, out.dtype == np.uint8)
+    return out
 
 
-@njit(nogil=True, cache=True)
-def _window(plane, i, j, ndv, edges, win):
-    """Fill ``win`` with the 3x3 window at ``(i, j)`` by gdaldem's rules.
-
-    Window order is GDAL's::
-
-        0 1 2
-        3 4 5
-        6 7 8
-
-    Returns False when the output pixel is nodata.
-    """
-    ny, nx = plane.shape
-    centre = plane[i, j]
-    if _nd(centre, ndv):
-        return False
-    if not edges:
-        if i == 0 or j == 0 or i == ny - 1 or j == nx - 1:
-            return False
-        for di in range(3):
-            for dj in range(3):
-                v = plane[i - 1 + di, j - 1 + dj]
-                if _nd(v, ndv):
-                    return False
-                win[3 * di + dj] = v
-        return True
-    # compute_edges; the caller guarantees ny >= 2 and nx >= 2.
-    if i == 0 or i == ny - 1:
-        jmin = j if j == 0 else j - 1
-        jmax = j if j == nx - 1 else j + 1
-        if i == 0:
-            win[0] = _interp(plane[0, jmin], plane[1, jmin], ndv)
-            win[1] = _interp(plane[0, j], plane[1, j], ndv)
-            win[2] = _interp(plane[0, jmax], plane[1, jmax], ndv)
-            win[3] = plane[0, jmin]
-            win[4] = plane[0, j]
-            win[5] = plane[0, jmax]
-            win[6] = plane[1, jmin]
-            win[7] = plane[1, j]
-            win[8] = plane[1, jmax]
-        else:
-            win[0] = plane[i - 1, jmin]
-            win[1] = plane[i - 1, j]
-            win[2] = plane[i - 1, jmax]
-            win[3] = plane[i, jmin]
-            win[4] = plane[i, j]
-            win[5] = plane[i, jmax]
-            win[6] = _interp(plane[i, jmin], plane[i - 1, jmin], ndv)
-            win[7] = _interp(plane[i, j], plane[i - 1, j], ndv)
-            win[8] = _interp(plane[i, jmax], plane[i - 1, jmax], ndv)
-    elif j == 0:
-        for di in range(3):
-            r = i - 1 + di
-            win[3 * di] = _interp(plane[r, 0], plane[r, 1], ndv)
-            win[3 * di + 1] = plane[r, 0]
-            win[3 * di + 2] = plane[r, 1]
-    elif j == nx - 1:
-        for di in range(3):
-            r = i - 1 + di
-            win[3 * di] = plane[r, j - 1]
-            win[3 * di + 1] = plane[r, j]
-            win[3 * di + 2] = _interp(plane[r, j], plane[r, j - 1], ndv)
-    else:
-        for di in range(3):
-            for dj in range(3):
-                win[3 * di + dj] = plane[i - 1 + di, j - 1 + dj]
-    for k in range(9):
-        if _nd(win[k], ndv):
-            win[k] = centre
-    return True
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _horn(w0, w1, w2, w3, w5, w6, w7, w8):
-    """Horn's weighted differences, in float32 as gdaldem forms them."""
-    sx = (w0 + w3 + w3 + w6) - (w2 + w5 + w5 + w8)
-    sy = (w6 + w7 + w7 + w8) - (w0 + w1 + w1 + w2)
-    return sx, sy
-
-
-_SLOPE = 0
-_HILLSHADE = 1
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _value(mode, sx, sy, c):
-    """Output value from the Horn sums; ``c`` holds the mode's constants."""
-    if mode == _SLOPE:
-        # GDALSlopeHornAlg; c = (ewres * scale, nsres * scale).
-        dx = sx / c[0]
-        dy = sy / c[1]
-        return math.atan(math.sqrt(dx * dx + dy * dy) / 8) * _RAD_TO_DEG
-    # GDALHillshadeAlg; c = (1 / (ewres * scale), 1 / (nsres * scale),
-    # 254 sin(alt), 254 cos(az) cos(alt) z/8, 254 sin(az) cos(alt) z/8, (z/8)^2).
-    x = sx * c[0]
-    y = sy * c[1]
-    cang_254 = (c[2] - (y * c[3] - x * c[4])) / math.sqrt(1.0 + c[5] * (x * x + y * y))
-    cang = 1.0 if cang_254 <= 0.0 else 1.0 + cang_254
-    # gdaldem writes a float32 that GDAL rounds to the nearest byte.
-    shade = math.floor(np.float32(cang) + np.float32(0.5))
-    return min(max(shade, 1.0), 255.0)
-
-
-@njit(nogil=True, cache=True)
-def _terrain(block, nodata, compute_edges, mode, c, out):
-    """Fill ``out`` (pre-set to the output nodata) band by band."""
-    nb, ny, nx = block.shape
-    if ny < 2 or nx < 2:
-        return
-    ndv = np.float32(nodata)
-    win = np.empty(9, dtype=np.float32)
-    plane = np.empty((ny, nx), dtype=np.float32)
-    for b in range(nb):
-        for i in range(ny):
-            for j in range(nx):
-                plane[i, j] = block[b, i, j]
-        for i in range(ny):
-            inner_row = 0 < i < ny - 1
-            for j in range(nx):
-                if inner_row and 0 < j < nx - 1:
-                    # Fast path: a full window of valid values (the centre is
-                    # not used by Horn's formula but must be valid).
-                    w0, w1, w2 = plane[i - 1, j - 1], plane[i - 1, j], plane[i - 1, j + 1]
-                    w3, w4, w5 = plane[i, j - 1], plane[i, j], plane[i, j + 1]
-                    w6, w7, w8 = plane[i + 1, j - 1], plane[i + 1, j], plane[i + 1, j + 1]
-                    bad = (
-                        _nd(w0, ndv) | _nd(w1, ndv) | _nd(w2, ndv)
-                        | _nd(w3, ndv) | _nd(w4, ndv) | _nd(w5, ndv)
-                        | _nd(w6, ndv) | _nd(w7, ndv) | _nd(w8, ndv)
-                    )  # fmt: skip
-                    if not bad:
-                        sx, sy = _horn(w0, w1, w2, w3, w5, w6, w7, w8)
-                        out[b, i, j] = _value(mode, sx, sy, c)
-                        continue
-                    if not compute_edges:
-                        continue
-                if _window(plane, i, j, ndv, compute_edges, win):
-                    sx, sy = _horn(win[0], win[1], win[2], win[3], win[5], win[6], win[7], win[8])
-                    out[b, i, j] = _value(mode, sx, sy, c)
-
-
-@njit(nogil=True, cache=True)
-def _check(xres, yres, scale):
+def _check(xres: float, yres: float, scale: float) -> None:
     if xres == 0.0 or yres == 0.0:
         raise ValueError("pixel size must be non-zero")
     if scale == 0.0:
         raise ValueError("scale must be non-zero")
 
 
-@njit(nogil=True, cache=True)
-def _slope(block, nodata, xres, yres, scale, compute_edges):
-    _check(xres, yres, scale)
-    out = np.full(block.shape, np.float32(-9999.0), dtype=np.float32)
-    # GDAL: ewres_xscale = gt[1] * scale, nsres_yscale = gt[5] * scale.
-    c = np.array([xres * scale, -yres * scale])
-    _terrain(block, nodata, compute_edges, _SLOPE, c, out)
-    return out
+def _one_shading(args: dict[str, Any]) -> dict[str, Any]:
+    if args["multidirectional"] + args["combined"] + args["igor"] > 1:
+        raise ValueError("only one of multidirectional, combined or igor can be used")
+    return args
 
 
-@njit(nogil=True, cache=True)
-def _hillshade(block, nodata, xres, yres, azimuth, altitude, z, scale, compute_edges):
-    _check(xres, yres, scale)
-    out = np.zeros(block.shape, dtype=np.uint8)
-    # The constants of GDAL's GDALCreateHillshadeData, in the same order of
-    # operations.
-    az = azimuth * _DEG_TO_RAD
-    z_factor = z / 8.0
-    cos_alt_z = math.cos(altitude * _DEG_TO_RAD) * z_factor
-    c = np.array(
-        [
-            1.0 / (xres * scale),
-            1.0 / (-yres * scale),
-            254.0 * math.sin(altitude * _DEG_TO_RAD),
-            254.0 * (math.cos(az) * cos_alt_z),
-            254.0 * (math.sin(az) * cos_alt_z),
-            z_factor * z_factor,
-        ]
-    )
-    _terrain(block, nodata, compute_edges, _HILLSHADE, c, out)
-    return out
-
-
-@kernel(
-    name="slope", dtype="float32", halo=1, nodata=-9999.0, keeps_bands=False, accepts="real"
-)
-@njit(nogil=True, cache=True)
-def slope(
-    block: np.ndarray,
-    nodata: float,
-    xres: float,
-    yres: float,
-    scale: float = 1.0,
-    compute_edges: bool = False,
-) -> np.ndarray:
-    """Slope in degrees (Horn's method), the same values as gdaldem slope.
+@kernel(name="slope", dtype="float32", halo=1, nodata=_SLOPE_NODATA, keeps_bands=False,
+        accepts="real", choices={"alg": _GRADIENTS}, dispatches=True)
+def slope(block: np.ndarray, nodata: float, xres: float, yres: float, scale: float = 1.0,
+          compute_edges: bool = False, percent: bool = False, alg: str = "horn") -> np.ndarray:
+    """Slope in degrees or percent, the same values as gdaldem slope.
 
     Parameters
     ----------
@@ -268,61 +72,227 @@ def slope(
         for metres over degrees.
     compute_edges
         Compute edge pixels and pixels next to nodata like
-        ``gdaldem -compute_edges`` (see the module docstring).
+        ``gdaldem -compute_edges`` (see :mod:`rdask.kernels.window3`).
+    percent
+        Percent slope (``-p``) instead of degrees.
+    alg
+        ``horn`` (the default) or ``zevenbergen-thorne`` (``-alg``).
 
     Returns
     -------
     numpy.ndarray
-        ``(bands, y, x)`` float32 slope in degrees; -9999 (gdaldem's nodata)
-        on the raster's outer rows and columns and next to nodata or NaN,
-        unless ``compute_edges``.
+        ``(bands, y, x)`` float32; -9999 (gdaldem's nodata) on the raster's
+        outer rows and columns and next to nodata or NaN, unless
+        ``compute_edges``.
     """
-    return _slope(block, nodata, xres, yres, scale, compute_edges)
+    _check(xres, yres, scale)
+    mode = dem.SLOPE_ZT if alg_name(alg) else dem.SLOPE_HORN
+    c = (xres, -yres, scale, 1.0 if percent else 0.0)
+    return _run(block, nodata, compute_edges, mode, c, np.float32, _SLOPE_NODATA)
 
 
-@kernel(
-    name="hillshade", dtype="uint8", halo=1, nodata=0.0, keeps_bands=False, accepts="real"
-)
-@njit(nogil=True, cache=True)
-def hillshade(
-    block: np.ndarray,
-    nodata: float,
-    xres: float,
-    yres: float,
-    azimuth: float = 315.0,
-    altitude: float = 45.0,
-    z: float = 1.0,
-    scale: float = 1.0,
-    compute_edges: bool = False,
-) -> np.ndarray:
-    """Shaded relief as bytes 1..255 (0 = nodata), the same as gdaldem hillshade.
+def alg_name(name: str) -> bool:
+    """Whether a gradient ``alg`` is Zevenbergen & Thorne's."""
+    return name == "zevenbergen-thorne"
+
+
+def _aspect_nodata(in_nodata: float | None, in_dtype: Any, **args: Any) -> float | None:
+    return None if args["zero_for_flat"] else _SLOPE_NODATA
+
+
+@kernel(name="aspect", dtype="float32", halo=1, nodata=_aspect_nodata, keeps_bands=False,
+        accepts="real", choices={"alg": _GRADIENTS}, dispatches=True)
+def aspect(block: np.ndarray, nodata: float, trigonometric: bool = False,
+           zero_for_flat: bool = False, compute_edges: bool = False,
+           alg: str = "horn") -> np.ndarray:
+    """Aspect in degrees, the same values as gdaldem aspect.
+
+    Parameters
+    ----------
+    block
+        ``(bands, y, x)`` elevations of any real dtype, read as float32.
+    nodata
+        Input nodata (NaN when none); filled in by rdask.
+    trigonometric
+        Trigonometric angles (0 east, counter-clockwise; ``-trigonometric``)
+        instead of azimuths (0 north, clockwise).
+    zero_for_flat
+        0 for flat windows (``-zero_for_flat``); the output then has no
+        nodata value, and its nodata pixels are 0 too, as gdaldem writes.
+    compute_edges
+        ``-compute_edges`` (see :mod:`rdask.kernels.window3`).
+    alg
+        ``horn`` or ``zevenbergen-thorne``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(bands, y, x)`` float32 in [0, 360); -9999 for flat windows and
+        where a slope would be nodata (unless ``zero_for_flat``).
+    """
+    mode = dem.ASPECT_ZT if alg_name(alg) else dem.ASPECT_HORN
+    fill = 0.0 if zero_for_flat else _SLOPE_NODATA
+    return _run(block, nodata, compute_edges, mode, (0.0 if trigonometric else 1.0,),
+                np.float32, fill)
+
+
+def shade_constants(mode: int, xres: float, yres: float, azimuth: float, altitude: float,
+                    z: float, scale: float, zt: bool) -> tuple[float, ...]:
+    """The constants of GDAL's ``GDALCreateHillshade*Data`` for ``mode``, in
+    the same order of operations (``gt[1] = xres``, ``gt[5] = -yres``)."""
+    inv_nsres, inv_ewres = 1.0 / -yres, 1.0 / xres
+    z_scaled = z / ((2 if zt else 8) * scale)
+    sin_alt = math.sin(altitude * dem.DEG_TO_RAD)
+    cos_alt_z = math.cos(altitude * dem.DEG_TO_RAD) * z_scaled
+    if mode in (dem.MULTI_HORN, dem.MULTI_ZT):
+        cos225 = 127.0 * math.cos(225 * dem.DEG_TO_RAD) * cos_alt_z
+        return (inv_ewres, inv_nsres, 127.0 * sin_alt, 254.0 * sin_alt, 127.0 * cos_alt_z,
+                cos225, z_scaled * z_scaled)
+    az = azimuth * dem.DEG_TO_RAD
+    if mode in (dem.IGOR_HORN, dem.IGOR_ZT):
+        return inv_ewres, inv_nsres, z_scaled, az
+    cos_az_z, sin_az_z = math.cos(az) * cos_alt_z, math.sin(az) * cos_alt_z
+    square_z = z_scaled * z_scaled
+    if mode in (dem.COMBINED_HORN, dem.COMBINED_ZT):
+        return inv_ewres, inv_nsres, sin_alt, cos_az_z, sin_az_z, square_z
+    if mode == dem.SHADE_SAME_RES:
+        return (254.0 * sin_alt, 254.0 * sin_az_z * inv_ewres, 254.0 * cos_az_z * -inv_ewres,
+                square_z * inv_ewres * inv_ewres)
+    return inv_ewres, inv_nsres, 254.0 * sin_alt, 254.0 * cos_az_z, 254.0 * sin_az_z, square_z
+
+
+def shade_mode(xres: float, yres: float, zt: bool, multidirectional: bool, combined: bool,
+               igor: bool) -> int:
+    """gdaldem's choice of hillshade formula."""
+    if multidirectional:
+        return dem.MULTI_ZT if zt else dem.MULTI_HORN
+    if combined:
+        return dem.COMBINED_ZT if zt else dem.COMBINED_HORN
+    if igor:
+        return dem.IGOR_ZT if zt else dem.IGOR_HORN
+    if zt:
+        return dem.SHADE_ZT
+    # Square pixels take GDAL's faster formula, whose sums round differently.
+    return dem.SHADE_SAME_RES if xres == yres else dem.SHADE_HORN
+
+
+@kernel(name="hillshade", dtype="uint8", halo=1, nodata=0.0, keeps_bands=False,
+        accepts="real", choices={"alg": _GRADIENTS}, prepare=_one_shading, dispatches=True)
+def hillshade(block: np.ndarray, nodata: float, xres: float, yres: float,
+              azimuth: float = 315.0, altitude: float = 45.0, z: float = 1.0,
+              scale: float = 1.0, compute_edges: bool = False, alg: str = "horn",
+              multidirectional: bool = False, combined: bool = False,
+              igor: bool = False) -> np.ndarray:
+    """Shaded relief as bytes (0 = nodata), the same as gdaldem hillshade.
 
     Parameters
     ----------
     block
         ``(bands, y, x)`` elevations of any real dtype (complex is refused);
-        each band is done separately, read as float32 like gdaldem does
-        (so 64-bit integers above 2**24 are rounded).
+        each band is done separately, read as float32 like gdaldem does.
     nodata, xres, yres
-        Input nodata (NaN when none) and pixel size (``transform.a`` and
-        ``-transform.e``); filled in by rdask.
+        Input nodata (NaN when none) and pixel size; filled in by rdask.
     azimuth
-        Direction of the light in degrees clockwise from north (``-az``).
+        Direction of the light in degrees clockwise from north (``-az``;
+        unused by ``multidirectional``).
     altitude
-        Height of the light above the horizon in degrees (``-alt``).
+        Height of the light above the horizon in degrees (``-alt``; unused
+        by ``igor``).
     z
         Vertical exaggeration (``-z``).
     scale
         Ratio of vertical to horizontal units (``-s``).
     compute_edges
-        Compute edge pixels and pixels next to nodata like
-        ``gdaldem -compute_edges`` (see the module docstring).
+        ``-compute_edges`` (see :mod:`rdask.kernels.window3`).
+    alg
+        ``horn`` or ``zevenbergen-thorne`` (``-alg``).
+    multidirectional, combined, igor
+        gdaldem's other shadings (``-multidirectional``, ``-combined``,
+        ``-igor``); at most one.
 
     Returns
     -------
     numpy.ndarray
-        ``(bands, y, x)`` uint8 shade 1..255; 0 (gdaldem's nodata) on the
+        ``(bands, y, x)`` uint8 shade (1..255; ``igor`` can give 0 on its
+        darkest slopes, as gdaldem does); 0 (gdaldem's nodata) on the
         raster's outer rows and columns and next to nodata or NaN, unless
         ``compute_edges``.
     """
-    return _hillshade(block, nodata, xres, yres, azimuth, altitude, z, scale, compute_edges)
+    _check(xres, yres, scale)
+    zt = alg_name(alg)
+    mode = shade_mode(xres, yres, zt, multidirectional, combined, igor)
+    c = shade_constants(mode, xres, yres, azimuth, altitude, z, scale, zt)
+    return _run(block, nodata, compute_edges, mode, c, np.uint8, 0.0)
+
+
+@kernel(name="tri", dtype="float32", halo=1, nodata=_SLOPE_NODATA, keeps_bands=False,
+        accepts="real", choices={"alg": ("riley", "wilson")}, dispatches=True)
+def tri(block: np.ndarray, nodata: float, alg: str = "riley",
+        compute_edges: bool = False) -> np.ndarray:
+    """Terrain Ruggedness Index, the same values as gdaldem TRI.
+
+    Parameters
+    ----------
+    block
+        ``(bands, y, x)`` elevations of any real dtype, read as float32.
+    nodata
+        Input nodata (NaN when none); filled in by rdask.
+    alg
+        ``riley`` (root of the summed squared differences to the centre,
+        for terrain; gdaldem's default) or ``wilson`` (mean absolute
+        difference, for bathymetry).
+    compute_edges
+        ``-compute_edges`` (see :mod:`rdask.kernels.window3`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(bands, y, x)`` float32; -9999 where gdaldem writes nodata.
+    """
+    mode = dem.TRI_RILEY if alg == "riley" else dem.TRI_WILSON
+    return _run(block, nodata, compute_edges, mode, (0.0,), np.float32, _SLOPE_NODATA)
+
+
+@kernel(name="tpi", dtype="float32", halo=1, nodata=_SLOPE_NODATA, keeps_bands=False,
+        accepts="real", dispatches=True)
+def tpi(block: np.ndarray, nodata: float, compute_edges: bool = False) -> np.ndarray:
+    """Topographic Position Index, the same values as gdaldem TPI.
+
+    Parameters
+    ----------
+    block
+        ``(bands, y, x)`` elevations of any real dtype, read as float32.
+    nodata
+        Input nodata (NaN when none); filled in by rdask.
+    compute_edges
+        ``-compute_edges`` (see :mod:`rdask.kernels.window3`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(bands, y, x)`` float32: the centre minus the mean of its eight
+        neighbours; -9999 where gdaldem writes nodata.
+    """
+    return _run(block, nodata, compute_edges, dem.TPI, (0.0,), np.float32, _SLOPE_NODATA)
+
+
+@kernel(name="roughness", dtype="float32", halo=1, nodata=_SLOPE_NODATA, keeps_bands=False,
+        accepts="real", dispatches=True)
+def roughness(block: np.ndarray, nodata: float, compute_edges: bool = False) -> np.ndarray:
+    """Roughness (largest minus smallest of the 3x3 window), as gdaldem roughness.
+
+    Parameters
+    ----------
+    block
+        ``(bands, y, x)`` elevations of any real dtype, read as float32.
+    nodata
+        Input nodata (NaN when none); filled in by rdask.
+    compute_edges
+        ``-compute_edges`` (see :mod:`rdask.kernels.window3`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(bands, y, x)`` float32; -9999 where gdaldem writes nodata.
+    """
+    return _run(block, nodata, compute_edges, dem.ROUGHNESS, (0.0,), np.float32, _SLOPE_NODATA)

@@ -1,8 +1,10 @@
 """Output kinds behind one write contract (:mod:`rdask.outputs.base`).
 
-Each kind is a module with ``accepts(target, options)`` and
-``open(spec)``; :func:`open_output` asks them in order. Adding an output
-kind means adding its module and naming it here, nothing else.
+Each kind is a module with ``accepts(target, options)`` (checked before
+any work), optionally ``takes(spec)`` (whether it can write this very job:
+its size, codec, mask), and ``open(spec)``; :func:`open_output` opens the
+first kind, in order, that accepts and takes. Adding an output kind means
+adding its module and naming it here, nothing else.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from rdask.outputs.options import WriteOptions
 #: Output kinds, most specific first.
 KINDS = (
     "rdask.outputs.mosaic",
-    "rdask.outputs.zarr",
-    "rdask.outputs.s3cog",
-    "rdask.outputs.s3parts",
-    "rdask.outputs.s3staged",
-    "rdask.outputs.cog",
-    "rdask.outputs.gtiff",
+    "rdask.outputs.zarr.s3",
+    "rdask.outputs.zarr.local",
+    "rdask.outputs.s3.cog",
+    "rdask.outputs.s3.gtiff",
+    "rdask.outputs.s3.staged",
+    "rdask.outputs.tiff.cog",
+    "rdask.outputs.tiff.gtiff",
 )
 
 
@@ -40,8 +43,16 @@ def kind_for(target: str, options: WriteOptions):
 
 
 def open_output(spec: OutputSpec) -> Output:
-    """Open the output ``spec`` describes, with the kind that writes it."""
-    return kind_for(spec.target, spec.options).open(spec)
+    """Open the output ``spec`` describes, with the first kind that writes it."""
+    for name in KINDS:
+        module = import_module(name)
+        if module.accepts(spec.target, spec.options) and getattr(module, "takes", _any)(spec):
+            return module.open(spec)
+    raise ValueError(f"rdask cannot write {spec.target!r} as {spec.options.driver}")
+
+
+def _any(spec: OutputSpec) -> bool:
+    return True
 
 
 __all__ = ["KINDS", "Output", "OutputSpec", "WriteOptions", "kind_for", "open_output"]

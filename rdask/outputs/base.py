@@ -9,12 +9,19 @@ An output kind is a module with ``accepts(target, options)`` and
   returns what the client needs to know (tile offsets, ETags, or the
   encoded bytes when it could not write them);
 * the client half, in the process that runs the job: ``is_done(region)``
-  (chunks an interrupted job already wrote), ``record(region, result)``
-  (write what the worker could not, journal), ``commit(run)`` (finish and
-  publish, returning a :class:`Committed`; ``run`` lets an output run
-  further chunk jobs, e.g. overview levels) and ``abort(keep_partial)``
-  (returns whether the partial output is there for a resume); ``partial``
-  names that partial output.
+  (chunks an interrupted job already wrote) and ``record(region, result)``
+  (write what the worker could not, journal). These three are all a
+  scheduler sees (:class:`ChunkSink`); an output run at commit (an overview
+  level, the parts of an upload) needs nothing more.
+* the job's end, also in that process: ``commit(run)`` finishes everything
+  but the publication (``run`` lets an output run further chunk jobs, e.g.
+  overview levels) and returns ``publish``, a function of no arguments
+  that makes the output visible in one step (a rename,
+  ``CompleteMultipartUpload``, the root ``zarr.json``) and returns a
+  :class:`Committed`: that step is the job's point of no return
+  (:mod:`rdask.interrupts`). ``abort(keep_partial)`` removes what the job
+  wrote, or keeps it for a resume (returning whether it did); it runs only
+  once no task writes any more. ``partial`` names the partial output.
 
 The partial file, its journal, the lock and the final rename are one piece,
 :class:`~rdask.outputs.staging.Staging`, that every file output reuses.
@@ -34,8 +41,8 @@ from rdask.outputs.journal import JobId
 from rdask.outputs.options import WriteOptions
 from rdask.recipe import ChunkJob, Region
 
-#: ``run(job, output)``: how an output runs a chunk job of its own.
-RunChunks = Callable[[ChunkJob, "Output"], int]
+#: ``run(job, sink)``: how an output runs a chunk job of its own.
+RunChunks = Callable[[ChunkJob, "ChunkSink"], int]
 
 
 @dataclass(frozen=True)
@@ -74,17 +81,26 @@ class OutputSpec:
     gdal_options: tuple[tuple[str, Any], ...] = ()
 
 
-class Output(Protocol):
-    """The client half of an output (see the module docstring)."""
+#: ``publish()``: the one step that makes a committed output visible.
+Publish = Callable[[], Committed]
+
+
+class ChunkSink(Protocol):
+    """What a scheduler writes chunks into (see the module docstring)."""
 
     writer: Callable[[np.ndarray, Region], Any]
-    partial: str
 
     def is_done(self, region: Region) -> bool: ...
 
     def record(self, region: Region, result: Any) -> None: ...
 
-    def commit(self, run: RunChunks) -> Committed: ...
+
+class Output(ChunkSink, Protocol):
+    """An output of a job: a :class:`ChunkSink` with an end (see the module docstring)."""
+
+    partial: str
+
+    def commit(self, run: RunChunks) -> Publish: ...
 
     def abort(self, *, keep_partial: bool = False) -> bool: ...
 

@@ -54,12 +54,12 @@ import numpy as np
 
 from rdask.errors import OutputError, first_line
 from rdask.meta import RasterMeta
-from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, RunChunks
-from rdask.outputs.gdalmeta import creation_kwargs, write_meta
-from rdask.outputs.gdalsink import gdal_env
+from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
 from rdask.outputs.journal import Journal, partial_paths
-from rdask.outputs.options import WriteOptions, default_compression_options
+from rdask.outputs.options import WriteOptions
 from rdask.outputs.staging import check_place, space_note
+from rdask.outputs.tiff.gdal import gdal_env
+from rdask.outputs.tiff.gdalmeta import creation_kwargs, write_meta
 from rdask.recipe import Region
 
 log = logging.getLogger("rdask")
@@ -155,7 +155,7 @@ class Receipt:
 
 
 @dataclass(frozen=True)
-class TileWriter:
+class MosaicTileWriter:
     """Encode each mosaic tile of a chunk as a COG; write it into ``directory``
     when this process sees the client's marker there (picklable)."""
 
@@ -222,7 +222,7 @@ def encode_tile(pixels: np.ndarray, meta: RasterMeta, dtype: str, options: dict[
                                height=height, count=bands, dtype=np.dtype(dtype),
                                **creation_kwargs(meta, dtype)) as ds:
                 if mask is not None:
-                    # Before NODATA_VALUES (see gdalsink.create_dataset).
+                    # Before NODATA_VALUES (see tiff.gdal.create_dataset).
                     ds.write_mask(mask)
                 write_meta(ds, meta)
                 ds.write(pixels)
@@ -254,7 +254,7 @@ def write_file(path: str, data: bytes, shown: str = "") -> None:
 
 def cog_options(options: WriteOptions, dtype: Any) -> dict[str, str]:
     """GDAL COG driver options for a tile: rdask's codec defaults
-    (:func:`~.options.default_compression_options`), the block size and
+    (:meth:`~.options.WriteOptions.compression_options`), the block size and
     overview settings, then the user's creation options in COG spelling."""
     opts: dict[str, Any] = {"BLOCKSIZE": options.blocksize, "BIGTIFF": "IF_SAFER", "NUM_THREADS": 1,
                             "OVERVIEW_RESAMPLING": options.overview_resampling.upper()}
@@ -262,12 +262,10 @@ def cog_options(options: WriteOptions, dtype: Any) -> dict[str, str]:
         opts["OVERVIEW_COUNT"] = options.overview_levels
         if options.overview_levels == 0:
             opts["OVERVIEWS"] = "NONE"
-    opts["COMPRESS"] = (options.compress or "none").upper()
-    if options.compress:
-        opts.update(default_compression_options(options.compress, np.dtype(dtype)))
+    opts.update(options.compression_options(dtype))
     opts.update(dict(options.creation_options))
     # GTiff spellings the COG driver names otherwise.
-    for name in ("ZLEVEL", "ZSTD_LEVEL"):
+    for name in ("ZLEVEL", "ZSTD_LEVEL", "LZMA_PRESET"):
         if name in opts:
             opts["LEVEL"] = opts.pop(name)
     predictor = str(opts.get("PREDICTOR", ""))
@@ -307,7 +305,7 @@ class MosaicOutput:
             self.abort(keep_partial=self.resuming)
             raise
         marker = os.path.join(self.partial, MARKER)
-        self.writer = TileWriter(self.partial, marker, self.grid, np.dtype(spec.dtype).str, spec.meta,
+        self.writer = MosaicTileWriter(self.partial, marker, self.grid, np.dtype(spec.dtype).str, spec.meta,
                                  tuple(self.cog.items()), spec.mask, spec.target)
         self._last_checkpoint = time.monotonic()
 
@@ -367,8 +365,8 @@ class MosaicOutput:
             self.journal.sync()
             self._last_checkpoint = time.monotonic()
 
-    def commit(self, run: RunChunks) -> Committed:
-        """Write the indexes, then move the directory into place."""
+    def commit(self, run: RunChunks) -> Publish:
+        """Write the indexes; publishing moves the directory into place."""
         self._closed = True
         missing = int(np.count_nonzero(self.sizes == 0))
         if missing:
@@ -388,9 +386,13 @@ class MosaicOutput:
                               f"{space_note(self.partial)}") from None
         total = int(self.sizes.sum()) + sum(_size(os.path.join(self.partial, name)) or 0
                                             for name in (INDEX_VRT, INDEX_GTI))
-        self._publish()
-        self.journal.close(remove=True)
-        return Committed(self.target, total)
+
+        def publish() -> Committed:
+            self._publish()
+            self.journal.close(remove=True)
+            return Committed(self.target, total)
+
+        return publish
 
     def _publish(self) -> None:
         """Rename the partial directory to the target (an earlier mosaic is

@@ -18,10 +18,13 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import hashlib
 import logging
 import os
 import shutil
+import tempfile
 from typing import Any
+from urllib.parse import urlsplit
 
 from rdask.errors import OutputError
 from rdask.outputs.journal import JobId, Journal, partial_paths
@@ -159,3 +162,12 @@ def unlink_quietly(path: str) -> None:
     """Remove ``path`` if it is there."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def s3_staging_path(url: str) -> str:
+    """A stable local path where an S3 output keeps what it builds on the
+    client (stable per URL, so ``--resume`` finds it)."""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    folder = os.path.join(tempfile.gettempdir(), "rdask-s3-staging", digest)
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, os.path.basename(urlsplit(url).path) or "output.tif")

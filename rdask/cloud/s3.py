@@ -1,0 +1,241 @@
+"""S3, once for inputs and outputs: where it is, the client every process
+builds for it, one retry policy, and one way to say why a request failed.
+
+An :class:`S3Endpoint` is plain data (host, scheme, addressing, region; no
+credentials) that travels inside tasks; each process resolves credentials
+from its own environment or AWS profile, so they never reach a graph key, a
+log line, an error or an output tag.
+
+:class:`RetryPolicy` is the one answer to "how hard do we try": obstore
+(Zarr stores), boto3 (GeoTIFF and COG uploads) and GDAL (reading ``s3://``
+and ``https://`` inputs) all make the same number of attempts with
+exponential back-off, so a throttling burst (503 SlowDown) or a dropped
+connection costs a job time, not its result. It follows the usual
+environment: ``AWS_MAX_ATTEMPTS`` and ``AWS_RETRY_MODE`` for S3 clients,
+``GDAL_HTTP_MAX_RETRY`` / ``GDAL_HTTP_RETRY_DELAY`` for GDAL.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from rdask.errors import OutputError, first_line
+
+#: Attempts per request (the first and 10 retries: obstore's default).
+ATTEMPTS = 11
+#: Back-off: the first retry after this many seconds, each next one about
+#: twice as long, at most :data:`MAX_DELAY` (obstore's defaults; botocore's
+#: standard mode draws a random delay up to ``2 ** attempt`` s, capped at 20).
+FIRST_DELAY = 0.1
+MAX_DELAY = 15.0
+#: HTTP statuses GDAL retries: throttling and server errors, never a 4xx
+#: that another attempt cannot change.
+RETRY_CODES = "429,500,502,503,504"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many attempts a request gets, and how it backs off between them."""
+
+    attempts: int = ATTEMPTS
+    mode: str = "standard"
+
+    @classmethod
+    def from_environment(cls) -> RetryPolicy:
+        """The policy, with ``AWS_MAX_ATTEMPTS`` / ``AWS_RETRY_MODE`` where set."""
+        try:
+            attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", ATTEMPTS))
+        except ValueError:
+            attempts = ATTEMPTS
+        return cls(max(1, attempts), os.environ.get("AWS_RETRY_MODE") or "standard")
+
+    def botocore(self) -> Any:
+        """A botocore ``Config`` with these retries."""
+        from botocore.config import Config
+
+        return Config(retries={"mode": self.mode, "max_attempts": self.attempts})
+
+    def obstore(self) -> dict[str, Any]:
+        """obstore's ``retry_config``."""
+        from datetime import timedelta
+
+        return {
+            "max_retries": self.attempts - 1,
+            "backoff": {"init_backoff": timedelta(seconds=FIRST_DELAY),
+                        "max_backoff": timedelta(seconds=MAX_DELAY), "base": 2},
+            "retry_timeout": timedelta(minutes=5),
+        }
+
+    def gdal(self) -> dict[str, str]:
+        """GDAL's options for the same retries (its delay doubles, with jitter)."""
+        return {
+            "GDAL_HTTP_MAX_RETRY": str(self.attempts - 1),
+            "GDAL_HTTP_RETRY_DELAY": str(FIRST_DELAY),
+            "GDAL_HTTP_RETRY_CODES": RETRY_CODES,
+        }
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """Where S3 is, read from GDAL options or the environment (no secrets)."""
+
+    endpoint: str | None  # host[:port], as GDAL's AWS_S3_ENDPOINT
+    https: bool
+    virtual_hosting: bool
+    region: str | None
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> S3Endpoint:
+        opts = {str(k).upper(): str(v) for k, v in (options or {}).items()}
+
+        def get(name: str) -> str | None:
+            return opts.get(name) or os.environ.get(name)
+
+        endpoint = get("AWS_S3_ENDPOINT")
+        https = (get("AWS_HTTPS") or "YES").upper() not in ("NO", "FALSE", "0", "OFF")
+        url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint is None and url:
+            parts = urlsplit(url)
+            endpoint, https = parts.netloc, parts.scheme == "https"
+        vh = (get("AWS_VIRTUAL_HOSTING") or "TRUE").upper() not in ("NO", "FALSE", "0", "OFF")
+        return cls(endpoint, https, vh, get("AWS_REGION") or get("AWS_DEFAULT_REGION"))
+
+    @property
+    def url(self) -> str | None:
+        """``http[s]://host[:port]``, or None for AWS itself."""
+        return f"{'https' if self.https else 'http'}://{self.endpoint}" if self.endpoint else None
+
+    def gdal_options(self) -> dict[str, str]:
+        """GDAL's spelling of this endpoint (for ``/vsis3/`` reads)."""
+        out: dict[str, str] = {}
+        if self.endpoint:
+            out["AWS_S3_ENDPOINT"] = self.endpoint
+            out["AWS_HTTPS"] = "YES" if self.https else "NO"
+            out["AWS_VIRTUAL_HOSTING"] = "TRUE" if self.virtual_hosting else "FALSE"
+        if self.region:
+            out["AWS_REGION"] = self.region
+        return out
+
+    def client(self) -> Any:
+        """This process's boto3 client for the endpoint (see :class:`Clients`)."""
+        return clients().get(self)
+
+
+class Clients:
+    """One boto3 client per endpoint and retry policy in a process.
+
+    Creating a client costs ~50 ms and is not thread-safe; using one is. A
+    process holds one :class:`Clients` (:func:`clients`); a forked child
+    gets its own, since a connection pool must not cross a fork.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[S3Endpoint, RetryPolicy], Any] = {}
+
+    def get(self, endpoint: S3Endpoint) -> Any:
+        key = (endpoint, RetryPolicy.from_environment())
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._clients[key] = _new_client(*key)
+            return client
+
+    def close(self) -> None:
+        """Close every client (their connection pools)."""
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+
+def clients() -> Clients:
+    """This process's :class:`Clients`."""
+    return _clients_of(os.getpid())
+
+
+@functools.cache
+def _clients_of(pid: int) -> Clients:
+    return Clients()
+
+
+def _new_client(endpoint: S3Endpoint, retries: RetryPolicy) -> Any:
+    try:
+        import boto3
+    except ModuleNotFoundError:
+        raise OutputError("S3 outputs need boto3: pip install 'rdask[s3]'") from None
+    return boto3.client("s3", endpoint_url=endpoint.url, region_name=endpoint.region or "us-east-1",
+                        config=retries.botocore())
+
+
+def split_s3(url: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> ``(bucket, key)``."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
+        raise OutputError(f"not an s3://bucket/key URL: {url}")
+    return parts.netloc, parts.path.lstrip("/")
+
+
+#: What an HTTP status means, in the words every rdask error uses.
+STATUS_WORDS = {404: "not found (HTTP 404)", 403: "access denied (HTTP 403)", 401: "unauthorised (HTTP 401)"}
+
+
+def reason(exc: BaseException) -> str:
+    """Why an S3 request failed, as a short phrase: boto3's and obstore's
+    errors alike (neither ever holds a credential)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):  # botocore's ClientError
+        code = str(response.get("Error", {}).get("Code", ""))
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("404", "NoSuchKey", "NoSuchBucket") or status == 404:
+            return STATUS_WORDS[404]
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
+            return STATUS_WORDS[403]
+        message = str(response.get("Error", {}).get("Message", ""))
+        return f"{code}: {message}".strip(": ") or first_line(exc)
+    text = str(exc)
+    status = re.search(r"status code: (\d{3})", text)  # obstore's
+    if status:
+        code = int(status.group(1))
+        return STATUS_WORDS.get(code, f"HTTP {code}")
+    if "onnect" in text:
+        return "cannot connect to S3"
+    return first_line(exc)
+
+
+def error_code(exc: BaseException) -> str:
+    """S3's error code of a boto3 error (``NoSuchUpload``...), or ``""``."""
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+# -- objects --------------------------------------------------------------------
+
+
+def list_objects(endpoint: S3Endpoint, bucket: str, prefix: str) -> dict[str, int]:
+    """``{key: size}`` of every object under ``prefix`` (paginated)."""
+    pages = endpoint.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return {o["Key"]: int(o["Size"]) for page in pages for o in page.get("Contents", [])}
+
+
+def delete_objects(endpoint: S3Endpoint, bucket: str, keys: list[str]) -> None:
+    """Delete ``keys``, a thousand per request (S3's DeleteObjects limit)."""
+    client = endpoint.client()
+    for i in range(0, len(keys), 1000):
+        batch = [{"Key": k} for k in keys[i : i + 1000]]
+        client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+
+
+def put_object(endpoint: S3Endpoint, bucket: str, key: str, data: bytes) -> None:
+    endpoint.client().put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def get_object(endpoint: S3Endpoint, bucket: str, key: str) -> bytes:
+    return endpoint.client().get_object(Bucket=bucket, Key=key)["Body"].read()
