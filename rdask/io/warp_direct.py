@@ -20,10 +20,6 @@ from numba import njit
 
 from rdask.io.warp_lattice import transform_row
 
-#: GDAL's thresholds on a tap's and a band's density (gdalwarpkernel.cpp).
-_SRC_DENSITY_THRESHOLD = 1e-6
-_BAND_DENSITY_THRESHOLD = 1e-10
-
 NEAREST, BILINEAR = 0, 1
 
 #: Dtypes the direct kernels handle, per resampling.
@@ -158,10 +154,29 @@ def _bilinear(src, sh, sw, x, y, out, r, c):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
+def _valid(src, b, yy, xx, sh, sw, nodata, nan_nodata):
+    """Whether tap (yy, xx) of band b is inside the source and valid."""
+    if yy < 0 or yy >= sh or xx < 0 or xx >= sw:
+        return False
+    v = src[b, yy, xx]
+    return not np.isnan(v) if nan_nodata else v != nodata
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
 def _bilinear_masked(src, sh, sw, nodata, x, y, cy, cx, out, r, c):
-    # GWKBilinearResample4Sample with per-band validity (density 0 or 1).
+    # GWKBilinearResample4Sample with per-band validity (density 0 or 1,
+    # so the density it also accumulates is 1 wherever a value is written).
     # A point whose source pixel (cy, cx) is nodata in every band is
     # skipped whatever its neighbours (GDAL's unified mask).
+    nan_nodata = np.isnan(nodata)
+    nb = out.shape[0]
+    any_valid = False
+    for b in range(nb):
+        if _valid(src, b, cy, cx, sh, sw, nodata, nan_nodata):
+            any_valid = True
+            break
+    if not any_valid:
+        return
     ix = int(np.floor(x - 0.5))
     iy = int(np.floor(y - 0.5))
     rx = 1.5 - (x - ix)
@@ -170,37 +185,23 @@ def _bilinear_masked(src, sh, sw, nodata, x, y, cy, cx, out, r, c):
         ix, rx = 0, 1.0
     if iy == -1:
         iy, ry = 0, 1.0
-    for b in range(out.shape[0]):
-        if not _is_nodata(src[b, cy, cx], True, nodata):
-            break
-    else:
-        return
-    for b in range(out.shape[0]):
+    m00, m01 = rx * ry, (1.0 - rx) * ry
+    m10, m11 = rx * (1.0 - ry), (1.0 - rx) * (1.0 - ry)
+    for b in range(nb):
         div = 0.0
         acc = 0.0
-        dens = 0.0
-        for k in range(2):
-            yy = iy + k
-            if not 0 <= yy < sh:
-                continue
-            wy = ry if k == 0 else 1.0 - ry
-            for q in range(2):
-                xx = ix + q
-                if not 0 <= xx < sw:
-                    continue
-                v = src[b, yy, xx]
-                if _is_nodata(v, True, nodata):
-                    continue
-                m = (rx if q == 0 else 1.0 - rx) * wy
-                div += m
-                acc += v * m
-                dens += m
-        if div == 1.0:
-            value, density = acc, dens
-        elif div < 0.00001:
+        if _valid(src, b, iy, ix, sh, sw, nodata, nan_nodata):
+            div += m00
+            acc += src[b, iy, ix] * m00
+        if _valid(src, b, iy, ix + 1, sh, sw, nodata, nan_nodata):
+            div += m01
+            acc += src[b, iy, ix + 1] * m01
+        if _valid(src, b, iy + 1, ix, sh, sw, nodata, nan_nodata):
+            div += m10
+            acc += src[b, iy + 1, ix] * m10
+        if _valid(src, b, iy + 1, ix + 1, sh, sw, nodata, nan_nodata):
+            div += m11
+            acc += src[b, iy + 1, ix + 1] * m11
+        if div < 0.00001:
             continue
-        else:
-            value, density = acc / div, dens / div
-        if density < _BAND_DENSITY_THRESHOLD:
-            continue
-        out[b, r, c] = value
+        out[b, r, c] = acc if div == 1.0 else acc / div

@@ -129,44 +129,52 @@ def _interpolate(hdr, level, goff, boff, gx, gy, bound, x, y, ok, todo):
     sub-cell's 3 x 3 exact points); list in ``todo`` those to transform
     exactly and return how many.
 
-    GDAL asks for a row of points at a time, so a sub-cell's quadratics in
-    ``u`` at the row's ``v`` are kept while sub-cell and row stay the same.
+    A point's value depends on the point and its sub-cell only: the
+    quadratic along the sub-cell's rows at the point's ``v``, in powers of
+    ``u`` (``sx = px + u (qx + u rx)``), then at ``u``. GDAL asks for a row of
+    points at a time, so that quadratic is kept while the sub-cell and the
+    row stay the same.
     """
     s0 = float(hdr[_H_SPACING])
     inv0 = 1.0 / s0  # powers of two: exact
     ci0, cj0, ncx, ncy = hdr[_H_CI0], hdr[_H_CJ0], hdr[_H_NCX], hdr[_H_NCY]
     k = 0
-    key_t, key_a, row = -1, -1, np.nan
-    x0 = x1 = x2 = y0 = y1 = y2 = b = 0.0
-    inv = 0.0
+    # the current sub-cell: its row, x-range [lo, hi), origin, scale, index
+    row, lo, hi = np.nan, 0.0, -1.0
+    origin = inv = 0.0
+    a = 0
+    px0 = qx = rx = py0 = qy = ry = b = 0.0
     for p in range(x.size):
-        px, py = x[p], y[p]
-        fi, fj = np.floor(px * inv0), np.floor(py * inv0)
-        if not (np.isfinite(fi) and np.isfinite(fj)):
-            hdr[_H_MISSES] += 1
-            todo[k] = p
-            k += 1
-            continue
-        i, j = int(fi) - ci0, int(fj) - cj0
-        if not (0 <= i < ncx and 0 <= j < ncy):
-            hdr[_H_MISSES] += 1
-            todo[k] = p
-            k += 1
-            continue
-        t = j * ncx + i
-        lev = level[t]
-        if lev < 0:
-            todo[k] = p
-            k += 1
-            continue
-        m = 1 << lev
-        inv = inv0 * m
-        fx = (px - fi * s0) * inv  # place in the cell, in sub-cells
-        a = int(np.floor(fx))
-        if t != key_t or a != key_a or py != row:
-            fy = (py - fj * s0) * inv
+        xp, yp = x[p], y[p]
+        if not (yp == row and lo <= xp < hi):
+            fi, fj = np.floor(xp * inv0), np.floor(yp * inv0)
+            if not (np.isfinite(fi) and np.isfinite(fj)):
+                hdr[_H_MISSES] += 1
+                todo[k] = p
+                k += 1
+                row = np.nan
+                continue
+            i, j = int(fi) - ci0, int(fj) - cj0
+            if not (0 <= i < ncx and 0 <= j < ncy):
+                hdr[_H_MISSES] += 1
+                todo[k] = p
+                k += 1
+                row = np.nan
+                continue
+            t = j * ncx + i
+            lev = level[t]
+            if lev < 0:
+                todo[k] = p
+                k += 1
+                row = np.nan
+                continue
+            m = 1 << lev
+            inv = inv0 * m
+            origin = fi * s0
+            a = int(np.floor((xp - origin) * inv))  # place in the cell, in sub-cells
+            fy = (yp - fj * s0) * inv
             c = int(np.floor(fy))
-            key_t, key_a, row = t, a, py
+            row, lo, hi = yp, origin + a / inv, origin + (a + 1) / inv
             b = bound[boff[t] + c * m + a]
             w0, w1, w2 = _weights(fy - c)
             width = 2 * m + 1
@@ -178,9 +186,13 @@ def _interpolate(hdr, level, goff, boff, gx, gy, bound, x, y, ok, todo):
             y0 = w0 * gy[r0] + w1 * gy[r1] + w2 * gy[r2]
             y1 = w0 * gy[r0 + 1] + w1 * gy[r1 + 1] + w2 * gy[r2 + 1]
             y2 = w0 * gy[r0 + 2] + w1 * gy[r1 + 2] + w2 * gy[r2 + 2]
-        u0, u1, u2 = _weights(fx - a)
-        sx = u0 * x0 + u1 * x1 + u2 * x2
-        sy = u0 * y0 + u1 * y1 + u2 * y2
+            px0, qx, rx = x0, 4.0 * x1 - 3.0 * x0 - x2, 2.0 * (x0 + x2) - 4.0 * x1
+            py0, qy, ry = y0, 4.0 * y1 - 3.0 * y0 - y2, 2.0 * (y0 + y2) - 4.0 * y1
+            if not b < np.inf:
+                row = np.nan
+        u = (xp - origin) * inv - a
+        sx = px0 + u * (qx + u * rx)
+        sy = py0 + u * (qy + u * ry)
         if _near_line(sx, b) or _near_line(sy, b):
             todo[k] = p
             k += 1
