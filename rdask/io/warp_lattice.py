@@ -370,6 +370,15 @@ def window_lattice(exact: ExactTransformer, x0: int, y0: int, x1: int, y1: int,
     return _pack(exact, level.reshape(ncy, ncx), pieces, spacing, ci0, cj0)
 
 
+def exact_lattice(exact: ExactTransformer, x0: int, y0: int, x1: int, y1: int,
+                  spacing: int = SPACING) -> WindowLattice:
+    """The cells of :func:`window_lattice`, every one transformed exactly
+    (the exact mode through the same transformer)."""
+    ci0, cj0 = x0 // spacing, y0 // spacing
+    level = np.full((y1 // spacing - cj0 + 1, x1 // spacing - ci0 + 1), -1, np.int64)
+    return _pack(exact, level, {}, spacing, ci0, cj0)
+
+
 def _half_grid(exact: ExactTransformer, ci0: int, cj0: int, ncx: int, ncy: int,
                spacing: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact source coordinates at every half-cell point of the cells and

@@ -61,6 +61,7 @@ from rdask.io.files import FileSource, check_not_forked
 from rdask.io.warp_capi import exact_transformer, warp_region
 from rdask.io.warp_lattice import (
     WindowLattice,
+    exact_lattice,
     footprint_margin,
     transformer_function,
     window_lattice,
@@ -723,7 +724,10 @@ class WarpedSource(SourceArray):
         from rasterio.windows import Window
 
         oy, ox = origin
-        if self.error_threshold > 0:
+        # The exact mode's nearest and bilinear take the direct kernels too,
+        # every point transformed exactly (GDAL's kernels give the same
+        # pixels from the same coordinates, and take longer).
+        if self.error_threshold > 0 or self._direct(pixels, mask):
             self._warp_fast(out[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox], (y0, y1, x0, x1), need, pixels, mask)
             return
         with self.source.env(), rasterio.Env(GDAL_MEM_ENABLE_OPEN="YES"):
@@ -748,9 +752,11 @@ class WarpedSource(SourceArray):
         sy0, sy1, sx0, sx1 = need
         exact = exact_transformer(self._transformer_xml())
         # Without a reprojection the exact transformation is a few
-        # multiplications: every point takes it (threshold 0: no cell passes).
-        threshold = self.error_threshold if self.src_grid.crs != self.grid.crs else 0.0
-        lattice = window_lattice(exact, x0, y0, x1, y1, threshold)
+        # multiplications: every point takes it, as in the exact mode.
+        if self.error_threshold > 0 and self.src_grid.crs != self.grid.crs:
+            lattice = window_lattice(exact, x0, y0, x1, y1, self.error_threshold)
+        else:
+            lattice = exact_lattice(exact, x0, y0, x1, y1)
         buf = out if out.flags.c_contiguous else np.ascontiguousarray(out)
         if self._direct(pixels, mask):
             warp_direct.warp_window(lattice.header, pixels, (sy0, sx0), self.src_nodata, buf, (y0, x0),
