@@ -45,6 +45,7 @@ for the points it must not interpolate.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -258,6 +259,7 @@ def _transform_c(arg, dst_to_src, n, x, y, z, ok):
 
 
 _compiled: list = []
+_compiling = threading.Lock()
 
 
 def transformer_function() -> int:
@@ -265,8 +267,9 @@ def transformer_function() -> int:
     :func:`rdask.io.warp_capi.warp_region`, whose argument is
     :attr:`WindowLattice.arg`. Compiled (or loaded from numba's cache) on
     first use, not at import."""
-    if not _compiled:
-        _compiled.append(cfunc(_SIG, nopython=True, cache=True)(_transform_c))
+    with _compiling:
+        if not _compiled:
+            _compiled.append(cfunc(_SIG, nopython=True, cache=True)(_transform_c))
     return _compiled[0].address
 
 

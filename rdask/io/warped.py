@@ -1,18 +1,25 @@
-"""Reprojection read chunk by chunk, equal to ``gdalwarp -et 0`` of the whole raster.
+"""Reprojection read chunk by chunk, with the same pixels at any chunking.
 
 A :class:`WarpedSource` quacks like :class:`~rdask.io.files.FileSource`
 over a target :class:`Grid`: ``read(y0, y1, x0, x1)`` of any window returns
-the pixels ``gdalwarp -et 0`` writes there when it warps the whole raster in
-one piece. Each window reads from its source only the pixels it needs
-(``FileSource.read`` of the destination window's footprint, grown by the
-resampling kernel) and hands them to GDAL's own warper.
+what the warp of the whole raster in one piece writes there. Each window
+reads from its source only the pixels it needs (``FileSource.read`` of the
+destination window's footprint, grown by the resampling kernel) and warps
+them, in one of two modes:
+
+* **exact** (``error_threshold=0``): every pixel centre transformed by
+  GDAL's exact transformer; the pixels are ``gdalwarp -et 0``'s, bit for
+  bit;
+* **fast** (``error_threshold > 0``, the warp step's default): coordinates
+  from exact points on cells fixed to the output grid, with an error bound
+  (:mod:`rdask.io.warp_lattice`); the pixels do not depend on the chunking
+  either, and differ from ``-et 0``'s by the coordinates' error only.
 
 Three things would otherwise make pixels depend on the chunking, and each is
 pinned to what the whole-raster warp does:
 
-* **The transformer.** GDAL's approximate transformer (``-et 0.125``, the
-  default) interpolates coordinates along each chunk's rows, so the exact
-  one (error threshold 0) is the default here.
+* **The transformer.** GDAL's approximate transformer (``-et 0.125``)
+  interpolates coordinates along each chunk's rows; neither mode uses it.
 * **The kernel's scale.** ``GDALWarpKernel`` scales bilinear, cubic, lanczos
   (and the averaging footprints' margins) by ``XSCALE/YSCALE``, which it
   derives from each chunk's source window
@@ -20,23 +27,26 @@ pinned to what the whole-raster warp does:
   computes it once, as GDAL does for the whole output, and every window is
   warped with ``XSCALE``/``YSCALE`` set to it.
 * **The pixel coordinates.** The warper maps destination pixel
-  ``(i + 0.5 + xoff)`` through the full raster's geotransform. A window
-  given its own shifted geotransform rounds differently (about 1e-10
-  pixel), which flips the last bit of a few float results. So each window
-  is warped as a region of the *full-size* destination (a
-  ``VRTWarpedDataset`` of the whole target grid with one-pixel blocks, so
-  that GDAL warps any requested window as one region) from a *full-size*
-  source (a VRT placing the pixels read at their offset, zero-copy through
-  GDAL's MEM driver): GDAL sees the same coordinates as in the whole-raster
-  warp. (``rasterio.warp.reproject`` cannot be used: rasterio 1.4 always
-  wraps the transformer in GDAL's approximate one.)
+  ``(i + 0.5 + xoff)`` through the full raster's geotransform; a window
+  given its own shifted geotransform would round differently. The
+  transformers here see the full grid's pixel coordinates: the exact
+  mode warps each window as a region of a *full-size* destination (a
+  ``VRTWarpedDataset`` of the whole target grid with one-pixel blocks)
+  from a *full-size* source (a VRT placing the pixels read at their
+  offset, zero-copy through GDAL's MEM driver); the fast mode's
+  transformer adds the window's offset itself.
+
+GDAL's warper does the pixel work: through a warped VRT in the exact mode,
+through its C API (:mod:`rdask.io.warp_capi`, a numba transformer) in the
+fast mode; ``nearest`` and 4-sample ``bilinear`` run as numba kernels that
+compute what GDAL's compute (:mod:`rdask.io.warp_direct`), in both modes.
+As gdalwarp does, a geographic source gets ``CENTER_LONG`` (the middle of
+its longitudes) and a last band marked alpha is ``-srcalpha``/``-dstalpha``.
 
 Known gaps: ``sum`` (GDAL 3.10's ``GWKSumPreserving`` spreads source pixels
 over target pixels and is not chunk-exact, even in GDAL's own blocked
-warps); a source alpha band is warped as an ordinary band (gdalwarp would
-use it as ``-srcalpha``); a geographic source crossing the antimeridian
-does not get gdalwarp's ``CENTER_LONG``; the ``AREA_OF_INTEREST`` gdalwarp
-gives PROJ (it only picks among datum transformations) is not set.
+warps); the ``AREA_OF_INTEREST`` gdalwarp gives PROJ (it only picks among
+datum transformations) is not set.
 
 A window whose source footprint would exceed ``max_source_bytes`` (near a
 pole, or when downsampling 100x) is split in halves until each part's
@@ -559,11 +569,13 @@ def _check_resampling(resampling: str) -> None:
 class WarpedSource(SourceArray):
     """A :class:`FileSource` seen through a reprojection onto ``grid``.
 
-    ``read`` of any window returns what ``gdalwarp -et 0`` of the whole
-    raster writes there (see the module docstring). Build it with
-    :func:`warped`, which computes ``scales``. ``src_nodata`` is the
-    source's nodata value (pixels equal to it are not used), ``nodata``
-    the output's (written where no source pixel contributes; 0 when None).
+    ``read`` of any window returns what the warp of the whole raster writes
+    there (``gdalwarp -et 0``'s pixels when ``error_threshold`` is 0; see
+    the module docstring). Build it with :func:`warped`, which computes
+    ``scales``. ``src_nodata`` is the source's nodata value (pixels equal
+    to it are not used), ``nodata`` the output's (written where no source
+    pixel contributes; 0 when None), ``src_alpha`` the source's alpha band
+    (1-based, 0 for none).
     """
 
     source: FileSource
