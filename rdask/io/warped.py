@@ -29,17 +29,17 @@ pinned to what the whole-raster warp does:
 * **The pixel coordinates.** The warper maps destination pixel
   ``(i + 0.5 + xoff)`` through the full raster's geotransform; a window
   given its own shifted geotransform would round differently. The
-  transformers here see the full grid's pixel coordinates: the exact
-  mode warps each window as a region of a *full-size* destination (a
-  ``VRTWarpedDataset`` of the whole target grid with one-pixel blocks)
-  from a *full-size* source (a VRT placing the pixels read at their
-  offset, zero-copy through GDAL's MEM driver); the fast mode's
-  transformer adds the window's offset itself.
+  transformer here sees the full grid's pixel coordinates (it adds the
+  window's offset, an integer, itself), and the source is a *full-size*
+  VRT placing the pixels read at their offset (zero-copy through GDAL's
+  MEM driver).
 
-GDAL's warper does the pixel work: through a warped VRT in the exact mode,
-through its C API (:mod:`rdask.io.warp_capi`, a numba transformer) in the
-fast mode; ``nearest`` and 4-sample ``bilinear`` run as numba kernels that
-compute what GDAL's compute (:mod:`rdask.io.warp_direct`), in both modes.
+GDAL's warper does the pixel work, through its C API
+(:mod:`rdask.io.warp_capi`) with a numba transformer
+(:mod:`rdask.io.warp_lattice`) that calls GDAL's exact transformer for
+every point in the exact mode; ``nearest`` and 4-sample ``bilinear`` run
+as numba kernels that compute what GDAL's compute
+(:mod:`rdask.io.warp_direct`), in both modes.
 As gdalwarp does, a geographic source gets ``CENTER_LONG`` (the middle of
 its longitudes) and a last band marked alpha is ``-srcalpha``/``-dstalpha``.
 
@@ -64,7 +64,7 @@ import numpy as np
 from affine import Affine
 
 from rdask.config import WARP_ERROR_THRESHOLD
-from rdask.errors import RasterOpenError, first_line
+from rdask.errors import RasterOpenError
 from rdask.io import warp_direct
 from rdask.io.base import SourceArray
 from rdask.io.files import FileSource, check_not_forked
@@ -731,35 +731,16 @@ class WarpedSource(SourceArray):
         mask = None
         if self.source.per_dataset_mask:
             mask = np.ascontiguousarray(self.source.read_mask(sy0, sy1, sx0, sx1), dtype=np.uint8)
-        import rasterio
-        from rasterio.io import MemoryFile
-        from rasterio.windows import Window
-
         oy, ox = origin
-        # The exact mode's nearest and bilinear take the direct kernels too,
-        # every point transformed exactly (GDAL's kernels give the same
-        # pixels from the same coordinates, and take longer).
-        if self.error_threshold > 0 or self._direct(pixels, mask):
-            self._warp_fast(out[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox], (y0, y1, x0, x1), need, pixels, mask)
-            return
-        with self.source.env(), rasterio.Env(GDAL_MEM_ENABLE_OPEN="YES"):
-            src_xml = self._source_vrt(pixels, mask, sy0, sx0)
-            with MemoryFile(src_xml.encode(), ext=".vrt") as mf:
-                xml = self._warped_vrt(mf.name, pixels.shape[0], max(y1 - y0, x1 - x0))
-                try:
-                    with rasterio.open(xml) as ds:
-                        out[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox] = ds.read(
-                            window=Window(x0, y0, x1 - x0, y1 - y0))
-                except Exception as exc:  # noqa: BLE001 - GDAL's errors vary; report one line
-                    raise RasterOpenError(
-                        f"cannot warp rows {y0}:{y1}, cols {x0}:{x1}: {first_line(exc)}") from None
+        self._warp_window(out[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox], (y0, y1, x0, x1), need, pixels, mask)
 
-    def _warp_fast(self, out: np.ndarray, win: tuple[int, int, int, int], need: tuple[int, int, int, int],
-                   pixels: np.ndarray, mask: np.ndarray | None) -> None:
-        """Warp one window (``out``, pre-filled) with coordinates from the
-        output-fixed lattice (:mod:`rdask.io.warp_lattice`): nearest and
-        bilinear by :mod:`rdask.io.warp_direct`, the others by GDAL's warper
-        through its C API."""
+    def _warp_window(self, out: np.ndarray, win: tuple[int, int, int, int], need: tuple[int, int, int, int],
+                     pixels: np.ndarray, mask: np.ndarray | None) -> None:
+        """Warp one window (``out``, pre-filled): its coordinates from the
+        output-fixed lattice (:mod:`rdask.io.warp_lattice`; every one exact
+        in the exact mode), nearest and bilinear by
+        :mod:`rdask.io.warp_direct`, the others by GDAL's warper through its
+        C API."""
         y0, y1, x0, x1 = win
         sy0, sy1, sx0, sx1 = need
         exact = exact_transformer(self._transformer_xml())
@@ -797,8 +778,7 @@ class WarpedSource(SourceArray):
         with self.source.env(), rasterio.Env(GDAL_MEM_ENABLE_OPEN="YES"):
             src_xml = self._source_vrt(pixels, mask, sy0, sx0)
             with MemoryFile(src_xml.encode(), ext=".vrt") as mf:
-                options = self._warp_options(mf.name, pixels.shape[0], _GDAL_TYPES[str(np.dtype(self.dtype))],
-                                             max(y1 - y0, x1 - x0), transformer=False)
+                options = self._warp_options(mf.name, pixels.shape[0], _GDAL_TYPES[str(np.dtype(self.dtype))])
                 try:
                     warp_region(options, transformer_function(), lattice.offset(x0, y0),
                                 (sx0, sy0, sx1 - sx0, sy1 - sy0), buf)
@@ -822,39 +802,15 @@ class WarpedSource(SourceArray):
                 f"<SRS>{escape(g.crs.to_wkt())}</SRS><GeoTransform>{_gt(g.transform)}</GeoTransform>"
                 f"{bands}{mask_xml}</VRTDataset>")
 
-    def _warped_vrt(self, src_path: str, count: int, size: int) -> str:
-        """The VRTWarpedDataset of the full target grid.
-
-        Its blocks are one pixel, so every window is block-aligned, and GDAL
-        (3.10) warps an aligned request as one region of the full target,
-        the window's pixels keeping their coordinates in the whole raster.
-        """
-        g = self.grid
-        dt = _GDAL_TYPES[str(np.dtype(self.dtype))]
-        nd = "" if self.nodata is None else f"<NoDataValue>{_num(self.nodata)}</NoDataValue>"
-        bands = "".join(f'<VRTRasterBand dataType="{dt}" band="{i + 1}" '
-                        f'subClass="VRTWarpedRasterBand">{nd}</VRTRasterBand>' for i in range(count))
-        return (f'<VRTDataset rasterXSize="{g.width}" rasterYSize="{g.height}" subClass="VRTWarpedDataset">'
-                f"<SRS>{escape(g.crs.to_wkt())}</SRS><GeoTransform>{_gt(g.transform)}</GeoTransform>"
-                f"{bands}<BlockXSize>1</BlockXSize><BlockYSize>1</BlockYSize>"
-                f"{self._warp_options(src_path, count, dt, size)}</VRTDataset>")
-
-    def _warp_options(self, src_path: str, count: int, dt: str, size: int, *, transformer: bool = True) -> str:
+    def _warp_options(self, src_path: str, count: int, dt: str) -> str:
+        """The ``<GDALWarpOptions>`` of a window (no transformer: ours is a
+        C function; no destination: :func:`warp_region` adds its own). The
+        source window is given to GDAL, so it computes none of its own."""
         opts = {
             "INIT_DEST": "0" if self.nodata is None else "NO_DATA",
             "XSCALE": repr(float(self.scales[0])),
             "YSCALE": repr(float(self.scales[1])),
             "ERROR_OUT_IF_EMPTY_SOURCE_WINDOW": "FALSE",
-            # GDAL samples 21 points per edge to find a window's source
-            # window; near a pole that can miss pixels the whole-raster
-            # window holds. Sampling every pixel of the edges finds them.
-            "SAMPLE_STEPS": str(min(size + 1, 2049)),
-            # GDAL grows a window's source window by the kernel radius at the
-            # window's own scale, but the kernel runs at the whole raster's
-            # (XSCALE/YSCALE): where the two differ (near a pole) the kernel
-            # would reach past it. Pixels past the ones read are never used
-            # (the footprint covers the kernel at the fixed scale).
-            "SOURCE_EXTRA": str(max(self._margins())),
         }
         options = "".join(f'<Option name="{k}">{v}</Option>' for k, v in opts.items())
         mapping = "".join(f'<BandMapping src="{i + 1}" dst="{i + 1}">{self._nodata_xml()}</BandMapping>'
@@ -862,13 +818,10 @@ class WarpedSource(SourceArray):
         # gdalwarp's -srcalpha, and the output's alpha band as -dstalpha.
         alpha = (f"<SrcAlphaBand>{self.src_alpha}</SrcAlphaBand><DstAlphaBand>{self.src_alpha}</DstAlphaBand>"
                  if self.src_alpha else "")
-        # The memory limit only decides GDAL's own sub-chunks; the scale is
-        # fixed, so they cannot change pixels, and the cap is enforced above.
         return (f"<GDALWarpOptions><WarpMemoryLimit>{max(self.max_source_bytes * 4, 2**26)}</WarpMemoryLimit>"
                 f"<ResampleAlg>{RESAMPLINGS[self.resampling][0]}</ResampleAlg>"
                 f"<WorkingDataType>{dt}</WorkingDataType>{options}"
                 f'<SourceDataset relativeToVRT="0">{escape(src_path)}</SourceDataset>'
-                + (f"<Transformer>{self._transformer_xml()}</Transformer>" if transformer else "") +
                 f"<BandList>{mapping}</BandList>{alpha}</GDALWarpOptions>")
 
     def _nodata_xml(self) -> str:
