@@ -14,13 +14,18 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Any
+import re
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from rdask.cloud.s3 import RetryPolicy, S3Endpoint, split_s3
 from rdask.errors import RdaskError
 
 #: The extra that installs what this module needs.
 EXTRA = "rdask[s3]"
+
+T = TypeVar("T")
 
 
 class MissingExtraError(RdaskError, ImportError):
@@ -102,11 +107,15 @@ def chunk_metadata(path: str) -> str:
 def list_keys(url: str, endpoint: S3Endpoint) -> dict[str, int]:
     """Every key under the store's prefix (relative to it) and its size."""
     obstore = _obstore()
-    out: dict[str, int] = {}
-    for batch in obstore.list(object_store(url, endpoint), chunk_size=1000):
-        for obj in batch:
-            out[obj["path"]] = int(obj["size"])
-    return out
+
+    def listing() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for batch in obstore.list(object_store(url, endpoint), chunk_size=1000):
+            for obj in batch:
+                out[obj["path"]] = int(obj["size"])
+        return out
+
+    return again(listing)
 
 
 def delete_keys(url: str, endpoint: S3Endpoint, keys: list[str]) -> None:
@@ -115,7 +124,33 @@ def delete_keys(url: str, endpoint: S3Endpoint, keys: list[str]) -> None:
     obstore = _obstore()
     store = object_store(url, endpoint)
     for i in range(0, len(keys), 1000):
-        obstore.delete(store, keys[i : i + 1000])
+        batch = keys[i : i + 1000]
+        again(lambda batch=batch: obstore.delete(store, batch))
+
+
+def again(call: Callable[[], T]) -> T:
+    """``call()``, tried again as :class:`~rdask.cloud.s3.RetryPolicy` says
+    when it fails in transport: obstore retries what is safe for any HTTP
+    request, never a POST that failed in transport (DeleteObjects, which
+    is safe to repeat: a key deleted twice is gone) nor a listing whose
+    body was cut after its headers (a read). A failure with an HTTP
+    status obstore has already retried, or refused to (a 4xx), is final.
+    """
+    policy = RetryPolicy.from_environment()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == policy.attempts or not in_transport(exc):
+                raise
+            time.sleep(policy.delay(attempt))
+    raise AssertionError("unreachable")
+
+
+def in_transport(exc: BaseException) -> bool:
+    """Whether an obstore error is a connection's, not an HTTP answer's."""
+    text = str(exc)
+    return "HTTP error" in text and not re.search(r"status(?: code)?:? \(?\d{3}", text)
 
 
 def put_file(url: str, endpoint: S3Endpoint, key: str, local: str) -> None:

@@ -10,14 +10,24 @@ keys, logs, errors or output tags.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from rdask.cloud.s3 import STATUS_WORDS, RetryPolicy, S3Endpoint, reason, split_s3
-from rdask.errors import OutputError, RasterOpenError, first_line
+from rdask.errors import ForkSafetyError, OutputError, RasterOpenError, first_line
+from rdask.io.paths import redact
+
+log = logging.getLogger("rdask")
+T = TypeVar("T")
+
+#: GDAL's network file systems (rasterio maps ``s3://``, ``https://``...
+#: to them), as ``CPL_VSIL_CURL_NON_CACHED`` prefixes.
+NETWORK_PREFIXES = ":".join(f"/vsi{fs}/" for fs in ("curl", "s3", "gs", "az", "adls", "oss", "swift", "webhdfs"))
 
 #: GDAL options for network reads, under the user's own (``gdal_options``,
 #: and GDAL settings in the environment: see :func:`network_defaults`).
@@ -33,6 +43,10 @@ NETWORK_GDAL_OPTIONS: dict[str, Any] = {
     # which S3 does not support).
     "GDAL_HTTP_MULTIRANGE": "YES",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",  # adjacent tiles in one range
+    # What a handle cached of a network file is dropped when it closes: GDAL
+    # (3.10) keeps the bytes of a download cut mid-body as if whole, and a
+    # read that failed on them is retried on a fresh handle (read_again).
+    "CPL_VSIL_CURL_NON_CACHED": NETWORK_PREFIXES,
     "GDAL_INGESTED_BYTES_AT_OPEN": "32768",  # a COG's header in one request
     "CPL_VSIL_CURL_CACHE_SIZE": str(16 * 1024 * 1024),  # bounded per process
     # Granularity of single-range reads (GDAL's default; sequential reads grow
@@ -52,6 +66,40 @@ def network_defaults() -> dict[str, Any]:
     """
     options = {**NETWORK_GDAL_OPTIONS, **RetryPolicy.from_environment().gdal()}
     return {k: v for k, v in options.items() if k not in os.environ}
+
+
+def read_again(path: str, options: Mapping[str, Any], read: Callable[[], T], reopen: Callable[[], None]) -> T:
+    """``read()`` of ``path``, tried again after a failure when ``path`` is
+    remote, as often as ``GDAL_HTTP_MAX_RETRY`` says (in ``options`` or the
+    environment), with :class:`~rdask.cloud.s3.RetryPolicy`'s back-off.
+
+    GDAL retries HTTP errors and connections reset before an answer
+    itself, but it takes a download cut mid-body (a reset after the
+    headers) for the whole range and caches it, so the read fails on a
+    short tile, and so would every read of it in this process. ``reopen``
+    closes the dataset: with ``CPL_VSIL_CURL_NON_CACHED`` that drops what
+    GDAL cached of the file, and the next attempt downloads it again. A
+    local file is read once.
+    """
+    if not is_remote(path):
+        return read()
+    text = str(dict(options).get("GDAL_HTTP_MAX_RETRY") or os.environ.get("GDAL_HTTP_MAX_RETRY") or "")
+    attempts = int(text) + 1 if text.strip().isdigit() else RetryPolicy.from_environment().attempts
+    policy = RetryPolicy(max(1, attempts))
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return read()
+        except ForkSafetyError:
+            raise
+        except Exception as exc:
+            if attempt == policy.attempts:
+                raise
+            wait = policy.delay(attempt)
+            log.debug("reading %s failed (%s); trying again on a new handle in %.2f s", redact(path),
+                      first_line(exc), wait)
+            reopen()
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def is_remote(path: str) -> bool:
