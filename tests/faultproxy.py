@@ -157,8 +157,9 @@ class FaultProxy:
 
     # -- the handler's half ------------------------------------------------
 
-    def _decide(self, request: Request, identity: str) -> str | None:
-        """The fault for this request, or None to forward it."""
+    def decide(self, request: Request, identity: str) -> str | None:
+        """The fault for ``request`` (``identity``: what makes it the same
+        request when retried), or None to forward it."""
         with self._lock:
             self.requests += 1
             draw = self._rng.random()  # one draw per request, whatever follows
@@ -219,7 +220,7 @@ class _Handler(BaseHTTPRequestHandler):
                           headers)
         identity = hashlib.sha256(
             f"{self.command} {self.path} {headers.get('range', '')}".encode() + body).hexdigest()
-        kind = proxy._decide(request, identity)
+        kind = proxy.decide(request, identity)
         if kind in _ERRORS:
             return self._error(*_ERRORS[kind], path=parts.path)
         if kind == "reset-before":

@@ -36,6 +36,8 @@ ATTEMPTS = 11
 #: twice as far, at most :data:`MAX_DELAY` (obstore's defaults).
 FIRST_DELAY = 0.1
 MAX_DELAY = 15.0
+#: No new attempt this many seconds after a request's first (obstore's).
+RETRY_TIMEOUT = 300.0
 #: HTTP statuses GDAL retries: throttling and server errors, never a 4xx
 #: that another attempt cannot change.
 RETRY_CODES = "429,500,502,503,504"
@@ -120,7 +122,7 @@ class RetryPolicy:
             "max_retries": self.attempts - 1,
             "backoff": {"init_backoff": timedelta(seconds=FIRST_DELAY),
                         "max_backoff": timedelta(seconds=MAX_DELAY), "base": 2},
-            "retry_timeout": timedelta(minutes=5),
+            "retry_timeout": timedelta(seconds=RETRY_TIMEOUT),
         }
 
     def gdal(self) -> dict[str, str]:

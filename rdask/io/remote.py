@@ -18,15 +18,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from rdask.cloud.s3 import STATUS_WORDS, RetryPolicy, S3Endpoint, reason, split_s3
-from rdask.errors import ForkSafetyError, OutputError, RasterOpenError, first_line
+from rdask.cloud.s3 import RETRY_TIMEOUT, STATUS_WORDS, RetryPolicy, S3Endpoint, reason, split_s3
+from rdask.errors import OutputError, RasterOpenError, RdaskError, first_line
 from rdask.io.paths import redact
 
 log = logging.getLogger("rdask")
 T = TypeVar("T")
 
 #: GDAL's network file systems (rasterio maps ``s3://``, ``https://``...
-#: to them), as ``CPL_VSIL_CURL_NON_CACHED`` prefixes.
+#: to them), as ``CPL_VSIL_CURL_NON_CACHED`` prefixes (see :func:`forget`).
 NETWORK_PREFIXES = ":".join(f"/vsi{fs}/" for fs in ("curl", "s3", "gs", "az", "adls", "oss", "swift", "webhdfs"))
 
 #: GDAL options for network reads, under the user's own (``gdal_options``,
@@ -43,10 +43,6 @@ NETWORK_GDAL_OPTIONS: dict[str, Any] = {
     # which S3 does not support).
     "GDAL_HTTP_MULTIRANGE": "YES",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",  # adjacent tiles in one range
-    # What a handle cached of a network file is dropped when it closes: GDAL
-    # (3.10) keeps the bytes of a download cut mid-body as if whole, and a
-    # read that failed on them is retried on a fresh handle (read_again).
-    "CPL_VSIL_CURL_NON_CACHED": NETWORK_PREFIXES,
     "GDAL_INGESTED_BYTES_AT_OPEN": "32768",  # a COG's header in one request
     "CPL_VSIL_CURL_CACHE_SIZE": str(16 * 1024 * 1024),  # bounded per process
     # Granularity of single-range reads (GDAL's default; sequential reads grow
@@ -73,33 +69,67 @@ def read_again(path: str, options: Mapping[str, Any], read: Callable[[], T], reo
     remote, as often as ``GDAL_HTTP_MAX_RETRY`` says (in ``options`` or the
     environment), with :class:`~rdask.cloud.s3.RetryPolicy`'s back-off.
 
-    GDAL retries HTTP errors and connections reset before an answer
-    itself, but it takes a download cut mid-body (a reset after the
-    headers) for the whole range and caches it, so the read fails on a
-    short tile, and so would every read of it in this process. ``reopen``
-    closes the dataset: with ``CPL_VSIL_CURL_NON_CACHED`` that drops what
-    GDAL cached of the file, and the next attempt downloads it again. A
-    local file is read once.
+    GDAL retries HTTP errors, timeouts and connections reset before an
+    answer itself, but GDAL 3.10 takes a download cut mid-body (a reset
+    after the headers) for the whole range and caches it: the read (or a
+    worker's open) fails on short bytes, and so would every later read of
+    them in this process. So a failed read is tried again, after ``reopen``
+    closed the dataset and :func:`forget` dropped what GDAL cached of the
+    file; not when GDAL itself gave up on an HTTP error (:func:`gave_up`),
+    nor :data:`~rdask.cloud.s3.RETRY_TIMEOUT` seconds after the first
+    attempt began (a server that stopped answering costs GDAL's retries
+    once, not once per attempt). A local file is read once. Call it inside
+    the source's ``rasterio.Env``.
     """
     if not is_remote(path):
         return read()
     text = str(dict(options).get("GDAL_HTTP_MAX_RETRY") or os.environ.get("GDAL_HTTP_MAX_RETRY") or "")
     attempts = int(text) + 1 if text.strip().isdigit() else RetryPolicy.from_environment().attempts
     policy = RetryPolicy(max(1, attempts))
+    start = time.monotonic()
     for attempt in range(1, policy.attempts + 1):
         try:
             return read()
-        except ForkSafetyError:
-            raise
         except Exception as exc:
-            if attempt == policy.attempts:
-                raise
             wait = policy.delay(attempt)
+            if (attempt == policy.attempts or gave_up(exc)
+                    or time.monotonic() + wait - start > RETRY_TIMEOUT):
+                raise
             log.debug("reading %s failed (%s); trying again on a new handle in %.2f s", redact(path),
                       first_line(exc), wait)
             reopen()
+            forget(path)
             time.sleep(wait)
     raise AssertionError("unreachable")
+
+
+def gave_up(exc: BaseException) -> bool:
+    """Whether a read failed where another attempt cannot help: GDAL spent
+    its retries on an HTTP error or a lost connection (its error classes
+    say so), or rdask refused (a fork)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        name = type(seen).__name__
+        if name == "CPLE_HttpResponseError" or name.startswith("CPLE_AWS"):
+            return True
+        if isinstance(seen, RdaskError) and not isinstance(seen, RasterOpenError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def forget(path: str) -> None:
+    """Drop what GDAL cached of the remote ``path`` (its bytes and size), in
+    this process: a handle opened under ``CPL_VSIL_CURL_NON_CACHED`` clears
+    them when it closes. (Set for every read, that option would make each
+    new handle ask for the file's size again.)"""
+    import rasterio
+
+    try:
+        with rasterio.Env(CPL_VSIL_CURL_NON_CACHED=NETWORK_PREFIXES):
+            rasterio.open(path).close()
+    except Exception as exc:  # noqa: BLE001 - a failed open closes its handle too
+        log.debug("%s: %s (its cache is dropped all the same)", redact(path), first_line(exc))
 
 
 def is_remote(path: str) -> bool:
