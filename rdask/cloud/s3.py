@@ -11,13 +11,15 @@ log line, an error or an output tag.
 and ``https://`` inputs) all make the same number of attempts with
 exponential back-off, so a throttling burst (503 SlowDown) or a dropped
 connection costs a job time, not its result. It follows the usual
-environment: ``AWS_MAX_ATTEMPTS`` and ``AWS_RETRY_MODE`` for S3 clients,
-``GDAL_HTTP_MAX_RETRY`` / ``GDAL_HTTP_RETRY_DELAY`` for GDAL.
+environment: ``AWS_MAX_ATTEMPTS`` and ``AWS_RETRY_MODE`` for every client
+(GDAL's retries too, unless ``GDAL_HTTP_MAX_RETRY`` is set). What it
+survives is measured by ``tests/test_s3_faults.py`` (docs/remote-data.md).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import random
 import re
@@ -29,6 +31,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rdask.errors import OutputError, first_line
+
+log = logging.getLogger("rdask")
 
 #: Attempts per request (the first and 10 retries: obstore's default).
 ATTEMPTS = 11
@@ -99,19 +103,24 @@ class RetryPolicy:
     def install(self, client: Any) -> Any:
         """Give ``client`` (made with :meth:`botocore`) this policy's back-off
         and no retry quota, in ``standard`` mode; return it."""
-        if self.mode == "standard":
+        if self.mode != "standard":
+            return client
+        try:
             from botocore.retries import standard
 
-            name = client.meta.service_model.service_id.hyphenize()
             handler = standard.RetryHandler(
                 retry_policy=standard.RetryPolicy(
                     retry_checker=standard.StandardRetryConditions(max_attempts=self.attempts),
                     retry_backoff=_Backoff(self)),
                 retry_event_adapter=standard.RetryEventAdapter(),
                 retry_quota=_NoQuota())
-            unique = f"retry-config-{name}"  # botocore's own handler's id: replaced
-            client.meta.events.unregister(f"needs-retry.{name}", unique_id=unique)
-            client.meta.events.register(f"needs-retry.{name}", handler.needs_retry, unique_id=unique)
+        except (ImportError, AttributeError, TypeError) as exc:  # another botocore's internals
+            log.debug("botocore's standard retries kept as they are (%s)", exc)
+            return client
+        name = client.meta.service_model.service_id.hyphenize()
+        unique = f"retry-config-{name}"  # botocore's own handler's id: replaced
+        client.meta.events.unregister(f"needs-retry.{name}", unique_id=unique)
+        client.meta.events.register(f"needs-retry.{name}", handler.needs_retry, unique_id=unique)
         return client
 
     def obstore(self) -> dict[str, Any]:

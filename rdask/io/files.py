@@ -23,7 +23,13 @@ import numpy as np
 
 from rdask.cloud.s3 import S3Endpoint
 from rdask.config import READ_GDAL_OPTIONS
-from rdask.errors import ForkSafetyError, RasterMismatchError, RasterOpenError, first_line
+from rdask.errors import (
+    ForkSafetyError,
+    RasterMismatchError,
+    RasterOpenError,
+    RdaskError,
+    first_line,
+)
 from rdask.io.base import Opened, SourceArray
 from rdask.io.guard import READ_OPTIONS
 from rdask.io.inspect import inspect
@@ -169,7 +175,7 @@ class FileSource(SourceArray):
                     try:
                         self._read(f, lambda ds, idx=idx, lo=lo, hi=hi: ds.read(
                             idx, window=window, out=out[lo - b0 : hi - b0]))
-                    except RasterOpenError:
+                    except RdaskError:  # an open that failed, a fork: said already
                         raise
                     except Exception as exc:  # noqa: BLE001 - name file and window
                         raise RasterOpenError(
