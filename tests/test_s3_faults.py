@@ -255,6 +255,45 @@ def test_a_local_cluster_completes_too(faulty_s3, moto, references, tmp_path):
     assert_nothing_left(moto, [target[len(f"s3://{BUCKET}/"):]])
 
 
+LOST_ANSWERS = {
+    # A second upload, which the first job would never complete: aborted.
+    "create": ("gtiff-parts", lambda r: r.operation == "CreateMultipartUpload"),
+    # Retried, it finds no upload: the object at the key is checked instead.
+    "complete": ("gtiff-parts", lambda r: r.operation == "CompleteMultipartUpload"),
+    # The pieces' deletion after the completion (boto3), done twice.
+    "delete-pieces": ("cog-parts", lambda r: r.operation == "DeleteObjects"),
+    # A piece's download cut mid-body (or never answered), fetched again.
+    "get-piece": ("cog-parts", lambda r: r.operation == "GetObject" and ".rdask-partial/" in r.path),
+    # obstore does not repeat a POST whose connection dropped: rdask does.
+    "delete-zarr": ("zarr", lambda r: r.operation == "DeleteObjects"),
+}
+
+
+@pytest.mark.parametrize("case", list(LOST_ANSWERS))
+def test_an_answer_lost_after_s3_acted_is_not_a_failure(case, faulty_s3, moto, references, tmp_path):
+    """Each request of one operation has its connection reset after S3
+    acted (a GET's answer cut mid-body every other time), once: its retry
+    meets the work already done, and the job still gives the fault-free
+    output and leaves nothing behind."""
+    proxy = faulty_s3
+    job, operation = LOST_ANSWERS[case]
+    ref = reference(references, job, moto, proxy, tmp_path)
+    if job == "zarr":
+        run(job, tmp_path / "ref")  # a store to replace: its old metadata is deleted first
+    proxy.set(1.0, SEED, only=operation, kinds=("reset-after",), burst=1)
+    target = run(job, tmp_path, workers=4, overwrite=True)
+    faults, forwarded = proxy.faults(), dict(proxy.forwarded)
+    proxy.set(0.0)
+    print(f"\n{case}: {faults['reset-after']} answers lost, forwarded {forwarded}")
+    assert faults["reset-after"] >= 1
+    if case == "create":
+        assert forwarded["CreateMultipartUpload"] == 2 and forwarded.get("AbortMultipartUpload") == 1
+    if case == "complete":
+        assert forwarded["CompleteMultipartUpload"] == 2
+    assert_same_output(job, fetch(moto, target, tmp_path / "got"), ref)
+    assert_nothing_left(moto, [target[len(f"s3://{BUCKET}/"):]])
+
+
 # -- 2. faults no policy rides out -----------------------------------------------
 
 
