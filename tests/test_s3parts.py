@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import rasterio
 from cli import RDASK
+from coglayout_check import check_cog_layout, layouts
 from rasters import assert_same_raster, check_layout, read, synthetic, write
 from servers import BUCKET, SECRET
 
@@ -98,6 +99,11 @@ def part_logs(caplog):
         if m:
             out[int(m[1])] = (m[3], int(m[2]), int(m[4]))
     return out
+
+
+def chunk_sizes(caplog):
+    """The encoded sizes of the chunks the tasks wrote."""
+    return [int(m[3]) for m in (CHUNK_LOG.search(r.getMessage()) for r in caplog.records) if m]
 
 
 def chunk_logs(caplog):
@@ -568,17 +574,18 @@ def test_cog_gives_the_local_cog(scheduler, name, levels_in_header, s3, inputs, 
     for a, b in zip(mine, theirs, strict=True):
         assert np.array_equal(a, b, equal_nan=True)
     assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())  # pieces deleted
-    # No padding: the object is the local COG's size, give or take its ghost header.
-    assert abs(os.path.getsize(got) - os.path.getsize(local)) < 4096, (os.path.getsize(got), os.path.getsize(local))
+    # GDAL's COG layout, as the local COG's: the same bytes, no padding.
+    assert check_cog_layout(str(got))["levels"] == len(mine)
+    assert set(layouts(str(got)).values()) == {"COG"}
+    assert got.read_bytes() == local.read_bytes()
     if scheduler == "threads":
-        assert all(pad == 0 for _, _, pad in part_logs(caplog).values())
         assert any(f"the {levels_in_header} smallest levels' tiles stored" in r.getMessage() for r in caplog.records)
 
 
 def test_cog_of_mixed_chunks(s3, tmp_path, caplog):
-    """Noisy chunks (parts of their own) beside constant ones (pieces), in
-    the main pass and in level 1: a valid COG, every level the local COG's,
-    no padding."""
+    """Noisy chunks (over 5 MiB) beside constant ones (far under), in the
+    main pass and in level 1, chunks not spanning the width: GDAL's COG
+    layout, the local COG's bytes."""
     from rio_cogeo.cogeo import cog_validate
 
     data = np.random.default_rng(4).normal(0, 50, size=(3, 2048, 3072)).astype("float32")
@@ -590,13 +597,35 @@ def test_cog_of_mixed_chunks(s3, tmp_path, caplog):
     rdask.process(src, str(local), "reverse-bands", **kw)
     caplog.set_level(logging.DEBUG, logger="rdask")
     rdask.process(src, url(), "reverse-bands", **kw)
-    assert sorted(set(chunk_logs(caplog).values())) == ["part", "piece"]
+    sizes = chunk_sizes(caplog)
+    assert min(sizes) < MIN_PART < max(sizes)
     got = download(s3, tmp_path / "from-s3.tif")
-    assert cog_validate(str(got), quiet=True)[:2] == (True, [])
+    assert cog_validate(str(got), strict=True, quiet=True)[:2] == (True, [])
     for a, b in zip(overview_pixels(got), overview_pixels(local), strict=True):
         assert np.array_equal(a, b)
-    assert abs(os.path.getsize(got) - os.path.getsize(local)) < 4096, (os.path.getsize(got), os.path.getsize(local))
-    assert all(pad == 0 for _, _, pad in part_logs(caplog).values())
+    check_cog_layout(str(got))
+    assert set(layouts(str(got)).values()) == {"COG"}
+    assert got.read_bytes() == local.read_bytes()
+    assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())
+
+
+def test_cog_of_chunks_spanning_the_width_is_copied_by_s3(s3, tmp_path, caplog, monkeypatch):
+    """A striped input gives chunks that span the width: each noisy chunk's
+    piece is one range of the COG's row-major order, and S3 copies it into
+    its part (UploadPartCopy); the object is the local COG's bytes."""
+    data = np.random.default_rng(5).normal(0, 50, size=(3, 1536, 1024)).astype("float32")
+    src = write(tmp_path / "striped.tif", data, block=None, compress=None)
+    kw = dict(driver="COG", chunk_mb=8, compress="deflate", blocksize=256, workers=2)
+    local = tmp_path / "local.tif"
+    rdask.process(src, str(local), "reverse-bands", **kw)
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    requests = count_requests(monkeypatch)
+    rdask.process(src, url(), "reverse-bands", **kw)
+    copies = [r for r in caplog.records if "copied by S3" in r.getMessage()]
+    assert len(copies) >= 2 and requests["UploadPartCopy"] == len(copies)
+    got = download(s3, tmp_path / "from-s3.tif")
+    check_cog_layout(str(got))
+    assert got.read_bytes() == local.read_bytes()
     assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())
 
 
