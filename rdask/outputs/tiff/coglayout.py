@@ -102,9 +102,13 @@ def assemble_cog(src: str, dst: str, levels: Sequence[str] = ()) -> None:
     Overviews are either internal to ``src`` or, when ``levels`` is given,
     one single-image GeoTIFF per level, largest first.
     """
+    import tifffile
+
     files = [src, *levels]
     ifds = read_ifds(files)
-    bigtiff = _needs_bigtiff(ifds)
+    with tifffile.TiffFile(src) as tif:
+        asked = tif.is_bigtiff  # BIGTIFF=YES (or GDAL's IF_SAFER guess) stays
+    bigtiff = asked or _needs_bigtiff(ifds)
     start = layout_ifds(ifds, bigtiff)
     place_tiles(ifds, start)
     handles = [open(f, "rb") for f in files]
