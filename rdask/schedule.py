@@ -52,6 +52,8 @@ INFLIGHT_PER_THREAD = 2
 FENCE_SECONDS = 120.0
 #: The same on rdask's own ``local`` cluster, whose workers it then restarts.
 LOCAL_FENCE_SECONDS = 20.0
+#: Seconds a ``local`` cluster's worker has to close before its nanny kills it.
+WORKER_CLOSE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -388,7 +390,8 @@ def spawn_nanny() -> type:
     spawns a worker and never takes them out, so every later subprocess of
     the caller (a notebook's, a test suite's) would inherit them. This one
     gives the same settings to the worker's own environment instead, which
-    it applies as it starts.
+    it applies as it starts. It also gives a closing worker
+    :data:`WORKER_CLOSE_SECONDS` before killing it (distributed: 4 s).
     """
     from distributed import Nanny
 
@@ -398,5 +401,10 @@ def spawn_nanny() -> type:
             # self.env already holds the pre-spawn settings (merged in by
             # Nanny); emptied, nothing is copied into os.environ.
             self.pre_spawn_env = {}
+
+        async def close(self, timeout: float = WORKER_CLOSE_SECONDS, reason: str = "nanny-close") -> str:
+            # distributed kills a worker still closing after 4 s of its 5;
+            # on a loaded machine a healthy one can take longer.
+            return await super().close(timeout=timeout, reason=reason)
 
     return SpawnNanny
