@@ -32,7 +32,8 @@ from rdask.cloud.s3 import S3Endpoint, reason
 from rdask.errors import RasterOpenError, first_line
 from rdask.io.base import Opened, SourceArray
 from rdask.io.remote import check_options, is_s3
-from rdask.meta import BandMeta, RasterMeta
+from rdask.io.zarrmeta import meta_from_attrs
+from rdask.meta import RasterMeta
 
 #: The data variable rdask's Zarr output writes (rioxarray's name for it).
 DATA = "band_data"
@@ -234,11 +235,13 @@ def open_zarr(path: str, gdal_options: Any = None) -> tuple[ZarrSource, RasterMe
     attrs = dict(arr.attrs)
     gm_name = attrs.get("grid_mapping")
     gm = dict(group[gm_name].attrs) if gm_name and gm_name in group else {}
+    bands, tags = meta_from_attrs(attrs, source.count)
     meta = RasterMeta(
         crs=_crs(gm, attrs, dict(group.attrs)),
         transform=_transform(gm, attrs, group, source),
         nodata=_nodata(arr, attrs),
-        bands=(BandMeta(),) * source.count,
+        bands=bands,
+        tags=tags,
     )
     chunks = getattr(arr, "shards", None) or arr.chunks
     return source, meta, (int(chunks[-2]), int(chunks[-1]))

@@ -28,6 +28,7 @@ import numpy as np
 
 from rdask.errors import ResumeError
 from rdask.io.zarr import DATA, ZarrSource, is_zarr_path
+from rdask.io.zarrmeta import band_attrs
 from rdask.meta import RasterMeta
 from rdask.outputs.base import OutputSpec
 from rdask.outputs.nearest import picks
@@ -246,7 +247,8 @@ class Layout:
             zarr.open_group(base, mode="w", zarr_format=3, attributes=attrs)
             self._v2(base, {"zarr_format": 2}, attrs, group=True)
         geo = geo_attrs(meta, t, (h, w))
-        data_attrs: dict[str, Any] = {"grid_mapping": "spatial_ref", **geo}
+        data_attrs: dict[str, Any] = {**band_attrs(meta.bands, meta.tag_dict()), "grid_mapping": "spatial_ref",
+                                      **geo}
         if meta.nodata is not None:
             data_attrs["_FillValue"] = _fill_attr(meta.nodata, dtype)
         if meta.crs is not None:
