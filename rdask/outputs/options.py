@@ -103,10 +103,10 @@ class WriteOptions:
             raise ValueError(f"a Zarr output makes nearest or average overviews, not {self.overview_resampling!r}")
         if self.overview_levels is not None and self.overview_levels < 0:
             raise ValueError(f"overview_levels must be >= 0, got {self.overview_levels}")
-        unknown = sorted(set(dict(self.creation_options)) - {"ZLEVEL", "ZSTD_LEVEL", "V2_METADATA"})
+        unknown = sorted(set(dict(self.creation_options)) - {"ZLEVEL", "ZSTD_LEVEL", "V2_METADATA", "SHARD"})
         if unknown:
             raise ValueError(f"unknown Zarr creation option {unknown[0]!r}; "
-                             "a Zarr output takes ZLEVEL, ZSTD_LEVEL, V2_METADATA")
+                             "a Zarr output takes ZLEVEL, ZSTD_LEVEL, V2_METADATA, SHARD")
 
     def _check_cog(self) -> None:
         if self.overview_resampling not in OVERVIEW_RESAMPLINGS:
