@@ -78,7 +78,7 @@ class ZarrSource(SourceArray):
         shape = tuple(arr.shape)
         squeeze = len(shape) == 2
         count, h, w = (1, *shape) if squeeze else shape
-        stamp = (0.0, 0) if is_s3(root) else _stamp(root, array)
+        stamp = _metadata_stamp(arr) if is_s3(root) else _stamp(root, array)
         return cls(root, array, int(count), int(h), int(w), str(_dtype(arr)), stamp, squeeze,
                    endpoint=endpoint, metadata=metadata)
 
@@ -184,6 +184,17 @@ def _stamp(root: str, array: str) -> tuple[float, int]:
             continue
         return (st.st_mtime, st.st_size)
     return (0.0, 0)
+
+
+def _metadata_stamp(arr: Any) -> tuple[float, int]:
+    """A remote array's stamp: a digest of its metadata, so that an array
+    replaced by one of another layout (shape, chunks, shards, codecs) is
+    opened afresh rather than read through a handle of the old one."""
+    import hashlib
+    import json
+
+    text = json.dumps(arr.metadata.to_dict(), sort_keys=True, default=str)
+    return (0.0, int(hashlib.sha256(text.encode()).hexdigest()[:15], 16))
 
 
 def accepts(paths: Sequence[str]) -> bool:
