@@ -201,15 +201,16 @@ def peak_rss_mb(pid: int) -> float:
 # -- S3 requests ----------------------------------------------------------------------
 
 
-def s3_operation(method: str, path: str, query: str) -> str:
-    """The S3 API operation of a request, from its method, path and query."""
+def s3_operation(method: str, path: str, query: str, copy: bool = False) -> str:
+    """The S3 API operation of a request, from its method, path and query
+    (``copy``: it names a copy source)."""
     q = parse_qs(query, keep_blank_values=True)
     is_bucket = path.strip("/").count("/") == 0
     if method == "POST":
         return ("CreateMultipartUpload" if "uploads" in q else "CompleteMultipartUpload"
                 if "uploadId" in q else "DeleteObjects" if "delete" in q else "POST")
     if method == "PUT":
-        return ("UploadPart" if "partNumber" in q else "CreateBucket" if is_bucket
+        return (("UploadPartCopy" if copy else "UploadPart") if "partNumber" in q else "CreateBucket" if is_bucket
                 else "PutObject")
     if method == "GET":
         return ("ListObjects" if is_bucket and ("list-type" in q or "prefix" in q)
@@ -232,7 +233,7 @@ class RequestLog:
 
         def counting(environ: dict, start_response: Callable) -> object:
             op = s3_operation(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""),
-                              environ.get("QUERY_STRING", ""))
+                              environ.get("QUERY_STRING", ""), bool(environ.get("HTTP_X_AMZ_COPY_SOURCE")))
             self.seen.append((environ.get("REMOTE_ADDR", ""), op,
                               int(environ.get("CONTENT_LENGTH") or 0)))
             return app(environ, start_response)
