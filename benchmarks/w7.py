@@ -647,7 +647,8 @@ def s3_rig(isolation, base: Path, malloc: str = "dask") -> Iterator:
     """
     isolation.remove_leftovers()
     hidden, shared = base / "hidden", base / "shared"
-    for d in (hidden / "tmp", shared):
+    pauses = shared / "pauses"  # rdask.pauses' directory: no job is held here
+    for d in (hidden / "tmp", shared, pauses):
         d.mkdir(parents=True, exist_ok=True)
     with isolation.client_net() as net, contextlib.ExitStack() as stack:
         server = isolation.s3_server(net.host_ip).start()
@@ -657,7 +658,7 @@ def s3_rig(isolation, base: Path, malloc: str = "dask") -> Iterator:
             os.environ["DASK_CONFIG"] = str(conf)
         cluster = stack.enter_context(isolation.isolated_cluster(
             net.host_ip, hidden, base / "cluster", n_workers=2, nthreads=1, nanny=True))
-        r = isolation.Rig(net, cluster, server, base, hidden, shared)
+        r = isolation.Rig(net, cluster, server, base, hidden, shared, pauses)
         try:
             yield r
         finally:
