@@ -696,3 +696,52 @@ def test_missing_boto3_is_one_line_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 -> ModuleNotFoundError
     with pytest.raises(OutputError, match=r"^S3 outputs need boto3: pip install 'rdask\[s3\]'$"):
         Clients().get(S3Endpoint.from_options({}))
+
+
+def test_cog_parts_keep_row_major_order_and_s3_s_part_rules():
+    """The commit's plan (rdask.outputs.s3.order) on made-up pieces: the
+    ranges follow each level's tiles row by row across chunks; parts are at
+    least 5 MiB but the last, in order, cover every byte once; a range of
+    5 MiB or more starting a part is copied alone; a big range after a
+    short start gives the part just what it lacks."""
+    from rdask.outputs.s3.order import Grid, Segment, places, plan_order, segments, tile_offsets
+    from rdask.outputs.s3.parts import Piece
+
+    mib = 1024 * 1024
+
+    def piece(name, rows, cols, across, size):
+        """A chunk's piece: tiles of ``rows`` x ``cols`` (row-major), each ``size`` bytes wrapped."""
+        tiles, at = [], 0
+        for r in rows:
+            for c in cols:
+                tiles.append((r * across + c, at + 4, size))
+                at += size + 8
+        return Piece(0, name, at, tuple(tiles))
+
+    # Two chunk columns of 2 x 2 tiles over a 4-tile-wide level: row-major
+    # order interleaves them row by row.
+    left, right = piece("L", (0, 1), (0, 1), 4, 100), piece("R", (0, 1), (2, 3), 4, 100)
+    got = segments([Grid(((left, right),), 4)])
+    assert got == [Segment("L", 0, 216), Segment("R", 0, 216), Segment("L", 216, 432), Segment("R", 216, 432)]
+    # A chunk spanning the width is one range.
+    whole = piece("W", (0, 1), (0, 1, 2, 3), 4, 100)
+    assert segments([Grid(((whole,),), 4)]) == [Segment("W", 0, whole.size)]
+    # Parts: a header, a short range, a big one, small ones, a big one alone.
+    ranges = [Segment("a", 0, 1 * mib), Segment("b", 0, 12 * mib), Segment("c", 0, 2 * mib),
+              Segment("d", 0, 2 * mib), Segment("e", 0, 2 * mib), Segment("f", 0, 7 * mib),
+              Segment("g", 0, 100)]
+    parts = plan_order(1000, [Segment("tail", 0, 3000)], ranges)
+    sizes = [sum(s.size for s in p.segments) + (1000 if p.number == 1 else 0) for p in parts]
+    assert [p.number for p in parts] == list(range(1, len(parts) + 1))
+    assert all(n >= MIN_PART for n in sizes[:-1])
+    flat = [s for p in parts for s in p.segments]
+    assert sum(s.size for s in flat) == 3000 + sum(s.size for s in ranges)
+    assert [s.key for s in flat] == ["tail", "a", "b", "b", "c", "d", "e", "f", "g"]  # order kept
+    assert parts[0].segments[-1] == Segment("b", 0, MIN_PART - 1000 - 3000 - mib)  # just what part 1 lacks
+    assert parts[1].copy and parts[1].segments[0].key == "b"  # the rest of b, copied by S3
+    where = places(1000, parts)
+    assert where[("tail", 0)] == 1000 and where[("a", 0)] == 4000
+    # A tile straddling the cut in b is found through the range it starts in.
+    b = Piece(0, "b", 12 * mib, ((0, 4, 12 * mib - 8),))
+    spans = sorted((s.key, s.start, s.stop) for s in flat if s.key == "b")
+    assert tile_offsets(b, where, spans) == [(0, where[("b", 0)] + 4)]

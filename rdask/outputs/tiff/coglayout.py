@@ -13,12 +13,18 @@ steps after the kernel pass has written the full-resolution partial GeoTIFF:
    sees the whole full-resolution image. Level sizes follow GDAL's GeoTIFF
    overview builder: ``ceil(n / factor)``.
 2. The partial file's IFDs and tag values are read (``tifffile``) and a new
-   layout is computed: header, a small GDAL ghost area, every IFD (image and
-   mask per level), their out-of-line tag values, then tile data from the
-   smallest overview to the full resolution, row-major.
+   layout is computed, GDAL's COG driver's: header, GDAL's ghost area
+   (:func:`ghost`), every IFD (the full resolution, its mask, the overviews
+   largest first, their masks) with its out-of-line tag values, every tile
+   index array, then tile data from the smallest overview to the full
+   resolution, each level's tiles in tile order, each mask tile right after
+   its image tile, each tile with a 4-byte size leader before it and its
+   last 4 bytes repeated after it (offsets point after the leader). GDAL
+   then reports ``LAYOUT=COG``.
 3. Compressed tiles are copied into that layout without being decoded or
    recompressed (``os.copy_file_range``), which is where GDAL's COG driver
-   spends most of its time (it decompresses and recompresses every tile).
+   spends most of its time (it decompresses and recompresses every tile);
+   the leaders and trailers are written between them.
 
 Tags (GeoTIFF keys, GDAL metadata, nodata, compression, predictor...) are
 copied byte for byte from the file GDAL wrote, so metadata is GDAL's own.
