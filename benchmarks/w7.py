@@ -108,6 +108,8 @@ MODES = (
     Mode("s3 COG", "s3", ".tif", ("--driver", "cog")),
     Mode("Zarr (shared)", "shared", ".zarr"),
     Mode("Zarr s3", "s3", ".zarr"),
+    # Zarr v3 sharding: one object (one PUT) per rdask chunk, blocksize^2 inner chunks.
+    Mode("Zarr s3 sharded", "s3", ".zarr", ("--co", "SHARD=YES")),
     Mode("mosaic (shared)", "shared", "", mosaic=True),
 )
 
