@@ -80,7 +80,7 @@ def parse_scheduler(scheduler: Any = "threads", workers: int | None = None) -> S
     workers
         Threads for ``"threads"``; worker processes for ``"local"``.
     """
-    n = int(workers) if workers else (os.cpu_count() or 1)
+    n = (os.cpu_count() or 1) if workers is None else int(workers)
     if n < 1:
         raise SchedulerError(f"workers must be >= 1, got {workers}")
     if not isinstance(scheduler, str):
@@ -95,9 +95,12 @@ def parse_scheduler(scheduler: Any = "threads", workers: int | None = None) -> S
     if s == "local" or s.startswith("local:"):
         count = s.partition(":")[2]
         try:
-            return SchedulerSpec("local", int(count) if count else n)
+            count = int(count) if count else n
         except ValueError:
-            raise SchedulerError(f"bad scheduler {scheduler!r}: expected local:N") from None
+            count = 0
+        if count < 1:
+            raise SchedulerError(f"bad scheduler {scheduler!r}: expected local:N with N >= 1")
+        return SchedulerSpec("local", count)
     if "://" in s:
         return SchedulerSpec("address", n, s)
     raise SchedulerError(
