@@ -148,18 +148,23 @@ def test_bigtiff_cog_keeps_the_layout(tmp_path):
 def test_s3_cog_is_a_cog_over_vsis3(s3, tmp_path):
     """An S3 COG whose tiles the tasks stored (chunks not spanning the width,
     odd sizes) reads as LAYOUT=COG in place, through /vsis3/, to both GDAL
-    versions; and a masked one (written locally, then uploaded) too."""
+    versions; so do a masked one (written locally, then uploaded) and a
+    BigTIFF one."""
     data = (np.random.default_rng(2).normal(0, 40, size=(3, 1111, 1333)) + 100).astype("uint16")
     src = write(tmp_path / "in.tif", data, block=(128, 128))
     mask = np.full(data.shape[1:], 255, np.uint8)
     mask[200:500, 100:700] = 0
     masked = write(tmp_path / "masked.tif", data, block=(128, 128), mask=mask)
-    for name, path in (("parts.tif", src), ("staged.tif", masked)):
+    cases = (("parts.tif", src, {}), ("staged.tif", masked, {}),
+             ("bigtiff.tif", src, {"creation_options": {"BIGTIFF": "YES"}}))
+    for name, path, kw in cases:
         rdask.process(path, f"s3://{BUCKET}/{name}", "reverse-bands", driver="COG", blocksize=128,
-                      chunk_mb=0.5, workers=2)
+                      chunk_mb=0.5, workers=2, **kw)
         local = str(tmp_path / name)
         s3.client().download_file(BUCKET, name, local)
         assert check_cog_layout(local)["mask"] == (name == "staged.tif")
+        with open(local, "rb") as fh:
+            assert (fh.read(4) == b"II+\0") == (name == "bigtiff.tif")
         seen = layouts(f"/vsis3/{BUCKET}/{name}")
         assert len(seen) == 2 and set(seen.values()) == {"COG"}, seen
         with rasterio.open(f"/vsis3/{BUCKET}/{name}") as ds:

@@ -44,6 +44,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import tifffile
 
 from rdask.errors import OutputError
 from rdask.meta import RasterMeta
@@ -246,7 +247,9 @@ class CogParts:
         pieces = [c for parts in levels for c in parts.values()]
         tiles = sum(len(ifd.tiles) for ifd in ifds)
         total = MIN_PART + (tail.piece.size if tail else 0) + sum(c.size for c in pieces)
-        bigtiff = total + tiles * 16 + 65536 * len(levels) >= 2**32
+        with tifffile.TiffFile(self.main.header_path) as tif:
+            asked = tif.is_bigtiff  # BIGTIFF=YES stays, as in the local COG
+        bigtiff = asked or total + tiles * 24 + 65536 * len(levels) >= 2**32
         start = layout_ifds(ifds, bigtiff)
         chunks = [self.spec.chunks, *self.levels]
         grids = [grid_of(parts, len(c[2]), -(-sum(c[2]) // self.encoder.tile))
