@@ -9,7 +9,10 @@ store, local and on S3 (moto); rasterio (GDAL) on the GeoTIFF against
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 import warnings
 
 import numpy as np
@@ -130,6 +133,28 @@ def test_gdal_reads_scales_offsets_nodata_and_tags(tmp_path):
         assert b.scales == a.scales and b.offsets == a.offsets and b.nodata == a.nodata
         assert {k: b.tags()[k] for k in TAGS} == TAGS
         assert np.array_equal(b.read(), a.read())
+
+
+def test_system_gdal_reads_scales_offsets_nodata_and_tags_band_by_band(tmp_path):
+    """Debian's gdalinfo (GDAL 3.6) opens a 3-D Zarr array one band at a time
+    (``ZARR:"store":/band_data:i``): each band's scale and offset (CF, the
+    same for every band: GDAL knows no per-band ones), nodata and the
+    dataset tags are the GeoTIFF's."""
+    gdalinfo = shutil.which("gdalinfo")
+    assert gdalinfo, "gdalinfo (GDAL's command-line tools) is needed on PATH"
+    src = make_input(tmp_path / "in.tif")
+    tif, store = str(tmp_path / "out.tif"), str(tmp_path / "out.zarr")
+    rdask.process(src, tif, "reverse-bands", workers=2, chunk_mb=0.05)
+    rdask.process(src, store, "reverse-bands", workers=2, chunk_mb=0.05)
+    with rasterio.open(tif) as ds:
+        want = [(ds.scales[i], ds.offsets[i], ds.nodata) for i in range(3)]
+    for i in range(3):
+        out = subprocess.run([gdalinfo, "-json", f'ZARR:"{store}":/band_data:{i}'], capture_output=True,
+                             text=True, check=True).stdout
+        info = json.loads(out)
+        band = info["bands"][0]
+        assert (band.get("scale", 1.0), band.get("offset", 0.0), band["noDataValue"]) == want[i]
+        assert {k: info["metadata"][""][k] for k in TAGS} == TAGS
 
 
 def test_s3_zarr_shows_what_the_geotiff_shows(s3, tmp_path):
