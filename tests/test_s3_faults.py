@@ -63,6 +63,8 @@ JOBS = {
     "cog-staged": ("small", "out/d.tif", dict(driver="COG", chunk_mb=0.5)),
     # Chunks from the tasks, an overview level read back from S3, metadata last.
     "zarr": ("big", "out/e.zarr", dict(chunk_mb=3, overview_levels=1)),
+    # Each task's chunk as one shard object.
+    "zarr-sharded": ("big", "out/f.zarr", dict(chunk_mb=3, overview_levels=1, creation_options={"SHARD": "YES"})),
     # GDAL's reads alone, into a local GeoTIFF.
     "s3-input": ("big", None, dict(chunk_mb=2)),
 }
@@ -199,7 +201,7 @@ def assert_same_store(got, ref):
 
 
 def assert_same_output(job, got, ref):
-    if job == "zarr":
+    if job.startswith("zarr"):
         assert_same_store(got, ref)
     else:
         assert_same_tiff(got, ref, cog=job.startswith("cog"))
@@ -266,6 +268,9 @@ LOST_ANSWERS = {
     "get-piece": ("cog-parts", lambda r: r.operation == "GetObject" and ".rdask-partial/" in r.path),
     # obstore does not repeat a POST whose connection dropped: rdask does.
     "delete-zarr": ("zarr", lambda r: r.operation == "DeleteObjects"),
+    # Nor a GET whose error answer broke off: the 404 of a shard not yet
+    # written (zarr reads it before writing), and reads of the level above.
+    "get-zarr": ("zarr-sharded", lambda r: r.operation == "GetObject" and "/out/" in r.path),
 }
 
 

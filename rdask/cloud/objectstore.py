@@ -11,12 +11,13 @@ with ``rdask[s3]``.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from rdask.cloud.s3 import RetryPolicy, S3Endpoint, split_s3
@@ -70,10 +71,38 @@ def _object_store(pid: int, url: str, endpoint: S3Endpoint) -> Any:
 
 
 def zarr_store(url: str, endpoint: S3Endpoint, *, read_only: bool = True) -> Any:
-    """zarr's ``ObjectStore`` over :func:`object_store`."""
+    """zarr's ``ObjectStore`` over :func:`object_store`, its requests tried
+    again where obstore leaves them (:func:`again`)."""
     from zarr.storage import ObjectStore
 
-    return ObjectStore(object_store(url, endpoint), read_only=read_only)
+    return _retrying()(ObjectStore(object_store(url, endpoint), read_only=read_only))
+
+
+@functools.cache
+def _retrying() -> type:
+    """A zarr ``WrapperStore`` whose requests fail only when :func:`again`
+    would give up: obstore does not repeat a GET whose error answer (a
+    404 for a chunk or shard not written yet) broke off mid-body."""
+    from zarr.storage import WrapperStore
+
+    class Retrying(WrapperStore):
+        async def get(self, key, prototype, byte_range=None):  # noqa: ANN001, ANN202 - zarr's signature
+            return await again_async(lambda: self._store.get(key, prototype, byte_range))
+
+        async def get_partial_values(self, prototype, key_ranges):  # noqa: ANN001, ANN202
+            key_ranges = list(key_ranges)
+            return await again_async(lambda: self._store.get_partial_values(prototype, key_ranges))
+
+        async def exists(self, key):  # noqa: ANN001, ANN202
+            return await again_async(lambda: self._store.exists(key))
+
+        async def set(self, key, value):  # noqa: ANN001, ANN202
+            return await again_async(lambda: self._store.set(key, value))
+
+        async def delete(self, key):  # noqa: ANN001, ANN202
+            return await again_async(lambda: self._store.delete(key))
+
+    return Retrying
 
 
 def zarr_array(url: str, endpoint: S3Endpoint, array: str, metadata: str, *, read_only: bool) -> Any:
@@ -132,9 +161,10 @@ def again(call: Callable[[], T]) -> T:
     """``call()``, tried again as :class:`~rdask.cloud.s3.RetryPolicy` says
     when it fails in transport: obstore retries what is safe for any HTTP
     request, never a POST that failed in transport (DeleteObjects, which
-    is safe to repeat: a key deleted twice is gone) nor a listing whose
-    body was cut after its headers (a read). A failure with an HTTP
-    status obstore has already retried, or refused to (a 4xx), is final.
+    is safe to repeat: a key deleted twice is gone), nor a listing whose
+    body, or a GET whose error answer, broke off after the headers (reads).
+    A failure with an HTTP status obstore has already retried, or refused
+    to (a 4xx), is final.
     """
     policy = RetryPolicy.from_environment()
     for attempt in range(1, policy.attempts + 1):
@@ -144,6 +174,19 @@ def again(call: Callable[[], T]) -> T:
             if attempt == policy.attempts or not in_transport(exc):
                 raise
             time.sleep(policy.delay(attempt))
+    raise AssertionError("unreachable")
+
+
+async def again_async(call: Callable[[], Awaitable[T]]) -> T:
+    """:func:`again` for a coroutine."""
+    policy = RetryPolicy.from_environment()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return await call()
+        except Exception as exc:
+            if attempt == policy.attempts or not in_transport(exc):
+                raise
+            await asyncio.sleep(policy.delay(attempt))
     raise AssertionError("unreachable")
 
 

@@ -337,8 +337,8 @@ def put_object(endpoint: S3Endpoint, bucket: str, key: str, data: bytes) -> None
     endpoint.client().put_object(Bucket=bucket, Key=key, Body=data)
 
 
-def get_object(endpoint: S3Endpoint, bucket: str, key: str) -> bytes:
-    """The object's bytes.
+def get_object(endpoint: S3Endpoint, bucket: str, key: str, span: tuple[int, int] | None = None) -> bytes:
+    """The object's bytes, or bytes ``start:stop`` of it (``span``).
 
     botocore's retries end when a response's headers arrive; a download
     cut short after them (a dropped connection mid-body) is requested
@@ -346,10 +346,11 @@ def get_object(endpoint: S3Endpoint, bucket: str, key: str) -> bytes:
     """
     from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
 
+    ranged = {"Range": f"bytes={span[0]}-{span[1] - 1}"} if span else {}
     policy = RetryPolicy.from_environment()
     for attempt in range(1, policy.attempts + 1):
         try:
-            return endpoint.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+            return endpoint.client().get_object(Bucket=bucket, Key=key, **ranged)["Body"].read()
         except (IncompleteReadError, ReadTimeoutError, ResponseStreamingError):
             if attempt == policy.attempts:
                 raise
