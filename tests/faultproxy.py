@@ -20,11 +20,10 @@ Which requests fail is drawn from a seeded RNG (one draw per request, in
 the order they arrive); the kinds are dealt from a shuffled deck, four at a
 time, so each kind is injected once in every four faults. ``only`` limits
 the faults to the requests it accepts (one operation, say), ``kinds`` to
-some kinds. ``burst``
-bounds how many times in a row the same request (method, path, query,
-Range and body) is failed: a client that retries more often than that
-always gets through, so a run's outcome does not hang on a rare streak;
-by default it is 10, the retries of rdask's policy.
+some kinds. ``burst`` bounds how many times in a row the same request
+(method, path, query, Range and body) is failed: a client that retries
+more often than that always gets through, so a run's outcome does not
+hang on a rare streak; by default it is 10, the retries of rdask's policy.
 
 What it injected is counted per kind (:attr:`FaultProxy.counts`), as is
 every request seen and every request forwarded.
@@ -69,8 +68,9 @@ class Request:
 
     @property
     def operation(self) -> str:
-        """The S3 operation, as far as tests need it (``UploadPart``,
-        ``PutObject``, ``GetObject``, ``CompleteMultipartUpload``...)."""
+        """The S3 operation, as far as tests need it (``UploadPart``, which
+        includes UploadPartCopy, ``PutObject``, ``GetObject``,
+        ``CompleteMultipartUpload``...)."""
         q, m = self.query, self.method
         if m == "PUT":
             return "UploadPart" if "partNumber" in q else ("CopyObject" if "x-amz-copy-source" in self.headers

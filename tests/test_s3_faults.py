@@ -42,7 +42,7 @@ from rdask.errors import OutputError, RasterOpenError
 from rdask.io.remote import network_defaults
 
 #: The proxy's seed: with it every kind of fault is dealt within a run's
-#: first 14 requests, at 20% as at 40% (a run makes 20 to 150).
+#: first 14 requests, at 20% as at 40% (a run makes 26 to 170).
 SEED = 24
 #: At most this many faults in a row for one request: GDAL's back-off is
 #: not capped (0.1 s, doubling), and a streak of 10 would cost one request
@@ -53,12 +53,11 @@ BURST = 6
 
 #: What each job reads (``in/<name>.tif`` in the bucket), writes and how.
 JOBS = {
-    # 12 MiB of float32 noise, 6 MB chunks: a chunk uploaded as a part of
-    # its own, pieces grouped into part 1 and a last part.
+    # 12 MiB of float32 noise in 6 MB chunks: parts and pieces (asserted).
     "gtiff-parts": ("big", "out/a.tif", dict(chunk_mb=6, compress="none")),
     # Under 5 MiB of pixels: built on the client, uploaded whole.
     "gtiff-staged": ("small", "out/b.tif", dict(chunk_mb=0.5)),
-    # Chunk pieces, overview pieces (a level job, the tail) and parts.
+    # Chunk and overview pieces (a level job, the tail), parts made of them.
     "cog-parts": ("big", "out/c.tif", dict(driver="COG", chunk_mb=3, compress="deflate")),
     "cog-staged": ("small", "out/d.tif", dict(driver="COG", chunk_mb=0.5)),
     # Chunks from the tasks, an overview level read back from S3, metadata last.
