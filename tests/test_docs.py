@@ -26,7 +26,7 @@ from rasters import synthetic, write
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
-FENCE = re.compile(r"(?:^(?:% not run: (?P<why>.*)|<!-- not run: (?P<html>.*?) -->)\n)?"
+FENCE = re.compile(r"(?:^(?:% not run: (?P<why>[^\n]*)|<!-- not run: (?P<html>[^\n]*?) -->)\n)?"
                    r"^```(?P<lang>python|console)\n(?P<body>.*?)^```$", re.M | re.S)
 BIN = Path(sys.executable).parent
 
