@@ -60,6 +60,7 @@ KINDS = {
     "s3-tif": ("s3://out.tif", ()),
     "s3-cog": ("s3://out.tif", ("--driver", "COG")),
     "s3-zarr": ("s3://out.zarr", ()),
+    "s3-staged": ("s3://staged.tif", ()),  # under 5 MiB: built locally, uploaded whole
 }
 
 
