@@ -193,7 +193,7 @@ CASES = {
         ("-t_srs", "EPSG:4326", "-te", "-180", "72", "180", "90", "-ts", "360", "45"), "bundled",
         16 * 1024),
     "100x downsampling": (
-        lambda d: _utm_dem(d / "fine.tif", 900, 1000, res=1.0),
+        lambda d: _utm_dem(d / "fine.tif", 700, 800, res=1.0),
         ("-t_srs", "EPSG:32618", "-tr", "100", "100"), None, 1_000_000),
     "geographic across 180": (
         lambda d: write(d / "geo180.tif", smooth(160, 320), "EPSG:4326",
