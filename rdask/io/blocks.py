@@ -1,0 +1,281 @@
+"""Decoded input blocks shared by a process's threads, so that a halo read
+decodes each block of the file about once.
+
+A chunk grown by a halo reads a window that reaches into its neighbours'
+blocks: with 1024² chunks of 512² tiles and a 1-pixel halo, 16 blocks to
+use 4. Each thread has its own GDAL dataset (:mod:`.files`), whose block
+cache the others cannot see, so without help every block is decoded by up
+to four chunks. Here a block is decoded once, by the first chunk that needs
+it, and kept until every chunk whose grown window touches it has read it
+(:meth:`Chunking.consumers` knows which from the chunk edges and the halo),
+then dropped.
+
+What is kept at once is bounded by :attr:`BlockCache.limit`. Chunks run in
+row-major order, so what waits is the row of blocks below the current chunk
+row that its halo decoded early (its owners run one chunk row later), a few
+blocks beside the chunks in flight, and the strip of the row above not yet
+read: about one block row of the raster. Beyond the limit, the block
+needed furthest in the future (row-major) is not kept and will be decoded
+again; the limit is never exceeded. Blocks whose remaining readers run in
+another process (a cluster) or were skipped (a resumed job) are the first
+to go.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import itertools
+import os
+import threading
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Bytes of decoded blocks a process keeps for halo reads (64 MiB): one
+#: block row of a 16384-pixel-wide float32 raster of 512² tiles is 32 MiB.
+BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """The chunk edges of a job and the halo its reads grow by.
+
+    ``ys`` and ``xs`` are the chunk edges along y and x, from 0 to the
+    raster's height and width. A chunk's id is its row-major index, the
+    order in which schedulers submit chunks.
+    """
+
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+    halo: int
+
+    @classmethod
+    def of(cls, chunks_y: tuple[int, ...], chunks_x: tuple[int, ...], halo: int) -> Chunking:
+        """From chunk sizes in dask's notation."""
+        return cls(tuple(itertools.accumulate(chunks_y, initial=0)),
+                   tuple(itertools.accumulate(chunks_x, initial=0)), int(halo))
+
+    def chunk_id(self, y0: int, y1: int, x0: int, x1: int) -> int | None:
+        """The id of the chunk at rows ``y0:y1``, cols ``x0:x1``, or None
+        when that window is not one of the chunks."""
+        r, c = _index(self.ys, y0, y1), _index(self.xs, x0, x1)
+        return None if r is None or c is None else r * (len(self.xs) - 1) + c
+
+    def consumers(self, r0: int, r1: int, c0: int, c1: int) -> frozenset[int]:
+        """Ids of the chunks whose grown windows touch rows ``r0:r1``, cols ``c0:c1``."""
+        rows = _touching(self.ys, r0, r1, self.halo)
+        cols = _touching(self.xs, c0, c1, self.halo)
+        n = len(self.xs) - 1
+        return frozenset(r * n + c for r in rows for c in cols)
+
+
+def _index(edges: tuple[int, ...], a: int, b: int) -> int | None:
+    i = bisect.bisect_left(edges, a)
+    if i + 1 < len(edges) and edges[i] == a and edges[i + 1] == b:
+        return i
+    return None
+
+
+def _touching(edges: tuple[int, ...], a: int, b: int, halo: int) -> range:
+    """Chunks ``k`` (along one axis) with ``edges[k] - halo < b`` and ``edges[k+1] + halo > a``."""
+    n = len(edges) - 1
+    first = max(0, bisect.bisect_right(edges, a - halo) - 1)
+    while first < n and edges[first + 1] + halo <= a:
+        first += 1
+    last = min(n - 1, bisect.bisect_left(edges, b + halo) - 1)
+    return range(first, last + 1)
+
+
+@dataclass(eq=False)
+class _Entry:
+    job: Hashable
+    pending: set[int]  # chunks still to read it
+    ready: threading.Event = field(default_factory=threading.Event)
+    data: np.ndarray | None = None
+    held: bool = False  # counted in BlockCache.held
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """What a :class:`BlockCache` did: blocks decoded (GDAL blocks, the unit
+    the tests compare with the file's), bytes held now and at most."""
+
+    decoded: int
+    held: int
+    peak: int
+
+
+class BlockCache:
+    """Decoded blocks by key, each decoded by one thread while the others
+    that need it wait, kept until its last reader has read it (see the
+    module docstring). Thread-safe; one per process (:func:`block_cache`)."""
+
+    def __init__(self, limit: int = BLOCK_CACHE_BYTES) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._entries: dict[Hashable, _Entry] = {}
+        self._reading: dict[Hashable, dict[int, int]] = {}  # job -> chunk id -> reads in progress
+        self._decoded = 0
+        self._held = 0
+        self._peak = 0
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(self._decoded, self._held, self._peak)
+
+    @contextmanager
+    def reading(self, job: Hashable, chunk: int) -> Iterator[None]:
+        """Mark chunk ``chunk`` of ``job`` as being read: blocks only chunks
+        before the earliest one being read still wait for are stale."""
+        with self._lock:
+            ids = self._reading.setdefault(job, {})
+            ids[chunk] = ids.get(chunk, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                ids[chunk] -= 1
+                if not ids[chunk]:
+                    del ids[chunk]
+                if not ids:
+                    del self._reading[job]
+
+    def take(self, key: Hashable, job: Hashable, chunk: int, consumers: Callable[[], frozenset[int]],
+             decode: Callable[[], tuple[np.ndarray, int]], *, wait: bool = True) -> np.ndarray | None:
+        """Block ``key`` for chunk ``chunk`` of ``job``, decoding it here if
+        no thread has; None if another thread is decoding it and ``wait``
+        is false. ``consumers()`` are the chunks that will read it;
+        ``decode()`` returns it and how many GDAL blocks that decoded."""
+        while True:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is None:
+                    entry = _Entry(job, set(consumers()) - {chunk})
+                    self._entries[key] = entry
+                    break  # decode it below, outside the lock
+                if entry.ready.is_set():
+                    return self._read(key, entry, chunk)
+            if not wait:
+                return None
+            entry.ready.wait()
+            # Ready, or dropped because its decoding failed: look again.
+        try:
+            data, blocks = decode()
+        except BaseException:
+            with self._lock:
+                del self._entries[key]
+            entry.ready.set()
+            raise
+        with self._lock:
+            self._decoded += blocks
+            entry.data = data
+            if not entry.pending or not self._make_room(entry, data.nbytes):
+                del self._entries[key]
+            else:
+                entry.held = True
+                self._held += data.nbytes
+                self._peak = max(self._peak, self._held)
+            entry.ready.set()
+        return data
+
+    def _read(self, key: Hashable, entry: _Entry, chunk: int) -> np.ndarray:
+        data = entry.data
+        entry.pending.discard(chunk)
+        if not entry.pending:
+            self._drop(key, entry)
+        return data  # type: ignore[return-value]
+
+    def _drop(self, key: Hashable, entry: _Entry) -> None:
+        del self._entries[key]
+        if entry.held:
+            self._held -= entry.data.nbytes  # type: ignore[union-attr]
+            entry.held = False
+
+    def _make_room(self, new: _Entry, nbytes: int) -> bool:
+        """Drop held blocks, stale or needed later than ``new``, until
+        ``nbytes`` more fit under the limit; False if ``new`` itself is
+        the one to go."""
+        while self._held + nbytes > self.limit:
+            victim = max(
+                ((k, e) for k, e in self._entries.items() if e.held),
+                key=lambda ke: self._priority(ke[1]),
+                default=None,
+            )
+            if victim is None or self._priority(victim[1]) <= self._priority(new):
+                return False
+            self._drop(*victim)
+        return True
+
+    def _priority(self, entry: _Entry) -> tuple[int, int]:
+        """Higher goes first: stale blocks (no reader left to come, as far
+        as this process can tell), then the one next read latest."""
+        reading = self._reading.get(entry.job)
+        first = min(entry.pending)
+        if not reading or first < min(reading):
+            return (1, 0)
+        return (0, first)
+
+
+def block_cache() -> BlockCache:
+    """This process's :class:`BlockCache` (a forked child makes its own)."""
+    return _cache_of(os.getpid())
+
+
+@functools.cache
+def _cache_of(pid: int) -> BlockCache:
+    return BlockCache()
+
+
+# -- windows from blocks ----------------------------------------------------------
+
+
+#: Smallest side of a unit of caching, in pixels: files of small blocks
+#: (1-row strips, 64² tiles) are cached in groups of blocks, so that a
+#: window is not assembled from thousands of pieces.
+MIN_UNIT_SIDE = 128
+
+
+def unit_shape(block: tuple[int, int]) -> tuple[int, int]:
+    """The unit of caching for a file of ``block``-shaped GDAL blocks: a
+    whole number of blocks, at least :data:`MIN_UNIT_SIDE` on each side."""
+    return tuple(b * -(-MIN_UNIT_SIDE // b) if b < MIN_UNIT_SIDE else b for b in block)  # type: ignore[return-value]
+
+
+#: ``fetch(r0, r1, c0, c1, wait)``: the unit at rows ``r0:r1``, cols
+#: ``c0:c1`` as ``(bands, rows, cols)``, or None when it is being decoded
+#: by another thread and ``wait`` is false.
+Fetch = Callable[[int, int, int, int, bool], "np.ndarray | None"]
+
+
+def assemble(out: np.ndarray, y0: int, x0: int, unit: tuple[int, int], size: tuple[int, int],
+             fetch: Fetch) -> None:
+    """Fill ``out`` (``(bands, h, w)``, the window at ``(y0, x0)`` of a
+    raster of ``size``) from the units of caching it touches. Units another
+    thread is decoding are copied last, so this thread decodes meanwhile."""
+    uh, uw = unit
+    height, width = size
+    y1, x1 = y0 + out.shape[1], x0 + out.shape[2]
+    later = []
+    for i in range(y0 // uh, (y1 - 1) // uh + 1):
+        for j in range(x0 // uw, (x1 - 1) // uw + 1):
+            r0, c0 = i * uh, j * uw
+            r1, c1 = min(r0 + uh, height), min(c0 + uw, width)
+            data = fetch(r0, r1, c0, c1, False)
+            if data is None:
+                later.append((r0, r1, c0, c1))
+            else:
+                _copy(out, y0, x0, data, r0, c0)
+    for r0, r1, c0, c1 in later:
+        _copy(out, y0, x0, fetch(r0, r1, c0, c1, True), r0, c0)  # type: ignore[arg-type]
+
+
+def _copy(out: np.ndarray, y0: int, x0: int, data: np.ndarray, r0: int, c0: int) -> None:
+    """Copy the overlap of ``data`` (at ``(r0, c0)``) into ``out`` (at ``(y0, x0)``)."""
+    top, left = max(y0, r0), max(x0, c0)
+    bottom = min(y0 + out.shape[1], r0 + data.shape[1])
+    right = min(x0 + out.shape[2], c0 + data.shape[2])
+    out[:, top - y0 : bottom - y0, left - x0 : right - x0] = data[:, top - r0 : bottom - r0,
+                                                                   left - c0 : right - c0]
