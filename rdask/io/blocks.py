@@ -31,12 +31,16 @@ import threading
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 #: Bytes of decoded blocks a process keeps for halo reads (64 MiB): one
 #: block row of a 16384-pixel-wide float32 raster of 512² tiles is 32 MiB.
 BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+
+#: Units dropped for room whose remaining readers are remembered.
+MAX_DROPPED = 4096
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,17 @@ class Chunking:
         return frozenset(r * n + c for r in rows for c in cols)
 
 
+    def reach(self, ids: set[int]) -> tuple[int, int, int, int]:
+        """Rows ``r0:r1`` and cols ``c0:c1`` of the box around the grown
+        windows of chunks ``ids`` (unclipped)."""
+        n = len(self.xs) - 1
+        rows = [i // n for i in ids]
+        cols = [i % n for i in ids]
+        h = self.halo
+        return (self.ys[min(rows)] - h, self.ys[max(rows) + 1] + h,
+                self.xs[min(cols)] - h, self.xs[max(cols) + 1] + h)
+
+
 def _index(edges: tuple[int, ...], a: int, b: int) -> int | None:
     i = bisect.bisect_left(edges, a)
     if i + 1 < len(edges) and edges[i] == a and edges[i + 1] == b:
@@ -92,10 +107,21 @@ def _touching(edges: tuple[int, ...], a: int, b: int, halo: int) -> range:
 @dataclass(eq=False)
 class _Entry:
     job: Hashable
+    chunking: Chunking
     pending: set[int]  # chunks still to read it
     ready: threading.Event = field(default_factory=threading.Event)
-    data: np.ndarray | None = None
+    piece: Piece | None = None
     held: bool = False  # counted in BlockCache.held
+
+
+class Piece(NamedTuple):
+    """Pixels of a unit of caching, ``(bands, rows, cols)``, whose first
+    pixel is at row ``y``, col ``x`` of the raster: the whole unit, or the
+    part of it the chunks still to read it reach."""
+
+    data: np.ndarray
+    y: int
+    x: int
 
 
 @dataclass(frozen=True)
@@ -118,6 +144,7 @@ class BlockCache:
         self._lock = threading.Lock()
         self._entries: dict[Hashable, _Entry] = {}
         self._reading: dict[Hashable, dict[int, int]] = {}  # job -> chunk id -> reads in progress
+        self._dropped: dict[Hashable, set[int]] = {}  # unit -> readers left, when dropped for room
         self._decoded = 0
         self._held = 0
         self._peak = 0
@@ -143,56 +170,98 @@ class BlockCache:
                 if not ids:
                     del self._reading[job]
 
-    def take(self, key: Hashable, job: Hashable, chunk: int, consumers: Callable[[], frozenset[int]],
-             decode: Callable[[], tuple[np.ndarray, int]], *, wait: bool = True) -> np.ndarray | None:
-        """Block ``key`` for chunk ``chunk`` of ``job``, decoding it here if
-        no thread has; None if another thread is decoding it and ``wait``
-        is false. ``consumers()`` are the chunks that will read it;
-        ``decode()`` returns it and how many GDAL blocks that decoded."""
+    def take(self, key: Hashable, job: Hashable, chunking: Chunking, chunk: int,
+             window: tuple[int, int, int, int], decode: Callable[[], tuple[np.ndarray, int]],
+             *, wait: bool = True) -> Piece | None:
+        """Unit ``key`` (rows ``window[0]:window[1]``, cols
+        ``window[2]:window[3]``) for chunk ``chunk`` of ``job``, decoding it
+        here if no thread has; None if another thread is decoding it and
+        ``wait`` is false. ``decode()`` returns the unit and how many GDAL
+        blocks that decoded. The piece returned holds at least the part of
+        the unit the chunk's grown window covers."""
+        need = _overlap(window, chunking.reach({chunk}))
         while True:
             with self._lock:
                 entry = self._entries.get(key)
                 if entry is None:
-                    entry = _Entry(job, set(consumers()) - {chunk})
+                    pending = self._dropped.pop(key, None)
+                    if pending is None:
+                        pending = set(chunking.consumers(*window))
+                    entry = _Entry(job, chunking, pending - {chunk})
                     self._entries[key] = entry
                     break  # decode it below, outside the lock
                 if entry.ready.is_set():
-                    return self._read(key, entry, chunk)
+                    if _covers(entry.piece, need):
+                        return self._read(key, entry, chunk)
+                    # Kept for other chunks only (this one read it already,
+                    # or came unannounced): decode it for this one alone.
+                    entry = None
+                    break
             if not wait:
                 return None
             entry.ready.wait()
-            # Ready, or dropped because its decoding failed: look again.
+            with self._lock:
+                if _covers(entry.piece, need):
+                    return self._read(key, entry, chunk)
+            # Its decoding failed: look again.
         try:
             data, blocks = decode()
         except BaseException:
-            with self._lock:
-                del self._entries[key]
-            entry.ready.set()
+            if entry is not None:
+                with self._lock:
+                    if self._entries.get(key) is entry:
+                        del self._entries[key]
+                entry.ready.set()
             raise
+        whole = Piece(data, window[0], window[2])
         with self._lock:
             self._decoded += blocks
-            entry.data = data
-            if not entry.pending or not self._make_room(entry, data.nbytes):
-                del self._entries[key]
-            else:
-                entry.held = True
-                self._held += data.nbytes
-                self._peak = max(self._peak, self._held)
-            entry.ready.set()
-        return data
+            if entry is not None:
+                self._keep(key, entry, whole)
+                entry.ready.set()
+        return whole
 
-    def _read(self, key: Hashable, entry: _Entry, chunk: int) -> np.ndarray:
-        data = entry.data
+    def _keep(self, key: Hashable, entry: _Entry, whole: Piece) -> None:
+        """Keep what the chunks in ``entry.pending`` will read of ``whole``,
+        if room can be made for it (readers waiting get it either way)."""
+        entry.piece = _crop(whole, entry.chunking.reach(entry.pending)) if entry.pending else whole
+        nbytes = entry.piece.data.nbytes
+        if entry.pending and self._make_room(entry, nbytes):
+            entry.held = True
+            self._held += nbytes
+            self._peak = max(self._peak, self._held)
+        else:
+            del self._entries[key]
+            if entry.pending:
+                self._remember(key, entry)
+
+    def _read(self, key: Hashable, entry: _Entry, chunk: int) -> Piece:
+        piece = entry.piece
         entry.pending.discard(chunk)
+        if self._entries.get(key) is not entry:
+            return piece  # type: ignore[return-value]
         if not entry.pending:
             self._drop(key, entry)
-        return data  # type: ignore[return-value]
+        else:
+            # What is left to read may be a strip: keep only that.
+            smaller = _crop(piece, entry.chunking.reach(entry.pending))  # type: ignore[arg-type]
+            if entry.held:
+                self._held += smaller.data.nbytes - piece.data.nbytes  # type: ignore[union-attr]
+            entry.piece = smaller
+        return piece  # type: ignore[return-value]
 
     def _drop(self, key: Hashable, entry: _Entry) -> None:
         del self._entries[key]
         if entry.held:
-            self._held -= entry.data.nbytes  # type: ignore[union-attr]
+            self._held -= entry.piece.data.nbytes  # type: ignore[union-attr]
             entry.held = False
+
+    def _remember(self, key: Hashable, entry: _Entry) -> None:
+        """Note who still has to read a unit dropped for room, so that when
+        it is decoded again the chunks that read it already are not waited for."""
+        self._dropped[key] = set(entry.pending)
+        while len(self._dropped) > MAX_DROPPED:
+            del self._dropped[next(iter(self._dropped))]
 
     def _make_room(self, new: _Entry, nbytes: int) -> bool:
         """Drop held blocks, stale or needed later than ``new``, until
@@ -207,6 +276,7 @@ class BlockCache:
             if victim is None or self._priority(victim[1]) <= self._priority(new):
                 return False
             self._drop(*victim)
+            self._remember(*victim)
         return True
 
     def _priority(self, entry: _Entry) -> tuple[int, int]:
@@ -217,6 +287,30 @@ class BlockCache:
         if not reading or first < min(reading):
             return (1, 0)
         return (0, first)
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    return max(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3])
+
+
+def _covers(piece: Piece | None, need: tuple[int, int, int, int]) -> bool:
+    """Whether ``piece`` holds rows ``need[0]:need[1]``, cols ``need[2]:need[3]``."""
+    if piece is None:
+        return False
+    data, y, x = piece
+    return (y <= need[0] and need[1] <= y + data.shape[1]
+            and x <= need[2] and need[3] <= x + data.shape[2])
+
+
+def _crop(piece: Piece, reach: tuple[int, int, int, int]) -> Piece:
+    """``piece`` cut to the rows and cols in ``reach`` (a copy when that is
+    at most half of it, so the rest can be freed), else ``piece``."""
+    data, y, x = piece
+    r0, r1 = max(reach[0], y), min(reach[1], y + data.shape[1])
+    c0, c1 = max(reach[2], x), min(reach[3], x + data.shape[2])
+    if 2 * (r1 - r0) * (c1 - c0) > data.shape[1] * data.shape[2]:
+        return piece
+    return Piece(data[:, r0 - y : r1 - y, c0 - x : c1 - x].copy(), r0, c0)
 
 
 def block_cache() -> BlockCache:
@@ -245,9 +339,9 @@ def unit_shape(block: tuple[int, int]) -> tuple[int, int]:
 
 
 #: ``fetch(r0, r1, c0, c1, wait)``: the unit at rows ``r0:r1``, cols
-#: ``c0:c1`` as ``(bands, rows, cols)``, or None when it is being decoded
-#: by another thread and ``wait`` is false.
-Fetch = Callable[[int, int, int, int, bool], "np.ndarray | None"]
+#: ``c0:c1`` (or the part of it the chunk reaches), or None when it is
+#: being decoded by another thread and ``wait`` is false.
+Fetch = Callable[[int, int, int, int, bool], "Piece | None"]
 
 
 def assemble(out: np.ndarray, y0: int, x0: int, unit: tuple[int, int], size: tuple[int, int],
@@ -263,17 +357,18 @@ def assemble(out: np.ndarray, y0: int, x0: int, unit: tuple[int, int], size: tup
         for j in range(x0 // uw, (x1 - 1) // uw + 1):
             r0, c0 = i * uh, j * uw
             r1, c1 = min(r0 + uh, height), min(c0 + uw, width)
-            data = fetch(r0, r1, c0, c1, False)
-            if data is None:
+            piece = fetch(r0, r1, c0, c1, False)
+            if piece is None:
                 later.append((r0, r1, c0, c1))
             else:
-                _copy(out, y0, x0, data, r0, c0)
+                _copy(out, y0, x0, piece)
     for r0, r1, c0, c1 in later:
-        _copy(out, y0, x0, fetch(r0, r1, c0, c1, True), r0, c0)  # type: ignore[arg-type]
+        _copy(out, y0, x0, fetch(r0, r1, c0, c1, True))  # type: ignore[arg-type]
 
 
-def _copy(out: np.ndarray, y0: int, x0: int, data: np.ndarray, r0: int, c0: int) -> None:
-    """Copy the overlap of ``data`` (at ``(r0, c0)``) into ``out`` (at ``(y0, x0)``)."""
+def _copy(out: np.ndarray, y0: int, x0: int, piece: Piece) -> None:
+    """Copy the overlap of ``piece`` into ``out`` (whose first pixel is at ``(y0, x0)``)."""
+    data, r0, c0 = piece
     top, left = max(y0, r0), max(x0, c0)
     bottom = min(y0 + out.shape[1], r0 + data.shape[1])
     right = min(x0 + out.shape[2], c0 + data.shape[2])

@@ -25,7 +25,7 @@ from rdask.cloud.s3 import S3Endpoint
 from rdask.config import READ_GDAL_OPTIONS
 from rdask.errors import ForkSafetyError, RasterMismatchError, RasterOpenError, first_line
 from rdask.io.base import Opened, SourceArray
-from rdask.io.blocks import BlockCache, Chunking, assemble, block_cache, unit_shape
+from rdask.io.blocks import BlockCache, Chunking, Piece, assemble, block_cache, unit_shape
 from rdask.io.guard import READ_OPTIONS
 from rdask.io.inspect import inspect
 from rdask.io.paths import redact
@@ -204,7 +204,7 @@ class FileSource(SourceArray):
 
     def _fetch_unit(self, cache: BlockCache, job: tuple, chunk: int, chunking: Chunking,
                     f: FileBands, unit: tuple[int, int], r0: int, r1: int, c0: int, c1: int,
-                    wait: bool) -> np.ndarray | None:
+                    wait: bool) -> Piece | None:
         """One unit of caching of file ``f`` for chunk ``chunk`` (see :func:`.blocks.assemble`)."""
 
         def decode() -> tuple[np.ndarray, int]:
@@ -212,8 +212,7 @@ class FileSource(SourceArray):
                 _block_of(handles().get(f, self.gdal_options), f), r0, r1, c0, c1)
 
         key = (f, self.gdal_options, r0 // unit[0], c0 // unit[1])
-        return cache.take(key, job, chunk, lambda: chunking.consumers(r0, r1, c0, c1), decode,
-                          wait=wait)
+        return cache.take(key, job, chunking, chunk, (r0, r1, c0, c1), decode, wait=wait)
 
     def _read_file(self, f: FileBands, y0: int, y1: int, x0: int, x1: int,
                    out: np.ndarray | None = None) -> np.ndarray:

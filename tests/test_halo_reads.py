@@ -1,0 +1,257 @@
+"""Halo reads decode each input block about once (``rdask.io.blocks``).
+
+Every job here runs a halo kernel over a tiled file through rdask's own
+runner (threads, sync, or a ``local:2`` cluster) into an in-memory sink.
+What is counted is the blocks the process-wide cache decoded (one count
+per GDAL block of the file read by GDAL), against the file's block count;
+the pixels are compared with the same chunks read without the cache, each
+grown window straight from rasterio, as rdask read them before.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+from rasters import synthetic, write
+
+from rdask.io.blocks import BlockCache, Chunking, Piece, block_cache
+from rdask.recipe import ChunkReader, chunk_regions, extend, open_recipe
+from rdask.schedule import open_runner
+
+TILE = 128
+
+
+def keep(block: np.ndarray, region: tuple) -> np.ndarray:
+    """The writer of :class:`Sink`: the chunk itself (picklable, for workers)."""
+    return block
+
+
+class Sink:
+    """An output that keeps the chunks in memory."""
+
+    def __init__(self, shape: tuple[int, int, int], dtype: np.dtype) -> None:
+        self.out = np.zeros(shape, dtype)
+        self.writer = keep
+
+    def is_done(self, region: tuple) -> bool:
+        return False
+
+    def record(self, region: tuple, result: np.ndarray) -> None:
+        self.out[region] = result
+
+
+def blocks_in(path: str) -> int:
+    with rasterio.open(path) as ds:
+        bh, bw = ds.block_shapes[0]
+        return -(-ds.height // bh) * -(-ds.width // bw)
+
+
+def reference(recipe) -> np.ndarray:
+    """The job computed chunk by chunk without the cache: each grown window
+    read by rasterio (the source's plain ``read``), the steps, the trim."""
+    plain = ChunkReader(recipe.source, recipe.steps, recipe.halo, chunking=None)
+    out = np.zeros(recipe.shape, recipe.dtype)
+    for region in chunk_regions(recipe.chunks):
+        out[region] = plain(region)
+    return out
+
+
+def run(recipe, scheduler: str, workers: int) -> tuple[np.ndarray, int]:
+    """Run ``recipe``'s job; its pixels and the blocks decoded doing it
+    (summed over the workers of a cluster, each a process of its own)."""
+    sink = Sink(recipe.shape, recipe.dtype)
+    before = block_cache().stats().decoded
+    with open_runner(scheduler, workers) as runner:
+        runner.run(recipe.job(), sink)
+        if runner.client is not None:
+            return sink.out, sum(runner.client.run(_decoded).values())
+    return sink.out, block_cache().stats().decoded - before
+
+
+def _decoded() -> int:
+    return block_cache().stats().decoded
+
+
+@pytest.fixture(scope="module")
+def dem(tmp_path_factory) -> str:
+    """A float32 DEM of 24 x 13 tiles of 128² (partial ones at the right
+    and bottom edges), DEFLATE, nodata sprinkled in."""
+    data = synthetic((1, 24 * TILE - 40, 13 * TILE - 50), "float32", seed=3, nodata=-9999.0)
+    return write(tmp_path_factory.mktemp("halo") / "dem.tif", data, block=(TILE, TILE),
+                 nodata=-9999.0)
+
+
+@pytest.mark.parametrize("chunks", [(TILE, TILE), (2 * TILE, 3 * TILE), (4 * TILE, 4 * TILE),
+                                    (8 * TILE, 13 * TILE)])
+@pytest.mark.parametrize("scheduler,workers", [("sync", 1), ("threads", 1), ("threads", 2),
+                                               ("threads", 4)])
+def test_slope_decodes_each_block_once(dem, chunks, scheduler, workers):
+    recipe = extend(open_recipe(dem, chunks=chunks, tile=None), "slope")
+    got, decoded = run(recipe, scheduler, workers)
+    assert decoded <= 1.1 * blocks_in(dem)
+    np.testing.assert_array_equal(got, reference(recipe))
+
+
+@pytest.mark.parametrize("kernel,args", [("focal", {"stat": "median", "radius": 2}),
+                                         ("focal-mean", {"radius": 150})])
+def test_wide_halos_decode_each_block_once(dem, kernel, args):
+    """A halo of 2, and one wider than a tile (each block is read by up to
+    5 x 7 chunks)."""
+    recipe = extend(open_recipe(dem, chunks=(TILE, 2 * TILE), tile=None), kernel, **args)
+    got, decoded = run(recipe, "threads", 2)
+    assert decoded <= 1.1 * blocks_in(dem)
+    np.testing.assert_array_equal(got, reference(recipe))
+
+
+def test_stack_of_two_files(tmp_path):
+    """Each file of a stack has its blocks (different tile sizes here)."""
+    a = write(tmp_path / "a.tif", synthetic((1, 1000, 900), "int16", seed=1), block=(128, 128))
+    b = write(tmp_path / "b.tif", synthetic((2, 1000, 900), "int16", seed=2), block=(256, 256))
+    recipe = extend(open_recipe([a, b], chunks=(256, 256), tile=None), "focal-mean", radius=3)
+    got, decoded = run(recipe, "threads", 2)
+    assert decoded <= 1.1 * (blocks_in(a) + blocks_in(b))
+    np.testing.assert_array_equal(got, reference(recipe))
+
+
+def test_local_cluster(dem):
+    """``local:2``: each worker process has its own cache; the runner gives
+    each worker a band of chunk rows, so only the rows of blocks beside a
+    band's edge are decoded by both workers."""
+    recipe = extend(open_recipe(dem, chunks=(TILE, 2 * TILE), tile=None), "slope")
+    got, decoded = run(recipe, "local:2", 2)
+    assert decoded <= 1.1 * blocks_in(dem)  # 24 x 13 blocks, and twice 13 beside the band edge
+    np.testing.assert_array_equal(got, reference(recipe))
+
+
+def test_cache_stays_within_its_limit(tmp_path, monkeypatch):
+    """On a raster whose row of blocks is larger than the limit, the cache
+    never holds more than the limit; blocks it could not keep are decoded
+    again, and the pixels are the same. Once the job is done it holds nothing."""
+    data = synthetic((1, 2048, 4096), "float32", seed=5)
+    path = write(tmp_path / "wide.tif", data, block=(TILE, TILE))
+    block_bytes = TILE * TILE * 4
+    recipe = extend(open_recipe(path, chunks=(2 * TILE, 2 * TILE), tile=None), "slope")
+    cache = BlockCache(limit=12 * block_bytes)  # less than a row of 32 blocks
+    monkeypatch.setattr("rdask.io.files.block_cache", lambda: cache)
+    got, _ = run(recipe, "threads", 2)
+    np.testing.assert_array_equal(got, reference(recipe))
+    stats = cache.stats()
+    assert 0 < stats.peak <= cache.limit
+    assert stats.held == 0
+    assert stats.decoded > blocks_in(path)  # the price of the small limit
+
+
+def test_cache_holds_about_one_row_of_blocks(tmp_path, monkeypatch):
+    """With room enough, what waits at once is about one row of blocks (the
+    halo's row below the chunks, decoded early) plus strips and the blocks
+    of the chunks in flight: not the raster."""
+    data = synthetic((1, 4096, 2048), "float32", seed=6)
+    path = write(tmp_path / "tall.tif", data, block=(TILE, TILE))
+    block_bytes = TILE * TILE * 4
+    recipe = extend(open_recipe(path, chunks=(2 * TILE, 2 * TILE), tile=None), "slope")
+    cache = BlockCache(limit=1 << 40)
+    monkeypatch.setattr("rdask.io.files.block_cache", lambda: cache)
+    got, _ = run(recipe, "threads", 4)
+    np.testing.assert_array_equal(got, reference(recipe))
+    stats = cache.stats()
+    across = 2048 // TILE
+    in_flight = 8 * 4  # 2 chunks per thread, each with 2 x 2 blocks of its own
+    assert stats.peak <= (across + in_flight) * block_bytes
+    assert stats.held == 0
+    assert stats.decoded == blocks_in(path)
+
+
+def test_a_failed_decode_is_not_kept(tmp_path):
+    """A decoding error reaches the reader, and the next reader decodes again."""
+    cache = BlockCache()
+    chunking = Chunking.of((10, 10), (10,), 1)
+    calls = []
+
+    def bad():
+        calls.append("bad")
+        raise OSError("truncated tile")
+
+    def good():
+        calls.append("good")
+        return np.ones((1, 10, 10)), 1
+
+    with cache.reading("job", 0), pytest.raises(OSError, match="truncated tile"):
+        cache.take("k", "job", chunking, 0, (0, 10, 0, 10), bad)
+    with cache.reading("job", 1):
+        piece = cache.take("k", "job", chunking, 1, (0, 10, 0, 10), good)
+    assert calls == ["bad", "good"]
+    assert isinstance(piece, Piece) and piece.data.shape == (1, 10, 10)
+
+
+def test_threads_wait_for_the_one_decoding(tmp_path):
+    """Two chunks needing one block at once: one decodes, the other waits
+    for it (or asks again later, without waiting) and gets the same pixels."""
+    cache = BlockCache()
+    chunking = Chunking.of((10, 10), (10,), 1)
+    started, release = threading.Event(), threading.Event()
+    decodes = []
+
+    def slow():
+        decodes.append(1)
+        started.set()
+        release.wait()
+        return np.arange(100.0).reshape(1, 10, 10), 1
+
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault(
+        0, cache.take("k", "job", chunking, 0, (0, 10, 0, 10), slow)))
+    with cache.reading("job", 0), cache.reading("job", 1):
+        t.start()
+        started.wait()
+        assert cache.take("k", "job", chunking, 1, (0, 10, 0, 10), slow, wait=False) is None
+        release.set()
+        piece = cache.take("k", "job", chunking, 1, (0, 10, 0, 10), slow)
+        t.join()
+    assert len(decodes) == 1
+    # Chunk 1's grown window (rows 9:21) takes row 9 of the unit.
+    assert piece.y <= 9 < piece.y + piece.data.shape[1]
+    np.testing.assert_array_equal(piece.data[0, 9 - piece.y], np.arange(90.0, 100.0))
+    np.testing.assert_array_equal(result[0].data[0, 9], np.arange(90.0, 100.0))
+
+
+def test_consumers_are_the_chunks_whose_grown_windows_touch():
+    """Against a brute force over every chunk, with halos below, at and
+    above the chunk size and uneven chunks."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ys = tuple(int(v) for v in rng.integers(1, 9, size=rng.integers(1, 6)))
+        xs = tuple(int(v) for v in rng.integers(1, 9, size=rng.integers(1, 6)))
+        halo = int(rng.integers(0, 12))
+        c = Chunking.of(ys, xs, halo)
+        h, w = sum(ys), sum(xs)
+        r0, c0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+        r1, c1 = int(rng.integers(r0 + 1, h + 1)), int(rng.integers(c0 + 1, w + 1))
+        want = set()
+        for (i, j) in itertools.product(range(len(ys)), range(len(xs))):
+            gy0, gy1 = c.ys[i] - halo, c.ys[i + 1] + halo
+            gx0, gx1 = c.xs[j] - halo, c.xs[j + 1] + halo
+            if gy0 < r1 and gy1 > r0 and gx0 < c1 and gx1 > c0:
+                want.add(i * len(xs) + j)
+        assert c.consumers(r0, r1, c0, c1) == want
+        for (i, j) in itertools.product(range(len(ys)), range(len(xs))):
+            assert c.chunk_id(c.ys[i], c.ys[i + 1], c.xs[j], c.xs[j + 1]) == i * len(xs) + j
+        assert c.chunk_id(0, h + 1, 0, w) is None
+
+
+def test_windows_that_are_not_chunks_read_plainly(dem):
+    """A window that is not one of the job's chunks (a warp's read of a
+    StepsSource) is read as before, without the cache."""
+    recipe = open_recipe(dem, chunks=(TILE, TILE), tile=None)
+    chunking = Chunking.of(recipe.chunks[1], recipe.chunks[2], 1)
+    before = block_cache().stats().decoded
+    got, (dy, dx) = recipe.source.read_grown(5, 77, 3, 99, 1, chunking)
+    assert block_cache().stats().decoded == before
+    with rasterio.open(dem) as ds:
+        want = ds.read(window=Window(2, 4, 98, 74))
+    assert (dy, dx) == (1, 1)
+    np.testing.assert_array_equal(got, want)
