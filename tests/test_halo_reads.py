@@ -16,14 +16,17 @@ import threading
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from rasterio.windows import Window
 from rasters import synthetic, write
 
+from rdask.io import tiffblocks
 from rdask.io.blocks import BlockCache, Chunking, Piece, block_cache
 from rdask.recipe import ChunkReader, chunk_regions, extend, open_recipe
 from rdask.schedule import open_runner
 
 TILE = 128
+GEO = dict(crs="EPSG:32618", transform=Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 4000000.0))
 
 
 def keep(block: np.ndarray, region: tuple) -> np.ndarray:
@@ -255,3 +258,109 @@ def test_windows_that_are_not_chunks_read_plainly(dem):
         want = ds.read(window=Window(2, 4, 98, 74))
     assert (dy, dx) == (1, 1)
     np.testing.assert_array_equal(got, want)
+
+
+# -- the TIFF decoder ---------------------------------------------------------------
+
+#: Layouts rdask decodes itself: (dtype, bands, creation options).
+LAYOUTS = {
+    "float32 deflate fp-predictor": ("float32", 1, dict(compress="deflate", predictor=3)),
+    "float64 zstd fp-predictor": ("float64", 1, dict(compress="zstd", predictor=3)),
+    "float32 x2 fp-predictor pixel-interleaved": ("float32", 2, dict(compress="deflate", predictor=3)),
+    "int16 x3 lzw predictor 2": ("int16", 3, dict(compress="lzw", predictor=2)),
+    "uint16 x2 band-interleaved": ("uint16", 2, dict(compress="deflate", predictor=2,
+                                                      interleave="band")),
+    "int32 big-endian predictor 2": ("int32", 1, dict(compress="deflate", predictor=2,
+                                                      endianness="big")),
+    "float32 big-endian fp-predictor": ("float32", 1, dict(compress="deflate", predictor=3,
+                                                           endianness="big")),
+    "int8 uncompressed": ("int8", 1, dict(compress="none")),
+    "uint8 x3 strips": ("uint8", 3, dict(compress="deflate", tiled=False, blockysize=8)),
+    "float32 strips fp-predictor": ("float32", 1, dict(compress="deflate", predictor=3,
+                                                       tiled=False, blockysize=40)),
+}
+
+
+def write_layout(path, name: str) -> tuple[str, np.ndarray]:
+    dtype, bands, options = LAYOUTS[name]
+    data = synthetic((bands, 700, 650), dtype, seed=len(name))
+    profile = dict(driver="GTiff", height=700, width=650, count=bands, dtype=dtype, tiled=True,
+                   blockxsize=TILE, blockysize=TILE, **GEO)
+    profile.update(options)
+    if not profile["tiled"]:
+        profile.pop("blockxsize")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return str(path), data
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_tiff_blocks_decode_as_gdal_reads(tmp_path, name):
+    """Every block, and units of several blocks, decoded by rdask equal
+    GDAL's read of the same window, for each layout it decodes itself."""
+    path, data = write_layout(tmp_path / "x.tif", name)
+    with rasterio.open(path) as ds:
+        found = tiffblocks.layout(path, (0.0, 0), ds)
+        assert found is not None, f"{name} is read by GDAL, not decoded here"
+        bh, bw = found.block
+        for y0, x0 in itertools.product(range(0, 700, bh), range(0, 650, bw)):
+            for uy, ux in ((1, 1), (2, 3)):
+                y1, x1 = min(700, y0 + uy * bh), min(650, x0 + ux * bw)
+                got = found.read(ds.indexes, y0, y1, x0, x1)
+                want = ds.read(window=Window(x0, y0, x1 - x0, y1 - y0))
+                assert got is not None and got.dtype == want.dtype
+                np.testing.assert_array_equal(got, want)
+        got = found.read((ds.count,), 0, min(700, bh), 0, min(650, bw))  # the last band alone
+        np.testing.assert_array_equal(got, ds.read([ds.count], window=Window(0, 0, got.shape[2],
+                                                                              got.shape[1])))
+
+
+@pytest.mark.parametrize("options", [dict(compress="jpeg", photometric="ycbcr"),
+                                     dict(compress="lerc"), dict(compress="packbits")])
+def test_other_codecs_are_left_to_gdal(tmp_path, options):
+    bands = 3 if options.get("photometric") == "ycbcr" else 1
+    data = synthetic((bands, 300, 300), "uint8", seed=1)
+    path = tmp_path / "x.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=300, width=300, count=bands,
+                       dtype="uint8", tiled=True, blockxsize=TILE, blockysize=TILE, **GEO,
+                       **options) as dst:
+        dst.write(data)
+    with rasterio.open(path) as ds:
+        assert tiffblocks.layout(str(path), (0.0, 0), ds) is None
+    recipe = extend(open_recipe(str(path), chunks=(TILE, TILE), tile=None), "focal-mean", radius=1)
+    got, _ = run(recipe, "threads", 2)
+    np.testing.assert_array_equal(got, reference(recipe))
+
+
+@pytest.mark.parametrize("name", ["int16 x3 lzw predictor 2", "uint16 x2 band-interleaved",
+                                  "uint8 x3 strips"])
+def test_grown_windows_equal_gdal_reads(tmp_path, name):
+    """Each chunk's grown window, put together from shared blocks, equals
+    rasterio's read of it: every band, every edge, halos of 1 and 9."""
+    path, _ = write_layout(tmp_path / "x.tif", name)
+    recipe = open_recipe(path, chunks=(TILE, 2 * TILE), tile=None)
+    with rasterio.open(path) as ds:
+        for halo in (1, 9):
+            chunking = Chunking.of(recipe.chunks[1], recipe.chunks[2], halo)
+            for _, ys, xs in chunk_regions(recipe.chunks):
+                got, (dy, dx) = recipe.source.read_grown(ys.start, ys.stop, xs.start, xs.stop,
+                                                         halo, chunking)
+                gy0, gx0 = ys.start - dy, xs.start - dx
+                want = ds.read(window=Window(gx0, gy0, got.shape[2], got.shape[1]))
+                np.testing.assert_array_equal(got, want)
+            assert block_cache().stats().held == 0
+
+
+def test_sparse_blocks_read_as_gdal_fills_them(tmp_path):
+    """A tile never written (offset and size 0) is GDAL's to fill (with
+    the nodata value); its neighbours are decoded here."""
+    path = tmp_path / "sparse.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=512, width=512, count=1, dtype="float32",
+                       tiled=True, blockxsize=TILE, blockysize=TILE, compress="deflate",
+                       nodata=-5.0, sparse_ok=True, **GEO) as dst:
+        dst.write(np.full((1, 256, 512), 7.0, "float32"), window=Window(0, 0, 512, 256))
+    recipe = extend(open_recipe(str(path), chunks=(TILE, TILE), tile=None), "focal-mean", radius=2)
+    got, _ = run(recipe, "threads", 2)
+    np.testing.assert_array_equal(got, reference(recipe))
+    with rasterio.open(path) as ds:
+        assert ds.read(1)[300, 300] == -5.0

@@ -24,6 +24,7 @@ import numpy as np
 from rdask.cloud.s3 import S3Endpoint
 from rdask.config import READ_GDAL_OPTIONS
 from rdask.errors import ForkSafetyError, RasterMismatchError, RasterOpenError, first_line
+from rdask.io import tiffblocks
 from rdask.io.base import Opened, SourceArray
 from rdask.io.blocks import BlockCache, Chunking, Piece, assemble, block_cache, unit_shape
 from rdask.io.guard import READ_OPTIONS
@@ -208,8 +209,12 @@ class FileSource(SourceArray):
         """One unit of caching of file ``f`` for chunk ``chunk`` (see :func:`.blocks.assemble`)."""
 
         def decode() -> tuple[np.ndarray, int]:
-            return self._read_file(f, r0, r1, c0, c1), _blocks_in(
-                _block_of(handles().get(f, self.gdal_options), f), r0, r1, c0, c1)
+            ds = handles().get(f, self.gdal_options)
+            tiff = tiffblocks.layout(f.path, f.stamp, ds)
+            data = None if tiff is None else tiff.read(f.bands, r0, r1, c0, c1)
+            if data is None:
+                data = self._read_file(f, r0, r1, c0, c1)
+            return data, _blocks_in(_block_of(ds, f), r0, r1, c0, c1)
 
         key = (f, self.gdal_options, r0 // unit[0], c0 // unit[1])
         return cache.take(key, job, chunking, chunk, (r0, r1, c0, c1), decode, wait=wait)
