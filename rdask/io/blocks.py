@@ -42,6 +42,10 @@ BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 #: Units dropped for room whose remaining readers are remembered.
 MAX_DROPPED = 4096
 
+#: A block whose readers left are all more than this many chunks (and two
+#: chunk rows) before the earliest chunk being read is dropped.
+SWEEP_CHUNKS = 64
+
 
 @dataclass(frozen=True)
 class Chunking:
@@ -68,13 +72,24 @@ class Chunking:
         r, c = _index(self.ys, y0, y1), _index(self.xs, x0, x1)
         return None if r is None or c is None else r * (len(self.xs) - 1) + c
 
-    def consumers(self, r0: int, r1: int, c0: int, c1: int) -> frozenset[int]:
-        """Ids of the chunks whose grown windows touch rows ``r0:r1``, cols ``c0:c1``."""
-        rows = _touching(self.ys, r0, r1, self.halo)
+    def consumers(self, r0: int, r1: int, c0: int, c1: int, head: int = 0) -> frozenset[int]:
+        """Ids of the chunks whose grown windows touch rows ``r0:r1``, cols
+        ``c0:c1``, less those that reach only its first ``head`` rows from
+        above (:meth:`head_only`)."""
+        rows = [r for r in _touching(self.ys, r0, r1, self.halo)
+                if not (head and self.ys[r] - self.halo < r0 and self.ys[r + 1] + self.halo <= r0 + head)]
         cols = _touching(self.xs, c0, c1, self.halo)
         n = len(self.xs) - 1
         return frozenset(r * n + c for r in rows for c in cols)
 
+    def head_only(self, chunk: int, r0: int, head: int) -> bool:
+        """Whether chunk ``chunk``'s grown window, coming from above, ends
+        within the ``head`` rows from row ``r0`` on: what the chunk row
+        above a unit needs of it for its halo, which such a chunk decodes
+        for itself (a short prefix of the unit's blocks' streams) instead of
+        the whole unit early."""
+        r = chunk // (len(self.xs) - 1)
+        return bool(head) and self.ys[r] - self.halo < r0 and self.ys[r + 1] + self.halo <= r0 + head
 
     def reach(self, ids: set[int]) -> tuple[int, int, int, int]:
         """Rows ``r0:r1`` and cols ``c0:c1`` of the box around the grown
@@ -132,6 +147,7 @@ class CacheStats:
     decoded: int
     held: int
     peak: int
+    partial: float = 0.0  # blocks' worth of rows decoded by head reads
 
 
 class BlockCache:
@@ -146,12 +162,28 @@ class BlockCache:
         self._reading: dict[Hashable, dict[int, int]] = {}  # job -> chunk id -> reads in progress
         self._dropped: dict[Hashable, set[int]] = {}  # unit -> readers left, when dropped for room
         self._decoded = 0
+        self._partial = 0.0
         self._held = 0
         self._peak = 0
 
     def stats(self) -> CacheStats:
         with self._lock:
-            return CacheStats(self._decoded, self._held, self._peak)
+            return CacheStats(self._decoded, self._held, self._peak, self._partial)
+
+    def count_partial(self, blocks: float) -> None:
+        """Count a head read: ``blocks`` blocks' worth of rows decoded."""
+        with self._lock:
+            self._partial += blocks
+
+    def peek(self, key: Hashable, need: tuple[int, int, int, int]) -> Piece | None:
+        """Unit ``key`` if it is decoded and holds rows ``need[0]:need[1]``,
+        cols ``need[2]:need[3]``, without counting as one of its reads (for
+        chunks that are not among its consumers: head reads)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.ready.is_set() and _covers(entry.piece, need):
+                return entry.piece
+        return None
 
     @contextmanager
     def reading(self, job: Hashable, chunk: int) -> Iterator[None]:
@@ -160,6 +192,7 @@ class BlockCache:
         with self._lock:
             ids = self._reading.setdefault(job, {})
             ids[chunk] = ids.get(chunk, 0) + 1
+            self._sweep(job, min(ids))
         try:
             yield
         finally:
@@ -170,15 +203,28 @@ class BlockCache:
                 if not ids:
                     del self._reading[job]
 
+    def _sweep(self, job: Hashable, first: int) -> None:
+        """Drop ``job``'s blocks whose readers left are all well before the
+        earliest chunk being read (``first``): in another process (the band
+        above, on a cluster) or skipped. Well before: more than two chunk
+        rows, or :data:`SWEEP_CHUNKS`, so that the chunks just submitted
+        but not started yet are never taken for gone."""
+        for key, entry in list(self._entries.items()):
+            if entry.job == job and entry.held:
+                margin = max(SWEEP_CHUNKS, 2 * (len(entry.chunking.xs) - 1))
+                if max(entry.pending) < first - margin:
+                    self._drop(key, entry)
+
     def take(self, key: Hashable, job: Hashable, chunking: Chunking, chunk: int,
              window: tuple[int, int, int, int], decode: Callable[[], tuple[np.ndarray, int]],
-             *, wait: bool = True) -> Piece | None:
+             *, wait: bool = True, head: int = 0) -> Piece | None:
         """Unit ``key`` (rows ``window[0]:window[1]``, cols
         ``window[2]:window[3]``) for chunk ``chunk`` of ``job``, decoding it
         here if no thread has; None if another thread is decoding it and
         ``wait`` is false. ``decode()`` returns the unit and how many GDAL
         blocks that decoded. The piece returned holds at least the part of
-        the unit the chunk's grown window covers."""
+        the unit the chunk's grown window covers. ``head``: see
+        :meth:`Chunking.consumers`."""
         need = _overlap(window, chunking.reach({chunk}))
         while True:
             with self._lock:
@@ -186,7 +232,7 @@ class BlockCache:
                 if entry is None:
                     pending = self._dropped.pop(key, None)
                     if pending is None:
-                        pending = set(chunking.consumers(*window))
+                        pending = set(chunking.consumers(*window, head=head))
                     entry = _Entry(job, chunking, pending - {chunk})
                     self._entries[key] = entry
                     break  # decode it below, outside the lock

@@ -197,27 +197,47 @@ class FileSource(SourceArray):
             for f in self.files:
                 part = out[pos : pos + len(f.bands)]
                 ds = handles().get(f, self.gdal_options)
-                unit = unit_shape(_block_of(ds, f))
-                fetch = functools.partial(self._fetch_unit, cache, job, chunk, chunking, f, unit)
+                block = _block_of(ds, f)
+                unit = unit_shape(block)
+                tiff = tiffblocks.layout(f.path, f.stamp, ds)
+                fetch = functools.partial(self._fetch_unit, cache, job, chunk, chunking, f, block, tiff)
                 assemble(part, gy0, gx0, unit, (self.height, self.width), fetch)
                 pos += len(f.bands)
         return out, (y0 - gy0, x0 - gx0)
 
     def _fetch_unit(self, cache: BlockCache, job: tuple, chunk: int, chunking: Chunking,
-                    f: FileBands, unit: tuple[int, int], r0: int, r1: int, c0: int, c1: int,
-                    wait: bool) -> Piece | None:
-        """One unit of caching of file ``f`` for chunk ``chunk`` (see :func:`.blocks.assemble`)."""
+                    f: FileBands, block: tuple[int, int], tiff: tiffblocks.TiffLayout | None,
+                    r0: int, r1: int, c0: int, c1: int, wait: bool) -> Piece | None:
+        """One unit of caching of file ``f`` for chunk ``chunk`` (see
+        :func:`.blocks.assemble`), decoded by rdask (``tiff``) or GDAL.
+
+        A chunk that reaches only the first rows of a unit below it (its
+        halo) decodes just those rows, when the codec can stop early: the
+        unit is not decoded whole a chunk row before its own chunks need it,
+        so what waits in the cache is strips, not a row of blocks.
+        """
+        unit = unit_shape(block)
+        key = (f, self.gdal_options, r0 // unit[0], c0 // unit[1])
+        # At most 1/64 of the unit's rows, so that the (up to three) chunks
+        # above that each decode a head add a few percent to the decoding.
+        head = unit[0] // 64 if tiff is not None and tiff.heads else 0
+        if chunking.head_only(chunk, r0, head):
+            need = (r0, min(r1, chunking.reach({chunk})[1]), c0, c1)
+            piece = cache.peek(key, need)
+            data = None if piece is not None else tiff.read(f.bands, *need)  # type: ignore[union-attr]
+            if data is not None:
+                cache.count_partial((need[1] - r0) * (c1 - c0) / (block[0] * block[1]))
+                return Piece(data, r0, c0)
+            if piece is not None:
+                return piece
 
         def decode() -> tuple[np.ndarray, int]:
-            ds = handles().get(f, self.gdal_options)
-            tiff = tiffblocks.layout(f.path, f.stamp, ds)
             data = None if tiff is None else tiff.read(f.bands, r0, r1, c0, c1)
             if data is None:
                 data = self._read_file(f, r0, r1, c0, c1)
-            return data, _blocks_in(_block_of(ds, f), r0, r1, c0, c1)
+            return data, _blocks_in(block, r0, r1, c0, c1)
 
-        key = (f, self.gdal_options, r0 // unit[0], c0 // unit[1])
-        return cache.take(key, job, chunking, chunk, (r0, r1, c0, c1), decode, wait=wait)
+        return cache.take(key, job, chunking, chunk, (r0, r1, c0, c1), decode, wait=wait, head=head)
 
     def _read_file(self, f: FileBands, y0: int, y1: int, x0: int, x1: int,
                    out: np.ndarray | None = None) -> np.ndarray:

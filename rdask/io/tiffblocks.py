@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,10 +63,18 @@ class TiffLayout:
     def per_plane(self) -> int:
         return -(-self.height // self.block[0]) * self.across
 
+    @property
+    def heads(self) -> bool:
+        """Whether the first rows of a block can be decoded alone, for a
+        fraction of the block's cost (streams that can stop early)."""
+        return self.codec in ("none", "deflate", "lzw")
+
     def read(self, bands: tuple[int, ...], y0: int, y1: int, x0: int, x1: int) -> np.ndarray | None:
-        """Bands ``bands`` (1-based) at rows ``y0:y1``, cols ``x0:x1`` (whole
-        blocks, clipped at the raster's edges) as ``(bands, rows, cols)``;
-        None when a block cannot be decoded here (GDAL reads it then)."""
+        """Bands ``bands`` (1-based) at rows ``y0:y1``, cols ``x0:x1`` as
+        ``(bands, rows, cols)``: whole blocks, clipped at the raster's
+        edges, but ``y1`` may cut the last row of blocks, of which only the
+        first rows are decoded then. None when a block cannot be decoded
+        here (GDAL reads it then)."""
         bh, bw = self.block
         out = np.empty((len(bands), y1 - y0, x1 - x0), dtype=self.dtype.newbyteorder("="))
         fd = os.open(self.path, os.O_RDONLY)
@@ -81,9 +90,10 @@ class TiffLayout:
     def _block_into(self, fd: int, out: np.ndarray, bands: tuple[int, ...], i: int, j: int,
                     y0: int, x0: int) -> bool:
         bh, bw = self.block
-        rows = bh if self.tiled else min(bh, self.height - i * bh)  # a last strip is short
+        stored = bh if self.tiled else min(bh, self.height - i * bh)  # a last strip is short
+        rows = min(stored, y0 + out.shape[1] - i * bh)  # rows decoded: maybe the first ones only
         r0, c0 = i * bh - y0, j * bw - x0
-        h = min(bh, self.height - i * bh)
+        h = min(rows, self.height - i * bh)
         w = min(bw, self.width - j * bw)
         spp = self.samples if self.planar == 1 else 1
         # A unit of one whole block of one sample per segment is decoded in place.
@@ -92,7 +102,7 @@ class TiffLayout:
         if self.planar == 1:
             pixels = out[0, :, :, None] if direct and len(bands) == 1 else np.empty(
                 (rows, bw, spp), dtype=out.dtype)
-            if not self._decode(fd, segment, pixels):
+            if not self._decode(fd, segment, pixels, rows == stored):
                 return False
             for k, b in enumerate(bands):
                 if not direct:
@@ -100,16 +110,17 @@ class TiffLayout:
             return True
         for k, b in enumerate(bands):
             pixels = out[k, :, :, None] if direct else np.empty((rows, bw, 1), dtype=out.dtype)
-            if not self._decode(fd, (b - 1) * self.per_plane + segment, pixels):
+            if not self._decode(fd, (b - 1) * self.per_plane + segment, pixels, rows == stored):
                 return False
             if not direct:
                 out[k, r0 : r0 + h, c0 : c0 + w] = pixels[:h, :w, 0]
         return True
 
-    def _decode(self, fd: int, index: int, values: np.ndarray) -> bool:
-        """Decode segment ``index`` into ``values`` (native, C-contiguous
-        ``(rows, cols, samples)``); False if it cannot be decoded here."""
-        size = values.nbytes
+    def _decode(self, fd: int, index: int, values: np.ndarray, whole: bool = True) -> bool:
+        """Decode segment ``index`` (or, not ``whole``, its first rows) into
+        ``values`` (native, C-contiguous ``(rows, cols, samples)``); False
+        if it cannot be decoded here."""
+        size = values.nbytes  # all of the segment, or its first rows
         count = int(self.counts[index])
         if count == 0:
             return False  # sparse: GDAL fills it with nodata
@@ -117,7 +128,7 @@ class TiffLayout:
         as_bytes = values.view(np.uint8).reshape(values.shape[0], -1)
         raw = np.empty(size, dtype=np.uint8) if self.predictor == 3 else as_bytes.reshape(-1)
         try:
-            if _decompress(self.codec, data, raw) < size:
+            if _decompress(self.codec, data, raw, whole) < size:
                 return False
         except Exception:  # noqa: BLE001 - GDAL reads it and says what is wrong
             return False
@@ -131,17 +142,26 @@ class TiffLayout:
         return True
 
 
-def _decompress(codec: str, data: bytes, out: np.ndarray) -> int:
-    """Decode ``data`` into ``out``; the bytes decoded (at most ``out``'s size)."""
+def _decompress(codec: str, data: bytes, out: np.ndarray, whole: bool) -> int:
+    """Decode ``data`` into ``out``: the whole segment, or (not ``whole``)
+    its first ``out.size`` bytes; the bytes decoded."""
     if codec == "none":
         n = min(len(data), out.size)
         out[:n] = np.frombuffer(data, dtype=np.uint8, count=n)
         return n
     import imagecodecs
 
-    decode = {"deflate": imagecodecs.deflate_decode, "zstd": imagecodecs.zstd_decode,
-              "lzw": imagecodecs.lzw_decode}[codec]
-    return len(decode(data, out=out))
+    if whole or codec == "lzw":
+        decode = {"deflate": imagecodecs.deflate_decode, "zstd": imagecodecs.zstd_decode,
+                  "lzw": imagecodecs.lzw_decode}[codec]
+        return len(decode(data, out=out))
+    if codec == "deflate":
+        # libdeflate decodes whole streams only; zlib stops after the prefix.
+        head = zlib.decompressobj().decompress(data, out.size)
+    else:
+        head = imagecodecs.zstd_decode(data)[: out.size]
+    out[: len(head)] = np.frombuffer(head, dtype=np.uint8)
+    return len(head)
 
 
 def _float_predictor(rows: np.ndarray, spp: int, size: int, out: np.ndarray) -> None:
