@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.rdask-installed
 
-.PHONY: demo test test-fast lint bench bench-quick sysdeps clean
+.PHONY: demo test test-fast docs lint bench bench-quick sysdeps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ demo: $(STAMP)
 test: $(STAMP) sysdeps
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q
+
+# The documentation site (Sphinx, pydata-sphinx-theme, MyST), warnings as
+# errors; it is also built, and its code blocks run, by `make test`.
+docs: $(STAMP)
+	rm -rf docs/generated
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs/_build/html/index.html"
 
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -q -m "not slow"
@@ -57,4 +64,4 @@ bench: $(BSTAMP) $(STAMP) sysdeps
 	$(BVENV)/bin/python benchmarks/run.py --w7-python $(PY)
 
 clean:
-	rm -rf $(VENV) $(BVENV) build *.egg-info .pytest_cache benchmarks/.work
+	rm -rf $(VENV) $(BVENV) build *.egg-info .pytest_cache benchmarks/.work docs/_build docs/generated

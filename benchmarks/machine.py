@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 from importlib import metadata
 
@@ -27,7 +28,7 @@ PACKAGES = (
 )
 
 #: GDAL's command-line tool W6 runs (apt's gdal-bin, not rasterio's GDAL).
-GDALDEM = "/usr/bin/gdaldem"
+GDALDEM = shutil.which("gdaldem") or "gdaldem"
 
 
 def cores() -> int:

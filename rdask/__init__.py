@@ -22,7 +22,7 @@ _EXPORTS = {
     "to_raster": "rdask.xr",
     "process": "rdask.pipeline",
     "Result": "rdask.pipeline",
-    "WriteOptions": "rdask.outputs.options",
+    "WriteOptions": "rdask.writeoptions",
     "RasterMeta": "rdask.meta",
     "BandMeta": "rdask.meta",
     "kernel": "rdask.kernels.spec",

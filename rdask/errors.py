@@ -51,3 +51,11 @@ class SchedulerError(RdaskError, ValueError):
 
 class ForkSafetyError(RdaskError, RuntimeError):
     """GDAL would be used in a process forked after GDAL was loaded."""
+
+
+class WriteOptionError(RdaskError, ValueError):
+    """A write option's value is not one rdask can write with (the message names the option)."""
+
+
+class UnknownWriteOptionError(WriteOptionError, TypeError):
+    """A write option that does not exist (also a ``TypeError``, as an unknown keyword is)."""

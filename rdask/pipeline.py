@@ -10,6 +10,7 @@ both end here.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 from dask.base import tokenize
 
 from rdask.chain import is_chain, parse_chain
-from rdask.errors import OutputError
+from rdask.errors import OutputError, first_line
 from rdask.interrupts import JobSignals, job_signals
 from rdask.io.base import Source
 from rdask.kernels import Kernel
@@ -44,6 +45,8 @@ from rdask.recipe import (
     warp_args,
 )
 from rdask.schedule import Runner, open_runner, parse_scheduler
+
+log = logging.getLogger("rdask")
 
 #: ``progress=``: True for a bar on stderr, or ``callable(pixels_done, pixels_total)``.
 Progress = bool | Callable[[int, int], None]
@@ -193,7 +196,7 @@ def write(job: ChunkJob, meta: RasterMeta, dst: str | os.PathLike, options: Writ
             # Every task still writing is waited for before anything is removed.
             with signals.aborting():
                 pause("abort")
-                runner.fence()
+                _fence(runner)
                 if output is not None and output.abort(keep_partial=options.resume):
                     exc.add_note(f"partial output kept for --resume: {output.partial}")
             raise
@@ -201,6 +204,15 @@ def write(job: ChunkJob, meta: RasterMeta, dst: str | os.PathLike, options: Writ
             report.close()
     nchunks = job.grid[0] * job.grid[1]
     return Result(committed.path, time.perf_counter() - t0, total, committed.bytes, nchunks, resumed)
+
+
+def _fence(runner: Runner) -> None:
+    """Wait for the tasks still writing; a fence that fails (a lost
+    scheduler) must not keep the abort from cleaning up what it can."""
+    try:
+        runner.fence()
+    except Exception as exc:  # noqa: BLE001 - the job's own error is what the user sees
+        log.warning("could not wait for the tasks still running: %s", first_line(exc))
 
 
 def _run_job(job: ChunkJob, output: Output, runner: Runner, signals: JobSignals, report: _Reporter,
@@ -227,8 +239,8 @@ def job_id(job: ChunkJob, meta: RasterMeta, options: WriteOptions, source: JobIn
     crs = meta.crs.to_wkt() if meta.crs else None
     # repr of a float: a NumPy scalar nodata and a plain float give one job.
     nodata = None if meta.nodata is None else repr(float(meta.nodata))
-    opts = tokenize(str(job.dtype), options.blocksize, options.compress, options.creation_options,
-                    crs, tuple(meta.transform), nodata)
+    opts = tokenize(str(job.dtype), options.blocksize, options.compress, options.codec_level,
+                    options.creation_options, crs, tuple(meta.transform), nodata)
     return JobId(source.input, source.kernel, opts, tokenize(job.shape, job.chunks))
 
 

@@ -54,6 +54,8 @@ INFLIGHT_PER_THREAD = 2
 FENCE_SECONDS = 120.0
 #: The same on rdask's own ``local`` cluster, whose workers it then restarts.
 LOCAL_FENCE_SECONDS = 20.0
+#: Seconds a ``local`` cluster's worker has to close before its nanny kills it.
+WORKER_CLOSE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def parse_scheduler(scheduler: Any = "threads", workers: int | None = None) -> S
     workers
         Threads for ``"threads"``; worker processes for ``"local"``.
     """
-    n = int(workers) if workers else (os.cpu_count() or 1)
+    n = (os.cpu_count() or 1) if workers is None else int(workers)
     if n < 1:
         raise SchedulerError(f"workers must be >= 1, got {workers}")
     if not isinstance(scheduler, str):
@@ -95,9 +97,12 @@ def parse_scheduler(scheduler: Any = "threads", workers: int | None = None) -> S
     if s == "local" or s.startswith("local:"):
         count = s.partition(":")[2]
         try:
-            return SchedulerSpec("local", int(count) if count else n)
+            count = int(count) if count else n
         except ValueError:
-            raise SchedulerError(f"bad scheduler {scheduler!r}: expected local:N") from None
+            count = 0
+        if count < 1:
+            raise SchedulerError(f"bad scheduler {scheduler!r}: expected local:N with N >= 1")
+        return SchedulerSpec("local", count)
     if "://" in s:
         return SchedulerSpec("address", n, s)
     raise SchedulerError(
@@ -448,7 +453,8 @@ def spawn_nanny() -> type:
     spawns a worker and never takes them out, so every later subprocess of
     the caller (a notebook's, a test suite's) would inherit them. This one
     gives the same settings to the worker's own environment instead, which
-    it applies as it starts.
+    it applies as it starts. It also gives a closing worker
+    :data:`WORKER_CLOSE_SECONDS` before killing it (distributed: 4 s).
     """
     from distributed import Nanny
 
@@ -458,5 +464,10 @@ def spawn_nanny() -> type:
             # self.env already holds the pre-spawn settings (merged in by
             # Nanny); emptied, nothing is copied into os.environ.
             self.pre_spawn_env = {}
+
+        async def close(self, timeout: float = WORKER_CLOSE_SECONDS, reason: str = "nanny-close") -> str:
+            # distributed kills a worker still closing after 4 s of its 5;
+            # on a loaded machine a healthy one can take longer.
+            return await super().close(timeout=timeout, reason=reason)
 
     return SpawnNanny

@@ -1,9 +1,10 @@
 """A fixed set of rdask jobs and canonical digests of their outputs.
 
-Recorded once from rdask 0.1 (``tests/data/checksums.json``) and re-run by
-``tests/test_checksums.py`` after the 0.2 core refactor, to prove the
-refactor changed no output bytes (and, where it means to, only the
-metadata it lists).
+Recorded (``tests/data/checksums.json``) and re-run by
+``tests/test_checksums.py``: what rdask decides (decoded pixels of every
+IFD, the tile layout, the metadata) is compared always; the bytes that
+also depend on the codecs and libraries (compressed tiles, whole COG files)
+only when every library version the record names is the one installed.
 
 Every job uses only the public API (``rdask.process``, ``rdask.open_raster``
 + ``rdask.apply`` + ``rdask.to_raster``, the ``.rdask`` accessor, the
@@ -13,6 +14,12 @@ rasterio and a fixed profile, plus the real files in ``tests/data``.
 
 Digests of one output:
 
+``pixels``
+    per IFD (main image, overviews, masks), sha256 of its decoded pixels
+    (dtype, shape and values): rdask's result, whatever the codec's
+    version. IFDs whose pixels GDAL's overview builder computes (COGs with
+    another resampling than ``nearest``) are compared with GDAL's own
+    overviews of the output's main image instead, made by the installed GDAL.
 ``tiles``
     sha256 over the image structure of every IFD (main image, overviews,
     masks: size, samples, bits, sample format, compression, predictor, tile
@@ -26,7 +33,8 @@ Digests of one output:
     sha256 of the whole file, for COG outputs only (their layout is
     rewritten in a fixed order, and recording checks that two runs agree).
 ``meta``
-    What rasterio reads: CRS, transform, nodata, tags of every domain,
+    What rasterio reads: CRS (compared as a CRS, not as PROJ's spelling of
+    it), transform, nodata, tags of every domain but those GDAL generates,
     per-band descriptions, scales, offsets, units, colour interpretation,
     tags, mask flags, colormaps, GCPs, RPCs, overviews, dtypes and size.
 
@@ -216,6 +224,30 @@ def make_inputs(directory: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 # -- digests -------------------------------------------------------------------
 
+#: Tag domains GDAL writes itself (not rdask's metadata): not compared.
+GDAL_DOMAINS = {"IMAGE_STRUCTURE", "DERIVED_SUBDATASETS"}
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of everything the output bytes depend on (GDAL and PROJ
+    for headers, GDAL-written tiles and WKT; imagecodecs' codecs for the
+    tiles rdask encodes; tifffile for reading them back; numba and numpy
+    for kernel arithmetic)."""
+    import imagecodecs
+    import llvmlite
+    import numba
+    import tifffile
+
+    codecs = imagecodecs.version(dict)
+    return {
+        "gdal": rasterio.__gdal_version__, "proj": rasterio.__proj_version__,
+        "rasterio": rasterio.__version__, "numpy": np.__version__, "numba": numba.__version__,
+        "llvmlite": llvmlite.__version__, "tifffile": tifffile.__version__,
+        "imagecodecs": imagecodecs.__version__,
+        **{k: str(codecs[k]) for k in ("libdeflate", "zstd", "zlib") if k in codecs},
+    }
+
+
 _IFD_FIELDS = ("imagewidth", "imagelength", "samplesperpixel", "bitspersample", "sampleformat",
                "compression", "predictor", "tilewidth", "tilelength", "rowsperstrip",
                "planarconfig", "photometric", "extrasamples", "subfiletype")
@@ -241,12 +273,13 @@ def tile_digest(path: str | os.PathLike) -> dict:
     """``{"tiles", "tile_data", "structure"}`` of a TIFF (see the module doc)."""
     import tifffile
 
-    structure, ifd_data = [], []
+    structure, ifd_data, pixels = [], [], []
     whole = hashlib.sha256()
     data = hashlib.sha256()
     with tifffile.TiffFile(path) as tif:
         fh = tif.filehandle
         for page in tif.pages:
+            pixels.append(pixel_digest(page.asarray()))
             ifd = {f: _plain(getattr(page, f)) for f in _IFD_FIELDS}
             ifd["dtype"] = str(page.dtype)
             ifd["tiles"] = len(page.dataoffsets)
@@ -261,7 +294,47 @@ def tile_digest(path: str | os.PathLike) -> dict:
                     h.update(chunk)
             ifd_data.append(this.hexdigest())
     return {"tiles": whole.hexdigest(), "tile_data": data.hexdigest(), "structure": structure,
-            "ifd_data": ifd_data}
+            "ifd_data": ifd_data, "pixels": pixels}
+
+
+def pixel_digest(array: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and values (NaN payloads as one NaN)."""
+    a = np.ascontiguousarray(array)
+    if a.dtype.kind == "f":
+        a = np.where(np.isnan(a), np.nan, a).astype(a.dtype)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def overview_digests(path: str | os.PathLike) -> list[str]:
+    """Pixel digests of every overview level of ``path``, as rasterio reads them."""
+    with rasterio.open(path) as src:
+        levels = len(src.overviews(1))
+    out = []
+    for level in range(levels):
+        with rasterio.open(path, overview_level=level) as ovr:
+            out.append(pixel_digest(ovr.read()))
+    return out
+
+
+def gdal_overview_digests(path: str | os.PathLike, resampling: str) -> list[str]:
+    """:func:`overview_digests` of the overviews the installed GDAL itself
+    builds from ``path``'s main image (its size, dtype and nodata): the
+    reference of the levels an rdask COG has GDAL compute."""
+    from rasterio.enums import Resampling
+
+    with rasterio.open(path) as src:
+        factors = src.overviews(1)
+        profile = dict(driver="GTiff", width=src.width, height=src.height, count=src.count,
+                       dtype=src.dtypes[0], nodata=src.nodata)
+        data = src.read()
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = os.path.join(tmp, "ref.tif")
+        with rasterio.open(ref, "w", **profile) as dst:
+            dst.write(data)
+            dst.build_overviews(factors, Resampling[resampling])
+        return overview_digests(ref)
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -271,8 +344,8 @@ def file_digest(path: str | os.PathLike) -> str:
 def _tags(ds, bidx: int, path: str) -> dict:
     out = {}
     for ns in [""] + sorted(ds.tag_namespaces(bidx) or []):
-        if ns.startswith("xml:"):
-            continue  # not a key=value domain
+        if ns.startswith("xml:") or ns in GDAL_DOMAINS:
+            continue  # not a key=value domain, or GDAL's own
         tags = ds.tags(bidx, ns=ns) if ns else ds.tags(bidx)
         # DERIVED_SUBDATASETS names the file: make it independent of where it is.
         out[ns or "default"] = {k: v.replace(path, "<output>") for k, v in sorted(tags.items())}
@@ -326,6 +399,7 @@ def digest(path: str | os.PathLike, *, cog: bool) -> dict:
     out = tile_digest(path)
     if cog:
         out["file"] = file_digest(path)
+        out["overviews"] = overview_digests(path)
     out["meta"] = read_meta(path)
     return out
 
@@ -409,6 +483,9 @@ class Job:
     run: Callable[[dict[str, str], Path], None]  # (inputs, output path)
     cog: bool = False
     cluster: bool = False
+    #: The resampling of overviews GDAL's builder computes (not rdask): they
+    #: are compared with the installed GDAL's, not with the record.
+    gdal_levels: str | None = None
 
 
 def _process(src_key, kernel, **kw):
@@ -509,12 +586,12 @@ JOBS = [
                                              chunk_mb=0.05, driver="COG"), cog=True),
     Job("cog_hillshade_mode_levels1", _process("dem", "hillshade", blocksize=128, driver="COG",
                                                overview_levels=1, overview_resampling="mode"),
-        cog=True),
+        cog=True, gdal_levels="mode"),
     Job("cog_cli_ndvi_stack_average", _cli(["run", "ndvi", "red", "nir", "{out}", "-j", WORKERS,
                                             "--driver", "COG", "--blocksize", 64,
                                             "--overview-resampling", "average", "-q",
-                                            "--no-progress"]), cog=True),
-    Job("cog_accessor_nd_focal_cubic", _accessor_cog, cog=True),
+                                            "--no-progress"]), cog=True, gdal_levels="average"),
+    Job("cog_accessor_nd_focal_cubic", _accessor_cog, cog=True, gdal_levels="cubic"),
     # -- DataArray path
     Job("xarray_mul_rgb", _xr_mul),
     Job("xarray_astype_focal_sync", _xr_astype_focal),
@@ -538,20 +615,83 @@ def run_job(job: Job, inputs: dict[str, str], directory: Path) -> dict:
     out = directory / f"{job.name}.tif"
     job.run(inputs, out)
     assert sorted(os.listdir(directory)) == [out.name], os.listdir(directory)
-    return digest(out, cog=job.cog)
+    out_digest = digest(out, cog=job.cog)
+    if job.gdal_levels:
+        out_digest["gdal_overviews"] = gdal_overview_digests(out, job.gdal_levels)
+    return out_digest
 
 
 # -- comparing ---------------------------------------------------------------------
 
 
-def differences(recorded: dict, actual: dict, allowed: set[str] = frozenset()) -> list[str]:
+def differences(recorded: dict, actual: dict, allowed: set[str] = frozenset(), *,
+                gdal_levels: bool = False, same_libraries: bool = True) -> list[str]:
     """Lines naming every field of ``actual`` that differs from ``recorded``.
 
-    ``allowed`` names meta fields (and IFD structure fields) that may
-    change; when it is not empty, ``tiles`` (which covers the IFD structure)
-    and ``file`` are not compared, but ``tile_data`` and the structure
-    outside ``allowed`` are.
+    Always compared (rdask's decisions): the structure of every IFD (tile
+    layout, compression, predictor...), the decoded pixels of every IFD
+    (for ``gdal_levels`` jobs the main image only, their overviews against
+    GDAL's own), a COG's overview pixels, and the metadata (CRS as a CRS).
+    The bytes (``tiles``, ``tile_data``, ``file``) only with
+    ``same_libraries``: they also depend on the codecs' and GDAL's versions.
+    ``allowed`` names meta and IFD structure fields that may change; when
+    not empty, ``tiles`` (which covers the structure) and ``file`` are not
+    compared, but ``tile_data`` is.
     """
+    out = _structure_differences(recorded, actual, allowed)
+    out += _pixel_differences(recorded, actual, gdal_levels)
+    out += _meta_differences(recorded["meta"], actual["meta"], allowed)
+    if same_libraries:
+        out += _byte_differences(recorded, actual, allowed)
+    return out
+
+
+def _structure_differences(recorded: dict, actual: dict, allowed: set[str]) -> list[str]:
+    out = []
+    rs, as_ = recorded["structure"], actual["structure"]
+    if len(rs) != len(as_):
+        out.append(f"structure: {len(rs)} IFDs -> {len(as_)}")
+    for n, (r, a) in enumerate(zip(rs, as_, strict=False)):
+        for f in sorted(set(r) | set(a)):
+            if f not in allowed and r.get(f) != a.get(f):
+                out.append(f"structure[IFD {n}].{f}: {r.get(f)!r} -> {a.get(f)!r}")
+    return out
+
+
+def _pixel_differences(recorded: dict, actual: dict, gdal_levels: bool) -> list[str]:
+    out = []
+    mine = range(1) if gdal_levels else range(max(len(recorded["pixels"]), len(actual["pixels"])))
+    for n in mine:
+        r, a = (d["pixels"][n] if n < len(d["pixels"]) else None for d in (recorded, actual))
+        if r != a:
+            out.append(f"pixels[IFD {n}]: the decoded pixels differ")
+    if gdal_levels:
+        if actual["overviews"] != actual["gdal_overviews"]:
+            out.append("overviews: the levels differ from GDAL's own overviews of the main image")
+    elif recorded.get("overviews") != actual.get("overviews"):
+        out.append("overviews: the decoded overview pixels differ")
+    return out
+
+
+def _same_crs(a: str | None, b: str | None) -> bool:
+    from rasterio.crs import CRS
+
+    if a is None or b is None:
+        return a == b
+    return CRS.from_wkt(a) == CRS.from_wkt(b)
+
+
+def _meta_differences(rm: dict, am: dict, allowed: set[str]) -> list[str]:
+    out = []
+    for f in sorted(set(rm) | set(am)):
+        r, a = rm.get(f, "<absent>"), am.get(f, "<absent>")
+        same = _same_crs(r, a) if f in ("crs", "gcp_crs") and "<absent>" not in (r, a) else r == a
+        if f not in allowed and not same:
+            out.append(f"meta.{f}: {r!r} -> {a!r}")
+    return out
+
+
+def _byte_differences(recorded: dict, actual: dict, allowed: set[str]) -> list[str]:
     out = []
     if not allowed:
         if actual["tiles"] != recorded["tiles"]:
@@ -563,18 +703,14 @@ def differences(recorded: dict, actual: dict, allowed: set[str] = frozenset()) -
                                                  strict=False)) if r != a]
         out.append(f"tile_data: the compressed tile bytes differ (in IFDs {ifds} of "
                    f"{len(recorded['ifd_data'])} -> {len(actual['ifd_data'])})")
-    rs, as_ = recorded["structure"], actual["structure"]
-    if len(rs) != len(as_):
-        out.append(f"structure: {len(rs)} IFDs -> {len(as_)}")
-    for n, (r, a) in enumerate(zip(rs, as_, strict=False)):
-        for f in sorted(set(r) | set(a)):
-            if f not in allowed and r.get(f) != a.get(f):
-                out.append(f"structure[IFD {n}].{f}: {r.get(f)!r} -> {a.get(f)!r}")
-    rm, am = recorded["meta"], actual["meta"]
-    for f in sorted(set(rm) | set(am)):
-        if f not in allowed and rm.get(f, "<absent>") != am.get(f, "<absent>"):
-            out.append(f"meta.{f}: {rm.get(f, '<absent>')!r} -> {am.get(f, '<absent>')!r}")
     return out
+
+
+def changed_libraries(record: dict) -> dict[str, tuple[str, str]]:
+    """``{library: (recorded, installed)}`` for every version that differs."""
+    recorded = record["_about"].get("versions", {})
+    installed = library_versions()
+    return {k: (recorded.get(k, "?"), v) for k, v in installed.items() if recorded.get(k) != v}
 
 
 def load_record() -> dict:
@@ -617,8 +753,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             prints, digests, _ = _run_all(Path(tmp), names)
         bad = [f"input {k}" for k in prints if prints[k] != record["_inputs"].get(k)]
+        same = not changed_libraries(record)
         for name in names:
-            bad += [f"{name}: {d}" for d in differences(record[name], digests[name])]
+            bad += [f"{name}: {d}" for d in differences(
+                record[name], digests[name], gdal_levels=bool(JOBS_BY_NAME[name].gdal_levels),
+                same_libraries=same)]
         print("\n".join(bad) or "all outputs as recorded")
         return 1 if bad else 0
 
@@ -630,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
     (p1, d1, s1), (p2, d2, s2) = runs
     problems = [f"input {k} differs between runs" for k in p1 if p1[k] != p2[k]]
     for name in names:
-        for field in ("tiles", "meta"):
+        for field in ("tiles", "meta", "pixels"):
             if d1[name][field] != d2[name][field]:
                 problems.append(f"{name}: {field} differs between two runs")
         if JOBS_BY_NAME[name].cog and d1[name]["file"] != d2[name]["file"]:
@@ -648,10 +787,9 @@ def main(argv: list[str] | None = None) -> int:
         "regenerate": "PYTHONPATH=. .venv/bin/python tests/checksum_jobs.py --record",
         "rdask": rdask.__version__,
         "commit": _git_head(),
-        "gdal": rasterio.__gdal_version__,
-        "rasterio": rasterio.__version__,
-        "numpy": np.__version__,
+        "versions": library_versions(),
         "seconds": seconds,
+        "re-recorded": record.get("_about", {}).get("re-recorded", {}),
     }
     record["_inputs"] = {**record.get("_inputs", {}), **p1}
     record.update(d1)

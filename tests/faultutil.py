@@ -15,15 +15,12 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cli
 import numpy as np
-
-BIN = os.path.dirname(sys.executable)
-RDASK = os.path.join(BIN, "rdask")
 
 #: Seconds any single wait in these tests may take before it is a failure
 #: (generous: the machine may be shared and loaded).
@@ -35,14 +32,12 @@ PATIENCE = 120.0
 
 def start_rdask(*args, cwd=None, preexec_fn=None) -> subprocess.Popen:
     """``rdask ARGS...`` as a child process, stdout and stderr captured."""
-    return subprocess.Popen([RDASK, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=cwd, preexec_fn=preexec_fn)
+    return cli.start(*args, cwd=cwd, preexec_fn=preexec_fn)
 
 
 def run_rdask(*args, cwd=None, preexec_fn=None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``rdask ARGS...`` to completion."""
-    return subprocess.run([RDASK, *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          preexec_fn=preexec_fn, timeout=timeout)
+    return cli.run(*args, cwd=cwd, preexec_fn=preexec_fn, timeout=timeout)
 
 
 def wait_until(predicate: Callable[[], bool], what: str, *, proc: subprocess.Popen | None = None,

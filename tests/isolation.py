@@ -372,6 +372,7 @@ class Rig:
     base: Path
     hidden: Path  # the client's working directory; workers see it empty
     shared: Path  # everybody sees it (a shared filesystem)
+    pauses: Path  # RDASK_PAUSE_DIR of the client and the workers (rdask.pauses)
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -383,7 +384,26 @@ class Rig:
         directory of its own (where staged S3 outputs are built)."""
         extra = dict(self.s3.env) if self.s3 is not None else {}
         extra["TMPDIR"] = str(self.hidden / "tmp")
+        extra["RDASK_PAUSE_DIR"] = str(self.pauses)
         return rig_env(extra)
+
+    def hold(self, *points: str) -> None:
+        """Hold jobs at ``points`` (and at no other: earlier holds are dropped)."""
+        for f in self.pauses.iterdir():
+            f.unlink()
+        for p in points:
+            (self.pauses / f"{p}.hold").touch()
+
+    def reached(self, point: str, proc: subprocess.Popen) -> None:
+        """Wait until a job is held at ``point``."""
+        from faultutil import wait_until
+
+        wait_until((self.pauses / f"{point}.reached").exists, f"a job held at {point}", proc=proc)
+
+    def release(self, point: str) -> None:
+        """Let go whatever is held at ``point``, and hold there no more."""
+        (self.pauses / f"{point}.hold").unlink(missing_ok=True)
+        (self.pauses / f"{point}.go").touch()
 
     def start_client(self, argv: Sequence[str]) -> subprocess.Popen:
         """``argv`` as a client process in the netns, working in ``hidden``
@@ -421,7 +441,8 @@ def rig(base: str | os.PathLike, *, n_workers: int = 2, nthreads: int = 1, nanny
     remove_leftovers()
     base = Path(base)
     hidden, shared = base / "hidden", base / "shared"
-    for d in (hidden / "tmp", shared):
+    pauses = shared / "pauses"
+    for d in (hidden / "tmp", shared, pauses):
         d.mkdir(parents=True, exist_ok=True)
     with client_net() as net, contextlib.ExitStack() as stack:
         server = None
@@ -430,8 +451,8 @@ def rig(base: str | os.PathLike, *, n_workers: int = 2, nthreads: int = 1, nanny
             stack.callback(server.stop)
         cluster = stack.enter_context(isolated_cluster(
             net.host_ip, hidden, base / "cluster", n_workers=n_workers, nthreads=nthreads,
-            nanny=nanny, worker_env=dict(server.env) if server else None))
-        r = Rig(net, cluster, server, base, hidden, shared)
+            nanny=nanny, worker_env={**(server.env if server else {}), "RDASK_PAUSE_DIR": str(pauses)}))
+        r = Rig(net, cluster, server, base, hidden, shared, pauses)
         try:
             yield r
         finally:

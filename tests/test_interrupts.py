@@ -25,7 +25,7 @@ import cli
 import numpy as np
 import pytest
 import rasterio
-from faultutil import wait_until
+from pausing import Held
 from rasters import read, synthetic, write
 from servers import BUCKET
 
@@ -60,6 +60,7 @@ KINDS = {
     "s3-tif": ("s3://out.tif", ()),
     "s3-cog": ("s3://out.tif", ("--driver", "COG")),
     "s3-zarr": ("s3://out.zarr", ()),
+    "s3-staged": ("s3://staged.tif", ()),  # under 5 MiB: built locally, uploaded whole
 }
 
 
@@ -92,32 +93,6 @@ def last_point(kind: str) -> str:
     _, height, width = BIG if big(kind) else SHAPE
     step = 256 if kind == "mosaic" else BLOCK
     return f"chunk:{(height - 1) // step * step}:{(width - 1) // step * step}"
-
-
-class Held:
-    """A ``rdask run`` held at pause points of a directory of its own."""
-
-    def __init__(self, tmp: Path, points: tuple[str, ...]) -> None:
-        self.dir = tmp / "pauses"
-        self.dir.mkdir(exist_ok=True)
-        for p in points:
-            (self.dir / f"{p}.hold").touch()
-        self.env = dict(os.environ, RDASK_PAUSE_DIR=str(self.dir))
-        self.proc = None
-
-    def start(self, *args, sigint_ignored: bool = False) -> Held:
-        self.proc = cli.start(*args, env=self.env, sigint_ignored=sigint_ignored)
-        return self
-
-    def reached(self, point: str) -> None:
-        wait_until((self.dir / f"{point}.reached").exists, f"the job at {point}", proc=self.proc)
-
-    def go(self, point: str) -> None:
-        (self.dir / f"{point}.go").touch()
-
-    def finish(self) -> tuple[int, str]:
-        _, err = self.proc.communicate(timeout=300)
-        return self.proc.returncode, err
 
 
 def target_of(kind: str, out_dir: Path) -> str:

@@ -60,6 +60,11 @@ def served(tmp_path_factory):
           descriptions=("red", "green", "blue"), tags={"SENSOR": "synthetic"})
     (root / "forbidden").mkdir()
     shutil.copy(root / "in.tif", root / "forbidden" / "in.tif")
+    # 6 MiB of noise: an S3 GeoTIFF of it is uploaded as parts by the tasks
+    # (in.tif's, under 5 MiB, is staged and uploaded whole).
+    noise = np.random.default_rng(8).integers(0, 60000, (3, 1024, 1024), dtype=np.uint16)
+    write(root / "big.tif", noise, block=(256, 256), descriptions=("a", "b", "c"),
+          tags={"SENSOR": "noise"})
     return root
 
 
@@ -71,9 +76,14 @@ def http(served):
 
 @pytest.fixture
 def s3(s3, served):
-    """The shared S3 fixture, its bucket holding ``s3://rdask-test/in.tif``."""
-    s3.client().upload_file(str(served / "in.tif"), BUCKET, "in.tif")
+    """The shared S3 fixture, its bucket holding ``in.tif`` and ``big.tif``."""
+    for name in INPUTS:
+        s3.client().upload_file(str(served / name), BUCKET, name)
     return s3
+
+
+#: The inputs in the bucket, and how an S3 GeoTIFF of each is written.
+INPUTS = {"in.tif": "staged", "big.tif": "parts"}
 
 
 def local_job(src, tmp_path, kernel="reverse-bands", **kw):
@@ -327,16 +337,17 @@ def test_s3_output_errors_through_the_cli(s3, served, tmp_path):
     finally:
         s3.enforce_auth(False)
     cli.one_line_error(proc, f"s3://{BUCKET}/out.tif", "access denied (HTTP 403)")
-    assert objects(s3.client()) == ["in.tif"] and not uploads(s3.client())
+    assert objects(s3.client()) == sorted(INPUTS) and not uploads(s3.client())
 
 
 # -- 4. secrets never show ----------------------------------------------------------------
 
 
-def test_s3_secret_never_shows(s3, served, tmp_path):
+@pytest.mark.parametrize("name", list(INPUTS), ids=list(INPUTS.values()))
+def test_s3_secret_never_shows(s3, served, tmp_path, name):
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == SECRET
     # A whole job, input and output on S3, at -vv.
-    proc = cli.run("-vv", "run", "focal-mean", f"s3://{BUCKET}/in.tif", f"s3://{BUCKET}/out.tif")
+    proc = cli.run("-vv", "run", "focal-mean", f"s3://{BUCKET}/{name}", f"s3://{BUCKET}/out.tif")
     assert proc.returncode == 0, proc.stderr
     assert SECRET not in proc.stdout + proc.stderr
     s3.client().download_file(BUCKET, "out.tif", str(tmp_path / "out.tif"))
@@ -373,7 +384,7 @@ def test_secret_gdal_options_are_refused(s3, served, tmp_path):
     with pytest.raises(RasterOpenError, match="carries a secret"):
         rdask.to_raster(rdask.open_raster(str(served / "in.tif")), f"s3://{BUCKET}/o.tif",
                         gdal_options={"AWS_SECRET_ACCESS_KEY": SECRET})
-    assert not (tmp_path / "o.tif").exists() and objects(s3.client()) == ["in.tif"]
+    assert not (tmp_path / "o.tif").exists() and objects(s3.client()) == sorted(INPUTS)
 
 
 def test_url_password_never_shows(http, tmp_path):
@@ -417,19 +428,20 @@ def test_info_hides_url_password(http):
 # -- 5. S3 outputs: atomic, clean on failure, never clobbering ------------------------------
 
 
-def test_s3_output_appears_only_when_complete(s3, served, tmp_path):
-    expected = local_job(served / "in.tif", tmp_path, "focal-mean")
+@pytest.mark.parametrize("name", list(INPUTS), ids=list(INPUTS.values()))
+def test_s3_output_appears_only_when_complete(s3, served, tmp_path, name):
+    expected = local_job(served / name, tmp_path, "focal-mean")
     client = s3.client()
     seen = []
 
     def during(done, total):  # called after every chunk is written
-        seen.append((objects(client, "out"), len(uploads(client))))
+        seen.append("out.tif" in objects(client, "out"))
 
-    result = rdask.process(str(served / "in.tif"), f"s3://{BUCKET}/out.tif", "focal-mean",
-                           progress=during, workers=2)
+    result = rdask.process(str(served / name), f"s3://{BUCKET}/out.tif", "focal-mean",
+                           progress=during, workers=2, chunk_mb=1)
     assert result.path == f"s3://{BUCKET}/out.tif"
-    assert len(seen) > 1 and all(s == ([], 0) for s in seen), seen
-    assert objects(client) == ["in.tif", "out.tif"] and not uploads(client)
+    assert len(seen) > 1 and not any(seen), seen
+    assert objects(client) == sorted([*INPUTS, "out.tif"]) and not uploads(client)
     client.download_file(BUCKET, "out.tif", str(tmp_path / "from-s3.tif"))
     assert_same_raster(tmp_path / "from-s3.tif", expected)
     assert not staged_files(tempfile.gettempdir())
@@ -443,12 +455,13 @@ def test_s3_object_is_the_local_output_byte_for_byte(s3, served, tmp_path):
     assert body == expected.read_bytes()
 
 
-def test_failing_job_leaves_no_object_and_no_upload(s3, served, tmp_path):
+@pytest.mark.parametrize("name", list(INPUTS), ids=list(INPUTS.values()))
+def test_failing_job_leaves_no_object_and_no_upload(s3, served, tmp_path, name):
     kernels = tmp_path / "failing.py"
     kernels.write_text(FAILING_KERNEL)
     with pytest.raises(KernelError, match="boom"):
-        rdask.process(str(served / "in.tif"), f"s3://{BUCKET}/out.tif", f"{kernels}:explode")
-    assert objects(s3.client()) == ["in.tif"] and not uploads(s3.client())
+        rdask.process(str(served / name), f"s3://{BUCKET}/out.tif", f"{kernels}:explode", chunk_mb=1)
+    assert objects(s3.client()) == sorted(INPUTS) and not uploads(s3.client())
     assert not staged_files(tempfile.gettempdir())
 
 
@@ -472,7 +485,7 @@ def test_interrupted_upload_is_aborted(s3, served, monkeypatch):
     monkeypatch.setattr(S3Endpoint, "client", lambda self: Interrupting(real_client(self)))
     with pytest.raises(KeyboardInterrupt):
         rdask.process(str(served / "in.tif"), f"s3://{BUCKET}/out.tif", "reverse-bands")
-    assert objects(s3.client()) == ["in.tif"] and not uploads(s3.client())  # ...and not after
+    assert objects(s3.client()) == sorted(INPUTS) and not uploads(s3.client())  # ...and not after
     assert not staged_files(tempfile.gettempdir())
 
 
@@ -527,5 +540,5 @@ def test_ctrl_c_while_writing_to_s3(s3, served, tmp_path):
             proc.kill()
     assert proc.returncode == 130, err
     assert err.strip().startswith("rdask: interrupted"), err
-    assert objects(s3.client()) == ["in.tif"] and not uploads(s3.client())
+    assert objects(s3.client()) == sorted(INPUTS) and not uploads(s3.client())
     assert not staged_files(staging)

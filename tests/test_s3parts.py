@@ -14,14 +14,13 @@ import logging
 import os
 import re
 import signal
-import subprocess
 import tempfile
 
 import cli
 import numpy as np
 import pytest
 import rasterio
-from cli import RDASK
+from faultutil import wait_until
 from rasters import assert_same_raster, check_layout, read, synthetic, write
 from servers import BUCKET, SECRET
 
@@ -374,27 +373,33 @@ def test_existing_object_needs_overwrite(s3, inputs, tmp_path):
 # -- 3. resume after the client is SIGKILLed --------------------------------------
 
 
+def journal_records(journal) -> list:
+    """The chunk records of a parts journal: its complete lines after the
+    header (a SIGKILL can tear the last one, which rdask skips too)."""
+    try:
+        text = open(journal).read()
+    except FileNotFoundError:
+        return []
+    lines = text.split("\n")[1:-1]  # the header; after the last newline, a torn line or nothing
+    return [json.loads(line) for line in lines]
+
+
 def killed_run(inputs, target, *extra, after_parts=3):
     """``rdask run`` on 1 thread, SIGKILLed once ``after_parts`` chunks are
-    journaled; returns the journal's chunk lines."""
+    journaled; returns the journal's chunk records."""
     journal = journal_path(target)
-    proc = subprocess.Popen([RDASK, "run", "reverse-bands", str(inputs / "small.tif"), target, "-j", "1",
-                             "--chunk-mb", "0.3", "--resume", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = cli.start("run", "reverse-bands", inputs / "small.tif", target, "-j", "1", "--chunk-mb", "0.3",
+                     "--resume", *extra)
     try:
-        while proc.poll() is None:
-            if os.path.exists(journal):
-                with open(journal) as fh:
-                    if len(fh.read().splitlines()) > after_parts:
-                        break
+        wait_until(lambda: len(journal_records(journal)) >= after_parts, f"{after_parts} journaled chunks",
+                   proc=proc)
         proc.send_signal(signal.SIGKILL)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL, err
-    with open(journal) as fh:
-        return [json.loads(line) for line in fh.read().splitlines()[1:]]
+    return journal_records(journal)
 
 
 def test_resume_after_sigkill_uploads_only_missing_chunks(s3, inputs, tmp_path, caplog):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import checks
@@ -173,7 +174,7 @@ def _preflight(ctx: Context) -> None:
                 f"  ! {package} is not installed; its row will fail. Install it with: "
                 f"{ctx.python} -m pip install -r {HERE / 'requirements.txt'}"
             )
-    if not Path(GDALDEM).exists():
+    if shutil.which(GDALDEM) is None:
         ctx.log(f"  ! {GDALDEM} is missing; install GDAL's tools with `make sysdeps` (gdal-bin)")
 
 

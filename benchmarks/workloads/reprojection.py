@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import checks
@@ -18,7 +19,7 @@ from rasterio.windows import Window
 from registry import workload
 
 #: GDAL's warper, from Debian's gdal-bin (GDAL 3.6; rasterio's wheels carry 3.10).
-GDALWARP = "/usr/bin/gdalwarp"
+GDALWARP = shutil.which("gdalwarp") or "gdalwarp"
 
 #: Creation options of every W8 output (and intermediate file): rdask's default
 #: GeoTIFF for float32 (tiled 512, DEFLATE with the floating-point predictor,
@@ -324,7 +325,7 @@ def _preflight_w8(ctx: Context) -> None:
                 f"{ctx.python} -m pip install -r {HERE / 'requirements.txt'}"
             )
     for tool in (GDALWARP, GDALDEM):
-        if not Path(tool).exists():
+        if shutil.which(tool) is None:
             ctx.log(f"  ! {tool} is missing; install GDAL's tools with `make sysdeps` (gdal-bin)")
 
 

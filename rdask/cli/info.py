@@ -5,13 +5,15 @@ from __future__ import annotations
 import click
 
 from rdask.cli.options import chunk_mb_option, verbosity_options
+from rdask.writeoptions import field_default
 
 
 @click.command()
 @verbosity_options
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @chunk_mb_option("Target chunk size in MB (default 4, what a threaded run plans).")
-@click.option("--blocksize", type=click.IntRange(min=16), default=512, show_default=True,
+@click.option("--blocksize", type=click.IntRange(min=16), default=field_default("blocksize"),
+              show_default=True,
               help="Output tile size the chunks align to.")
 def info(inputs, chunk_mb, blocksize):
     """Describe INPUT and the chunk plan rdask would use."""

@@ -30,6 +30,12 @@ class RdaskGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            # One line, as every other error: what is wrong and where to look.
+            where = exc.ctx.command_path if exc.ctx else "rdask"
+            click.echo(f"rdask: error: {_squash(exc.format_message())} "
+                       f"(see '{where} --help')", err=True)
+            sys.exit(exc.exit_code)
         except (click.exceptions.Exit, click.Abort, click.ClickException):
             raise
         except KeyboardInterrupt as exc:
@@ -63,7 +69,9 @@ def _one_line(exc: BaseException) -> str:
 @click.version_option(__version__, prog_name="rdask")
 @verbosity_options
 def main() -> None:
-    """Out-of-core raster processing: open -> apply a numba kernel -> write a GeoTIFF."""
+    """Out-of-core raster processing: read rasters (local, HTTP or S3), apply numba
+    kernels, reproject, and write GeoTIFF, COG, Zarr or a mosaic of COG tiles,
+    locally or to S3."""
     route_warnings()
 
 

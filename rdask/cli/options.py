@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import Field, fields
 
 import click
 
 from rdask import chain
+from rdask.writeoptions import WriteOptions
 
 
 def _set_flag(ctx: click.Context, param: click.Parameter, value) -> None:
@@ -82,3 +84,54 @@ def chunk_mb_option(help: str = "Target chunk size in MB (default 4; 16 when run
                                  "less for small rasters).") -> Callable:
     """``--chunk-mb``, with the help text of the command that takes it."""
     return click.option("--chunk-mb", type=click.FloatRange(min=0.01), default=None, help=help)
+
+
+def write_options(f: Callable) -> Callable:
+    """One flag per :class:`~rdask.writeoptions.WriteOptions` field, in field
+    order: its flag, type, choices, default and help come from the field,
+    so an option added there appears here with nothing else to edit."""
+    for field in reversed(fields(WriteOptions)):
+        f = write_option(field)(f)
+    return f
+
+
+def write_flag(field: Field) -> str:
+    """The command line's name of a write option (``--co`` or ``--tile-size``)."""
+    return field.metadata["flag"] or "--" + field.name.replace("_", "-")
+
+
+def write_option(field: Field) -> Callable:
+    """The click option of one write option."""
+    meta, flag = field.metadata, write_flag(field)
+    kind, default = meta["type"], field.default
+    if kind is bool:
+        return click.option(flag, field.name, is_flag=True, default=default, show_default=False,
+                            help=meta["help"])
+    if kind is dict:
+        return click.option(flag, field.name, multiple=True, metavar=meta["metavar"],
+                            callback=lambda ctx, param, value: parse_pairs(value, flag),
+                            help=meta["help"] + " Repeatable.")
+    choices = meta["choices"]
+    shown = meta["default_text"] if default is None else True
+    # click shows case-insensitive choices lower-cased; show them as spelled.
+    metavar = meta["metavar"] or (f"[{'|'.join(choices)}]" if choices else None)
+    return click.option(flag, field.name, default=default, metavar=metavar,
+                        type=click.Choice(choices, case_sensitive=False) if choices else kind,
+                        show_default=shown or False, help=meta["help"])
+
+
+def write_options_table() -> str:
+    """The write options as a Markdown table (flag, field, default, meaning):
+    what docs/cli.md shows, checked against this by the tests."""
+    rows = ["| flag | `WriteOptions` field | default | meaning |", "| --- | --- | --- | --- |"]
+    for field in fields(WriteOptions):
+        meta, default = field.metadata, field.default
+        if meta["type"] is bool:
+            shown = "off"
+        elif default is None or default == ():
+            shown = meta["default_text"] or "none"
+        else:
+            shown = f"`{default}`"
+        values = f" One of: {', '.join(meta['choices'])}." if meta["choices"] else ""
+        rows.append(f"| `{write_flag(field)}` | `{field.name}` | {shown} | {meta['help']}{values} |")
+    return "\n".join(rows) + "\n"

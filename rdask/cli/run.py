@@ -16,8 +16,9 @@ from rdask.cli.options import (
     scheduler_option,
     verbosity_options,
     workers_option,
+    write_options,
 )
-from rdask.config import OVERVIEW_RESAMPLINGS, WARP_RESAMPLINGS
+from rdask.config import WARP_RESAMPLINGS
 from rdask.interrupts import JobSignals, job_signals
 from rdask.malloc import tune_malloc
 
@@ -31,28 +32,7 @@ from rdask.malloc import tune_malloc
 @click.option("-a", "--kernel-arg", "kernel_args", multiple=True, metavar="NAME=VALUE",
               help="Kernel argument (repeatable).")
 @chunk_mb_option()
-@click.option("--driver", type=click.Choice(["GTiff", "COG", "Zarr"], case_sensitive=False), default="GTiff",
-              help="Output format: a tiled GeoTIFF, a Cloud Optimized GeoTIFF with overviews, or a "
-                   "Zarr store (also chosen by an OUTPUT ending in .zarr).")
-@click.option("--overview-levels", type=click.IntRange(min=0), default=None,
-              help="COG: number of overview levels (default: until one tile holds the smallest); "
-                   "Zarr: overview levels to add (default none).")
-@click.option("--overview-resampling", default="nearest",
-              type=click.Choice(OVERVIEW_RESAMPLINGS),
-              help="COG and Zarr (nearest, average): overview resampling.")
-@click.option("--compress", default="deflate", help="Output compression (deflate, lzw, zstd, none...).")
-@click.option("--blocksize", type=click.IntRange(min=16), default=512, help="Output tile size.")
-@click.option("--tile-size", type=click.IntRange(min=16), default=None, metavar="N",
-              help="Write a tiled mosaic: OUTPUT is a directory of N x N COG tiles with index.vrt "
-                   "(N a multiple of --blocksize).")
-@click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
-              help="GTiff creation option (repeatable), e.g. --co PREDICTOR=2.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
-@click.option("--resume", is_flag=True,
-              help="Continue the partial output of an interrupted identical job; "
-                   "if this job is interrupted, keep its partial output for the next --resume.")
-@click.option("--checkpoint-seconds", type=click.FloatRange(min=0), default=10.0,
-              help="Seconds between checkpoints of the partial output (what --resume can skip).")
+@write_options
 @click.option("--grid", default=None, metavar="first|like=PATH",
               help="Several INPUTs on different grids: warp each onto the first one's grid, "
                    "or onto PATH's (its CRS, transform and size).")
@@ -61,9 +41,8 @@ from rdask.malloc import tune_malloc
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: on when stderr is a terminal).")
 @click.pass_context
-def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, driver, overview_levels,
-        overview_resampling, compress, blocksize, tile_size,
-        creation_options, overwrite, resume, checkpoint_seconds, grid, resampling, progress):
+def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, grid, resampling, progress,
+        **write):
     """Apply KERNEL to INPUT (several inputs are stacked as bands) and write OUTPUT.
 
     KERNEL is a built-in name (see `rdask kernels`), `package.module:function`,
@@ -98,19 +77,10 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, driver, o
             scheduler=scheduler,
             workers=workers,
             chunk_mb=chunk_mb,
-            compress=compress,
-            blocksize=blocksize,
-            tile_size=tile_size,
-            creation_options=parse_pairs(creation_options, "--co"),
-            overwrite=overwrite,
-            resume=resume,
-            checkpoint_seconds=checkpoint_seconds,
-            driver=driver,
-            overview_levels=overview_levels,
-            overview_resampling=overview_resampling,
             grid=_grid(grid),
             resampling=resampling,
             progress=bar if bar is not None else False,
+            **write,
         )
     if not quiet:
         click.echo(result.summary(), err=True)

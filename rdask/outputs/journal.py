@@ -132,7 +132,12 @@ class Journal(LockedFile):
         """
         fh = open_locked(path, "a+")
         fh.seek(0)
-        text = fh.read()
+        try:
+            text = fh.read()
+        except UnicodeDecodeError:
+            fh.close()
+            raise ResumeError(f"cannot resume {target}: its journal {path} is unreadable "
+                              "(rerun without --resume to start over)") from None
         lines = text.splitlines()
         if lines and not text.endswith("\n"):
             # A torn last line (a SIGKILL mid-write): that chunk is redone.
@@ -142,7 +147,8 @@ class Journal(LockedFile):
             old = JobId(head["input"], head["kernel"], head["options"], head.get("chunks", ""))
         except (IndexError, ValueError, KeyError):
             fh.close()
-            raise ResumeError(f"cannot resume {target}: its journal {path} is unreadable") from None
+            raise ResumeError(f"cannot resume {target}: its journal {path} is unreadable "
+                              "(rerun without --resume to start over)") from None
         diff = job.differences(old)
         if diff:
             fh.close()

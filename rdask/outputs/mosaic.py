@@ -56,7 +56,7 @@ from rdask.errors import OutputError, first_line
 from rdask.meta import RasterMeta
 from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
 from rdask.outputs.journal import Journal, partial_paths
-from rdask.outputs.options import WriteOptions, default_compression_options
+from rdask.outputs.options import WriteOptions
 from rdask.outputs.staging import check_place, space_note
 from rdask.outputs.tiff.gdal import gdal_env
 from rdask.outputs.tiff.gdalmeta import creation_kwargs, write_meta
@@ -254,7 +254,7 @@ def write_file(path: str, data: bytes, shown: str = "") -> None:
 
 def cog_options(options: WriteOptions, dtype: Any) -> dict[str, str]:
     """GDAL COG driver options for a tile: rdask's codec defaults
-    (:func:`~.options.default_compression_options`), the block size and
+    (:meth:`~.options.WriteOptions.compression_options`), the block size and
     overview settings, then the user's creation options in COG spelling."""
     opts: dict[str, Any] = {"BLOCKSIZE": options.blocksize, "BIGTIFF": "IF_SAFER", "NUM_THREADS": 1,
                             "OVERVIEW_RESAMPLING": options.overview_resampling.upper()}
@@ -262,12 +262,10 @@ def cog_options(options: WriteOptions, dtype: Any) -> dict[str, str]:
         opts["OVERVIEW_COUNT"] = options.overview_levels
         if options.overview_levels == 0:
             opts["OVERVIEWS"] = "NONE"
-    opts["COMPRESS"] = (options.compress or "none").upper()
-    if options.compress:
-        opts.update(default_compression_options(options.compress, np.dtype(dtype)))
+    opts.update(options.compression_options(dtype))
     opts.update(dict(options.creation_options))
     # GTiff spellings the COG driver names otherwise.
-    for name in ("ZLEVEL", "ZSTD_LEVEL"):
+    for name in ("ZLEVEL", "ZSTD_LEVEL", "LZMA_PRESET"):
         if name in opts:
             opts["LEVEL"] = opts.pop(name)
     predictor = str(opts.get("PREDICTOR", ""))

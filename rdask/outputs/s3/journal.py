@@ -41,7 +41,11 @@ class PartJournal(LockedFile):
             The killed job had another input, kernel, options or chunk plan.
         """
         self._fh.seek(0)
-        text = self._fh.read()
+        try:
+            text = self._fh.read()
+        except UnicodeDecodeError:
+            raise ResumeError(f"cannot resume {self.url}: its journal {self.path} is unreadable "
+                              "(rerun without --resume to start over)") from None
         lines = text.splitlines()
         if lines and not text.endswith("\n"):
             lines.pop()  # torn by a SIGKILL mid-write: that chunk is redone

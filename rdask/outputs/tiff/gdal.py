@@ -11,7 +11,9 @@ partial file and journal agree and a resume writes only what is missing.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from rdask.config import WRITE_GDAL_OPTIONS
-from rdask.errors import OutputError, first_line
+from rdask.errors import OutputError, WriteOptionError, first_line
 from rdask.io.files import check_not_forked
 from rdask.meta import RasterMeta
 from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
@@ -59,13 +61,15 @@ def create_dataset(path: str, shape: tuple[int, int, int], dtype: Any, meta: Ras
     # photometrics) wins over the output options.
     options = {**creation_options, **creation_options_for(meta)}
     try:
-        with gdal_env():
+        with gdal_env(), _CreationOptionWarnings() as refused:
             ds = rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=bands,
                                dtype=np.dtype(dtype), **creation_kwargs(meta, dtype), **options)
     except Exception as exc:  # noqa: BLE001 - GDAL errors vary; report one line
         reason = first_line(exc).replace(f"{path}: ", "").replace(f"{os.path.basename(path)}: ", "")
         raise OutputError(f"cannot create {shown or path}: {reason}") from None
     try:
+        if refused.messages:
+            raise WriteOptionError(f"cannot create {shown or path}: {refused.messages[0]}")
         with gdal_env():
             if mask and len(meta.nodata_values) == bands:
                 from rasterio.windows import Window
@@ -77,6 +81,32 @@ def create_dataset(path: str, shape: tuple[int, int, int], dtype: Any, meta: Ras
         ds.close()
         raise
     return ds
+
+
+class _CreationOptionWarnings(logging.Handler):
+    """GDAL's warnings about creation options while this thread creates a
+    dataset: GDAL only warns about an unknown name or value and goes on
+    without it, which would write an output other than the one asked for."""
+
+    _PREFIX = "CPLE_NotSupported in "
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+        self._thread = threading.get_ident()
+        self._logger = logging.getLogger("rasterio._env")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = " ".join(record.getMessage().split())
+        if record.thread == self._thread and "creation option" in text:
+            self.messages.append(text.removeprefix(self._PREFIX).rstrip("."))
+
+    def __enter__(self) -> _CreationOptionWarnings:
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import struct
 import time
 from dataclasses import dataclass
 
@@ -296,9 +295,10 @@ class IndexLocation:
 
     def write(self, fd: int, offsets: np.ndarray, counts: np.ndarray) -> None:
         for (at, typ, n), values in ((self.offsets, offsets), (self.counts, counts)):
-            fmt = {4: "<I", 16: "<Q", 3: "<H"}[typ]
+            dtype = {4: "<u4", 16: "<u8", 3: "<u2"}[typ]
             if typ == 4 and values.max(initial=0) >= 2**32:
                 raise OSError(0, "output exceeds 4 GB in a classic TIFF; pass --co BIGTIFF=YES")
-            data = b"".join(struct.pack(fmt, int(v)) for v in values[:n])
-            os.pwrite(fd, data, at)
+            # One array of n values, not n Python objects: the index of a
+            # terapixel output is gigabytes of those (W9, 'Memory' in DESIGN.md).
+            os.pwrite(fd, np.asarray(values[:n]).astype(dtype).tobytes(), at)
 

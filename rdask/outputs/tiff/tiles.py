@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from rdask.outputs.options import CODEC_LEVELS
+
 #: Compressions the tile encoder produces; others go through GDAL's writer.
 CODECS = ("NONE", "DEFLATE", "ZSTD")
 
@@ -123,5 +125,6 @@ def encoder_for(options: dict[str, Any], dtype: np.dtype, bands: int, width: int
     dt = np.dtype(dtype)
     if predictor not in (1, 2, 3) or (predictor == 3 and dt.kind != "f") or (predictor == 2 and dt.kind not in "iu"):
         return None
-    level = int(opts.get("ZLEVEL", "6")) if compress == "DEFLATE" else int(opts.get("ZSTD_LEVEL", "9"))
+    codec = CODEC_LEVELS.get(compress.lower())
+    level = int(opts.get(codec.option, codec.default)) if codec else 0
     return TileEncoder(compress, level, predictor, tile, dt.str, bands, width)

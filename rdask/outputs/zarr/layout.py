@@ -130,13 +130,11 @@ def _codec(options: WriteOptions) -> tuple[Any, dict[str, Any] | None]:
     """The v3 compressor and the same one as v2 metadata."""
     from zarr.codecs import GzipCodec, ZstdCodec
 
-    co = dict(options.creation_options)
     if options.compress is None:
         return None, None
+    level = options.codec_level
     if options.compress == "deflate":
-        level = int(co.get("ZLEVEL", 1))
         return GzipCodec(level=level), {"id": "gzip", "level": level}
-    level = int(co.get("ZSTD_LEVEL", 1))
     return ZstdCodec(level=level, checksum=False), {"id": "zstd", "level": level, "checksum": False}
 
 
