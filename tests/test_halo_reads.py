@@ -22,6 +22,7 @@ from rasters import synthetic, write
 
 from rdask.io import tiffblocks
 from rdask.io.blocks import BlockCache, Chunking, Piece, block_cache
+from rdask.io.paths import file_stamp
 from rdask.recipe import ChunkReader, chunk_regions, extend, open_recipe
 from rdask.schedule import open_runner
 
@@ -307,7 +308,7 @@ def test_tiff_blocks_decode_as_gdal_reads(tmp_path, name):
     GDAL's read of the same window, for each layout it decodes itself."""
     path, data = write_layout(tmp_path / "x.tif", name)
     with rasterio.open(path) as ds:
-        found = tiffblocks.layout(path, (0.0, 0), ds)
+        found = tiffblocks.layout(path, file_stamp(path), ds)
         assert found is not None, f"{name} is read by GDAL, not decoded here"
         bh, bw = found.block
         for y0, x0 in itertools.product(range(0, 700, bh), range(0, 650, bw)):
@@ -333,7 +334,7 @@ def test_other_codecs_are_left_to_gdal(tmp_path, options):
                        **options) as dst:
         dst.write(data)
     with rasterio.open(path) as ds:
-        assert tiffblocks.layout(str(path), (0.0, 0), ds) is None
+        assert tiffblocks.layout(str(path), file_stamp(str(path)), ds) is None
     recipe = extend(open_recipe(str(path), chunks=(TILE, TILE), tile=None), "focal-mean", radius=1)
     got, _ = run(recipe, "threads", 2)
     np.testing.assert_array_equal(got, reference(recipe))
@@ -371,3 +372,14 @@ def test_sparse_blocks_read_as_gdal_fills_them(tmp_path):
     np.testing.assert_array_equal(got, reference(recipe))
     with rasterio.open(path) as ds:
         assert ds.read(1)[300, 300] == -5.0
+
+
+def test_a_file_rewritten_since_it_was_opened_is_left_to_gdal(tmp_path):
+    """The offsets rdask read belong to one version of the file: another
+    (other mtime or size) is read through GDAL's handle instead."""
+    path, _ = write_layout(tmp_path / "x.tif", "float32 deflate fp-predictor")
+    stamp = file_stamp(path)
+    with rasterio.open(path) as ds:
+        assert tiffblocks.layout(path, stamp, ds).read((1,), 0, TILE, 0, TILE) is not None
+        older = (stamp[0] - 10.0, stamp[1])
+        assert tiffblocks.layout(path, older, ds).read((1,), 0, TILE, 0, TILE) is None

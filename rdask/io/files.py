@@ -17,14 +17,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rdask.cloud.s3 import S3Endpoint
 from rdask.config import READ_GDAL_OPTIONS
 from rdask.errors import ForkSafetyError, RasterMismatchError, RasterOpenError, first_line
-from rdask.io import tiffblocks
 from rdask.io.base import Opened, SourceArray
 from rdask.io.blocks import BlockCache, Chunking, Piece, assemble, block_cache, unit_shape
 from rdask.io.guard import READ_OPTIONS
@@ -32,6 +31,9 @@ from rdask.io.inspect import inspect
 from rdask.io.paths import redact
 from rdask.io.remote import check_options, is_remote, is_s3, network_defaults
 from rdask.meta import RasterMeta
+
+if TYPE_CHECKING:
+    from rdask.io.tiffblocks import TiffLayout
 
 #: GDAL options entered around every read (remote inputs add network
 #: settings, see :mod:`rdask.io.remote`). Local reads let GDAL look for
@@ -190,6 +192,9 @@ class FileSource(SourceArray):
         gy1, gx1 = min(self.height, y1 + halo), min(self.width, x1 + halo)
         out = np.empty((self.count, gy1 - gy0, gx1 - gx0), dtype=self.dtype)
         check_not_forked()
+        # Here, not at the top: it loads numba, which reading needs only for halos.
+        from rdask.io import tiffblocks
+
         cache = block_cache()
         job = (self.files, self.gdal_options, chunking)
         with self.env(), cache.reading(job, chunk):
@@ -206,7 +211,7 @@ class FileSource(SourceArray):
         return out, (y0 - gy0, x0 - gx0)
 
     def _fetch_unit(self, cache: BlockCache, job: tuple, chunk: int, chunking: Chunking,
-                    f: FileBands, block: tuple[int, int], tiff: tiffblocks.TiffLayout | None,
+                    f: FileBands, block: tuple[int, int], tiff: TiffLayout | None,
                     r0: int, r1: int, c0: int, c1: int, wait: bool) -> Piece | None:
         """One unit of caching of file ``f`` for chunk ``chunk`` (see
         :func:`.blocks.assemble`), decoded by rdask (``tiff``) or GDAL.

@@ -42,6 +42,7 @@ class TiffLayout:
     """Where the blocks of a TIFF's first image are and how they are coded."""
 
     path: str
+    stamp: tuple[float, int]  # (mtime, size) of the file read
     height: int
     width: int
     block: tuple[int, int]  # (rows, cols): a tile, or rows per strip x width
@@ -79,6 +80,9 @@ class TiffLayout:
         out = np.empty((len(bands), y1 - y0, x1 - x0), dtype=self.dtype.newbyteorder("="))
         fd = os.open(self.path, os.O_RDONLY)
         try:
+            st = os.fstat(fd)
+            if (st.st_mtime, st.st_size) != self.stamp:
+                return None  # rewritten since: GDAL reads what its handle sees
             for i in range(y0 // bh, (y1 - 1) // bh + 1):
                 for j in range(x0 // bw, (x1 - 1) // bw + 1):
                     if not self._block_into(fd, out, bands, i, j, y0, x0):
@@ -271,12 +275,12 @@ def _layout(path: str, stamp: tuple[float, int]) -> TiffLayout | None:
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
-            return _from_page(path, tif.pages[0], tif.byteorder)
+            return _from_page(path, stamp, tif.pages[0], tif.byteorder)
     except Exception:  # noqa: BLE001 - not a TIFF tifffile reads: GDAL decodes it
         return None
 
 
-def _from_page(path: str, page: Any, byteorder: str) -> TiffLayout | None:
+def _from_page(path: str, stamp: tuple[float, int], page: Any, byteorder: str) -> TiffLayout | None:
     codec = CODECS.get(int(page.compression))
     bits = set(np.atleast_1d(page.bitspersample).tolist())
     formats = set(np.atleast_1d(page.sampleformat).tolist())
@@ -299,7 +303,7 @@ def _from_page(path: str, page: Any, byteorder: str) -> TiffLayout | None:
     samples = int(page.samplesperpixel)
     offsets = np.asarray(page.dataoffsets, dtype=np.int64)
     counts = np.asarray(page.databytecounts, dtype=np.int64)
-    found = TiffLayout(path, int(page.imagelength), int(page.imagewidth), block, bool(page.is_tiled),
+    found = TiffLayout(path, stamp, int(page.imagelength), int(page.imagewidth), block, bool(page.is_tiled),
                        samples, planar, dtype, codec, predictor, offsets, counts)
     expected = found.per_plane * (samples if planar == 2 else 1)
     if planar not in (1, 2) or len(offsets) != expected or len(counts) != expected:
