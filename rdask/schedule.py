@@ -227,9 +227,9 @@ class Runner:
 
 
 class Bands:
-    """On a cluster, each worker computes one band of whole chunk rows, so
-    the chunks that share input blocks (neighbours, through their halos)
-    mostly run in one process and decode those blocks once
+    """On a cluster, each worker computes one band of consecutive chunks
+    (row-major), so the chunks that share input blocks (neighbours, through
+    their halos) mostly run in one process and decode those blocks once
     (:mod:`rdask.io.blocks`, one cache per process). A hint only: an idle
     worker may still take a band's chunks, and a lost one's go elsewhere.
 
@@ -239,14 +239,18 @@ class Bands:
     """
 
     def __init__(self, job: ChunkJob, workers: list[str]) -> None:
-        self.edges = tuple(itertools.accumulate(job.chunks[1], initial=0))
+        self.rows = tuple(itertools.accumulate(job.chunks[1], initial=0))
+        self.cols = tuple(itertools.accumulate(job.chunks[2], initial=0))
         self.workers = tuple(workers)
         self.inflight = [0] * len(self.workers)
 
     def band(self, region: Any) -> int:
         """The band of the chunk at ``region``."""
-        row = bisect.bisect_right(self.edges, region[1].start) - 1
-        return row * len(self.workers) // (len(self.edges) - 1)
+        row = bisect.bisect_right(self.rows, region[1].start) - 1
+        col = bisect.bisect_right(self.cols, region[2].start) - 1
+        across = len(self.cols) - 1
+        chunks = (len(self.rows) - 1) * across
+        return (row * across + col) * len(self.workers) // chunks
 
     def worker(self, region: Any) -> str | None:
         return self.workers[self.band(region)] if len(self.workers) > 1 else None

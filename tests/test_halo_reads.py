@@ -127,8 +127,8 @@ def test_stack_of_two_files(tmp_path):
 
 def test_local_cluster(dem):
     """``local:2``: each worker process has its own cache; the runner gives
-    each worker a band of chunk rows, so only the rows of blocks beside a
-    band's edge are decoded by both workers."""
+    each worker a band of consecutive chunks, so only the rows of blocks
+    beside a band's edge are decoded by both workers."""
     recipe = extend(open_recipe(dem, chunks=(TILE, 2 * TILE), tile=None), "slope")
     got, decoded = run(recipe, "local:2", 2)
     assert decoded <= 1.1 * blocks_in(dem)  # 24 x 13 blocks, and twice 13 beside the band edge
