@@ -383,3 +383,24 @@ def test_a_file_rewritten_since_it_was_opened_is_left_to_gdal(tmp_path):
         assert tiffblocks.layout(path, stamp, ds).read((1,), 0, TILE, 0, TILE) is not None
         older = (stamp[0] - 10.0, stamp[1])
         assert tiffblocks.layout(path, older, ds).read((1,), 0, TILE, 0, TILE) is None
+
+
+@pytest.mark.parametrize("grid", [(1, 9), (5, 4), (24, 7)])
+def test_cluster_bands_are_even_runs_of_consecutive_chunks(dem, grid):
+    """Each worker's band is a run of consecutive chunks (row-major), the
+    bands differ in size by at most one chunk, even for one chunk row, and
+    the tasks come out band by band in turn while none has more in flight."""
+    from rdask.schedule import Bands
+
+    rows, cols = grid
+    recipe = extend(open_recipe(dem, chunks=(-(-3032 // rows), -(-1614 // cols)), tile=None),
+                    "slope")
+    job = recipe.job()
+    bands = Bands(job, ["tcp://a:1", "tcp://b:2", "tcp://c:3"])
+    regions = list(chunk_regions(job.chunks))
+    owners = [bands.band(r) for r in regions]
+    assert owners == sorted(owners)
+    sizes = [owners.count(k) for k in range(3)]
+    assert max(sizes) - min(sizes) <= 1 and min(sizes) > 0
+    order = [bands.band(t.region) for t in itertools.islice(bands.tasks(job, lambda r: False), 6)]
+    assert order == [0, 1, 2, 0, 1, 2]
