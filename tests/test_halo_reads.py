@@ -404,3 +404,23 @@ def test_cluster_bands_are_even_runs_of_consecutive_chunks(dem, grid):
     assert max(sizes) - min(sizes) <= 1 and min(sizes) > 0
     order = [bands.band(t.region) for t in itertools.islice(bands.tasks(job, lambda r: False), 6)]
     assert order == [0, 1, 2, 0, 1, 2]
+
+
+def test_sources_and_readers_pickle_and_tokens_do_not_move(dem, monkeypatch):
+    """The cache lives in the process, not in the source: a source's token
+    is the same before and after halo reads, and a chunk reader (what a
+    task carries to a worker) pickles with its chunking."""
+    import pickle
+
+    from dask.base import tokenize
+
+    monkeypatch.setattr("rdask.io.files.block_cache", lambda cache=BlockCache(): cache)
+    recipe = extend(open_recipe(dem, chunks=(TILE, TILE), tile=None), "slope")
+    token = tokenize(recipe.source)
+    reader = ChunkReader.of(recipe)
+    first = next(iter(chunk_regions(recipe.chunks)))
+    want = reader(first)
+    assert tokenize(recipe.source) == token
+    again = pickle.loads(pickle.dumps(reader))
+    assert again.chunking == reader.chunking and tokenize(again.source) == token
+    np.testing.assert_array_equal(again(first), want)
