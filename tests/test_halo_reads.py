@@ -414,7 +414,8 @@ def test_sources_and_readers_pickle_and_tokens_do_not_move(dem, monkeypatch):
 
     from dask.base import tokenize
 
-    monkeypatch.setattr("rdask.io.files.block_cache", lambda cache=BlockCache(): cache)
+    cache = BlockCache()
+    monkeypatch.setattr("rdask.io.files.block_cache", lambda: cache)
     recipe = extend(open_recipe(dem, chunks=(TILE, TILE), tile=None), "slope")
     token = tokenize(recipe.source)
     reader = ChunkReader.of(recipe)
