@@ -39,7 +39,6 @@ import numpy as np
 import rasterio
 from datagen import DemRecipe, Recipe, ensure_raster
 from numcodecs import GZip, Zstd
-
 from rdask.outputs.tiles import TileEncoder
 
 HERE = Path(__file__).resolve().parent

@@ -143,7 +143,7 @@ def with_baseline(
 
 
 #: rdask options that replace its DEFLATE defaults (horizontal predictor,
-#: libdeflate level 1; ``default_compression_options`` in ``rdask/outputs/options.py``)
+#: libdeflate level 1; ``default_compression_options`` in ``rdask/writeoptions.py``)
 #: with GDAL's (no predictor, level 6): the like-for-like output of the other
 #: contenders.
 GDAL_DEFLATE_DEFAULTS = ("--co", "PREDICTOR=1", "--co", "ZLEVEL=6")

@@ -108,6 +108,8 @@ MODES = (
     Mode("s3 COG", "s3", ".tif", ("--driver", "cog")),
     Mode("Zarr (shared)", "shared", ".zarr"),
     Mode("Zarr s3", "s3", ".zarr"),
+    # Zarr v3 sharding: one object (one PUT) per rdask chunk, blocksize^2 inner chunks.
+    Mode("Zarr s3 sharded", "s3", ".zarr", ("--co", "SHARD=YES")),
     Mode("mosaic (shared)", "shared", "", mosaic=True),
 )
 
@@ -201,15 +203,16 @@ def peak_rss_mb(pid: int) -> float:
 # -- S3 requests ----------------------------------------------------------------------
 
 
-def s3_operation(method: str, path: str, query: str) -> str:
-    """The S3 API operation of a request, from its method, path and query."""
+def s3_operation(method: str, path: str, query: str, copy: bool = False) -> str:
+    """The S3 API operation of a request, from its method, path and query
+    (``copy``: it names a copy source)."""
     q = parse_qs(query, keep_blank_values=True)
     is_bucket = path.strip("/").count("/") == 0
     if method == "POST":
         return ("CreateMultipartUpload" if "uploads" in q else "CompleteMultipartUpload"
                 if "uploadId" in q else "DeleteObjects" if "delete" in q else "POST")
     if method == "PUT":
-        return ("UploadPart" if "partNumber" in q else "CreateBucket" if is_bucket
+        return (("UploadPartCopy" if copy else "UploadPart") if "partNumber" in q else "CreateBucket" if is_bucket
                 else "PutObject")
     if method == "GET":
         return ("ListObjects" if is_bucket and ("list-type" in q or "prefix" in q)
@@ -232,7 +235,7 @@ class RequestLog:
 
         def counting(environ: dict, start_response: Callable) -> object:
             op = s3_operation(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""),
-                              environ.get("QUERY_STRING", ""))
+                              environ.get("QUERY_STRING", ""), bool(environ.get("HTTP_X_AMZ_COPY_SOURCE")))
             self.seen.append((environ.get("REMOTE_ADDR", ""), op,
                               int(environ.get("CONTENT_LENGTH") or 0)))
             return app(environ, start_response)
@@ -646,7 +649,8 @@ def s3_rig(isolation, base: Path, malloc: str = "dask") -> Iterator:
     """
     isolation.remove_leftovers()
     hidden, shared = base / "hidden", base / "shared"
-    for d in (hidden / "tmp", shared):
+    pauses = shared / "pauses"  # rdask.pauses' directory: no job is held here
+    for d in (hidden / "tmp", shared, pauses):
         d.mkdir(parents=True, exist_ok=True)
     with isolation.client_net() as net, contextlib.ExitStack() as stack:
         server = isolation.s3_server(net.host_ip).start()
@@ -656,7 +660,7 @@ def s3_rig(isolation, base: Path, malloc: str = "dask") -> Iterator:
             os.environ["DASK_CONFIG"] = str(conf)
         cluster = stack.enter_context(isolation.isolated_cluster(
             net.host_ip, hidden, base / "cluster", n_workers=2, nthreads=1, nanny=True))
-        r = isolation.Rig(net, cluster, server, base, hidden, shared)
+        r = isolation.Rig(net, cluster, server, base, hidden, shared, pauses)
         try:
             yield r
         finally:

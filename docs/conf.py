@@ -6,6 +6,7 @@ errors."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.abspath(".."))
@@ -57,3 +58,16 @@ html_theme_options = {
     "show_toc_level": 2,
     "footer_start": ["copyright"],
 }
+
+
+def _notebook_links(app, docname, source):
+    """notebooks/README.md links the notebooks as GitHub shows them
+    (``[01-quickstart](01-quickstart.ipynb)``); Sphinx resolves a link's path
+    through the docs/notebooks symlink to one outside the site, so there
+    they become document references."""
+    if docname == "notebooks/README":
+        source[0] = re.sub(r"\[([^\]]+)\]\(([\w-]+)\.ipynb\)", r"{doc}`\1 <\2>`", source[0])
+
+
+def setup(app):
+    app.connect("source-read", _notebook_links)

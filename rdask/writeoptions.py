@@ -65,7 +65,7 @@ CODEC_LEVELS: dict[str, CodecLevel] = {
 LEVEL_SPELLINGS = ("ZLEVEL", "ZSTD_LEVEL", "LZMA_PRESET", "LEVEL")
 
 #: Creation options a Zarr output takes (besides the level spellings).
-ZARR_CREATION_OPTIONS = ("V2_METADATA",)
+ZARR_CREATION_OPTIONS = ("V2_METADATA", "SHARD")
 
 
 def _levels_text() -> str:
@@ -124,7 +124,7 @@ class WriteOptions:
                                    "size) with index.vrt.", type=int, metavar="N")
     creation_options: tuple[tuple[str, str], ...] = option(
         (), "GDAL GTiff creation options, e.g. PREDICTOR=2; they win over rdask's defaults (a "
-            "Zarr store takes V2_METADATA=NO).", type=dict, flag="--co", metavar="NAME=VALUE")
+            "Zarr store takes V2_METADATA=NO and SHARD=YES).", type=dict, flag="--co", metavar="NAME=VALUE")
     overview_levels: int | None = option(None, "Number of overview levels (COG: default down to "
                                          "one tile; Zarr: default none).", type=int,
                                          default_text="COG: down to one tile; Zarr: none")

@@ -5,8 +5,9 @@ of a page in order and in one namespace; every ```` ```console ```` block
 runs each ``$ `` line with bash. Both run in a directory holding the
 sample inputs the pages name (``in.tif``, ``dem.tif``...). A block that
 cannot run here (a cluster address, real cloud credentials) is preceded by
-a line ``% not run: <why>``, which the page shows nowhere and this test
-requires to give a reason. Then ``sphinx-build -W`` builds the site, as
+a line ``% not run: <why>`` (a MyST comment), or ``<!-- not run: <why> -->``
+in README.md (GitHub shows ``%`` lines), which the page shows nowhere and
+this test requires to give a reason. Then ``sphinx-build -W`` builds the site, as
 ``make docs`` does.
 """
 
@@ -25,14 +26,15 @@ from rasters import synthetic, write
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
-FENCE = re.compile(r"(?:^% not run: (?P<why>.*)\n)?^```(?P<lang>python|console)\n(?P<body>.*?)^```$",
-                   re.M | re.S)
+FENCE = re.compile(r"(?:^(?:% not run: (?P<why>[^\n]*)|<!-- not run: (?P<html>[^\n]*?) -->)\n)?"
+                   r"^```(?P<lang>python|console)\n(?P<body>.*?)^```$", re.M | re.S)
 BIN = Path(sys.executable).parent
 
 
-def blocks(page: Path) -> list[tuple[str, str, str]]:
-    """``(language, code, why not run)`` of each fenced block of ``page``."""
-    return [(m["lang"], m["body"], m["why"] if m["why"] is not None else "")
+def blocks(page: Path) -> list[tuple[str, str, str | None]]:
+    """``(language, code, why not run)`` of each fenced block of ``page``
+    (``None``: it runs)."""
+    return [(m["lang"], m["body"], m["why"] if m["why"] is not None else m["html"])
             for m in FENCE.finditer(page.read_text())]
 
 
@@ -59,7 +61,7 @@ def test_every_code_block_runs_or_says_why(page, samples, tmp_path):
     os.chdir(work)
     try:
         for n, (lang, code, why) in enumerate(blocks(page)):
-            if why or "% not run:" in code:
+            if why is not None:
                 assert why.strip(), f"{page.name} block {n}: 'not run' without a reason"
                 continue
             if lang == "python":

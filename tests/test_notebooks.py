@@ -22,7 +22,12 @@ pytest.importorskip("ipykernel")
 pytest.importorskip("matplotlib")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-NOTEBOOKS = ["01-quickstart.ipynb", "02-custom-kernels.ipynb", "03-distributed.ipynb"]
+NOTEBOOKS = [
+    "01-quickstart.ipynb",
+    "02-custom-kernels.ipynb",
+    "03-distributed.ipynb",
+    "04-reproject-to-s3.ipynb",
+]
 
 #: A kernel name no system-wide kernelspec uses, so it can only resolve to ours.
 KERNEL_NAME = "rdask-test-python"

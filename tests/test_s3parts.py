@@ -20,6 +20,7 @@ import cli
 import numpy as np
 import pytest
 import rasterio
+from coglayout_check import check_cog_layout, layouts
 from faultutil import wait_until
 from rasters import assert_same_raster, check_layout, read, synthetic, write
 from servers import BUCKET, SECRET
@@ -97,6 +98,11 @@ def part_logs(caplog):
         if m:
             out[int(m[1])] = (m[3], int(m[2]), int(m[4]))
     return out
+
+
+def chunk_sizes(caplog):
+    """The encoded sizes of the chunks the tasks wrote."""
+    return [int(m[3]) for m in (CHUNK_LOG.search(r.getMessage()) for r in caplog.records) if m]
 
 
 def chunk_logs(caplog):
@@ -573,17 +579,18 @@ def test_cog_gives_the_local_cog(scheduler, name, levels_in_header, s3, inputs, 
     for a, b in zip(mine, theirs, strict=True):
         assert np.array_equal(a, b, equal_nan=True)
     assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())  # pieces deleted
-    # No padding: the object is the local COG's size, give or take its ghost header.
-    assert abs(os.path.getsize(got) - os.path.getsize(local)) < 4096, (os.path.getsize(got), os.path.getsize(local))
+    # GDAL's COG layout, as the local COG's: the same bytes, no padding.
+    assert check_cog_layout(str(got))["levels"] == len(mine)
+    assert set(layouts(str(got)).values()) == {"COG"}
+    assert got.read_bytes() == local.read_bytes()
     if scheduler == "threads":
-        assert all(pad == 0 for _, _, pad in part_logs(caplog).values())
         assert any(f"the {levels_in_header} smallest levels' tiles stored" in r.getMessage() for r in caplog.records)
 
 
 def test_cog_of_mixed_chunks(s3, tmp_path, caplog):
-    """Noisy chunks (parts of their own) beside constant ones (pieces), in
-    the main pass and in level 1: a valid COG, every level the local COG's,
-    no padding."""
+    """Noisy chunks (over 5 MiB) beside constant ones (far under), in the
+    main pass and in level 1, chunks not spanning the width: GDAL's COG
+    layout, the local COG's bytes."""
     from rio_cogeo.cogeo import cog_validate
 
     data = np.random.default_rng(4).normal(0, 50, size=(3, 2048, 3072)).astype("float32")
@@ -595,13 +602,35 @@ def test_cog_of_mixed_chunks(s3, tmp_path, caplog):
     rdask.process(src, str(local), "reverse-bands", **kw)
     caplog.set_level(logging.DEBUG, logger="rdask")
     rdask.process(src, url(), "reverse-bands", **kw)
-    assert sorted(set(chunk_logs(caplog).values())) == ["part", "piece"]
+    sizes = chunk_sizes(caplog)
+    assert min(sizes) < MIN_PART < max(sizes)
     got = download(s3, tmp_path / "from-s3.tif")
-    assert cog_validate(str(got), quiet=True)[:2] == (True, [])
+    assert cog_validate(str(got), strict=True, quiet=True)[:2] == (True, [])
     for a, b in zip(overview_pixels(got), overview_pixels(local), strict=True):
         assert np.array_equal(a, b)
-    assert abs(os.path.getsize(got) - os.path.getsize(local)) < 4096, (os.path.getsize(got), os.path.getsize(local))
-    assert all(pad == 0 for _, _, pad in part_logs(caplog).values())
+    check_cog_layout(str(got))
+    assert set(layouts(str(got)).values()) == {"COG"}
+    assert got.read_bytes() == local.read_bytes()
+    assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())
+
+
+def test_cog_of_chunks_spanning_the_width_is_copied_by_s3(s3, tmp_path, caplog, monkeypatch):
+    """A striped input gives chunks that span the width: each noisy chunk's
+    piece is one range of the COG's row-major order, and S3 copies it into
+    its part (UploadPartCopy); the object is the local COG's bytes."""
+    data = np.random.default_rng(5).normal(0, 50, size=(3, 1536, 1024)).astype("float32")
+    src = write(tmp_path / "striped.tif", data, block=None, compress=None)
+    kw = dict(driver="COG", chunk_mb=8, compress="deflate", blocksize=256, workers=2)
+    local = tmp_path / "local.tif"
+    rdask.process(src, str(local), "reverse-bands", **kw)
+    caplog.set_level(logging.DEBUG, logger="rdask")
+    requests = count_requests(monkeypatch)
+    rdask.process(src, url(), "reverse-bands", **kw)
+    copies = [r for r in caplog.records if "copied by S3" in r.getMessage()]
+    assert len(copies) >= 2 and requests["UploadPartCopy"] == len(copies)
+    got = download(s3, tmp_path / "from-s3.tif")
+    check_cog_layout(str(got))
+    assert got.read_bytes() == local.read_bytes()
     assert objects(s3.client()) == ["out.tif"] and not uploads(s3.client())
 
 
@@ -667,3 +696,52 @@ def test_missing_boto3_is_one_line_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 -> ModuleNotFoundError
     with pytest.raises(OutputError, match=r"^S3 outputs need boto3: pip install 'rdask\[s3\]'$"):
         Clients().get(S3Endpoint.from_options({}))
+
+
+def test_cog_parts_keep_row_major_order_and_s3_s_part_rules():
+    """The commit's plan (rdask.outputs.s3.order) on made-up pieces: the
+    ranges follow each level's tiles row by row across chunks; parts are at
+    least 5 MiB but the last, in order, cover every byte once; a range of
+    5 MiB or more starting a part is copied alone; a big range after a
+    short start gives the part just what it lacks."""
+    from rdask.outputs.s3.order import Grid, Segment, places, plan_order, segments, tile_offsets
+    from rdask.outputs.s3.parts import Piece
+
+    mib = 1024 * 1024
+
+    def piece(name, rows, cols, across, size):
+        """A chunk's piece: tiles of ``rows`` x ``cols`` (row-major), each ``size`` bytes wrapped."""
+        tiles, at = [], 0
+        for r in rows:
+            for c in cols:
+                tiles.append((r * across + c, at + 4, size))
+                at += size + 8
+        return Piece(0, name, at, tuple(tiles))
+
+    # Two chunk columns of 2 x 2 tiles over a 4-tile-wide level: row-major
+    # order interleaves them row by row.
+    left, right = piece("L", (0, 1), (0, 1), 4, 100), piece("R", (0, 1), (2, 3), 4, 100)
+    got = segments([Grid(((left, right),), 4)])
+    assert got == [Segment("L", 0, 216), Segment("R", 0, 216), Segment("L", 216, 432), Segment("R", 216, 432)]
+    # A chunk spanning the width is one range.
+    whole = piece("W", (0, 1), (0, 1, 2, 3), 4, 100)
+    assert segments([Grid(((whole,),), 4)]) == [Segment("W", 0, whole.size)]
+    # Parts: a header, a short range, a big one, small ones, a big one alone.
+    ranges = [Segment("a", 0, 1 * mib), Segment("b", 0, 12 * mib), Segment("c", 0, 2 * mib),
+              Segment("d", 0, 2 * mib), Segment("e", 0, 2 * mib), Segment("f", 0, 7 * mib),
+              Segment("g", 0, 100)]
+    parts = plan_order(1000, [Segment("tail", 0, 3000)], ranges)
+    sizes = [sum(s.size for s in p.segments) + (1000 if p.number == 1 else 0) for p in parts]
+    assert [p.number for p in parts] == list(range(1, len(parts) + 1))
+    assert all(n >= MIN_PART for n in sizes[:-1])
+    flat = [s for p in parts for s in p.segments]
+    assert sum(s.size for s in flat) == 3000 + sum(s.size for s in ranges)
+    assert [s.key for s in flat] == ["tail", "a", "b", "b", "c", "d", "e", "f", "g"]  # order kept
+    assert parts[0].segments[-1] == Segment("b", 0, MIN_PART - 1000 - 3000 - mib)  # just what part 1 lacks
+    assert parts[1].copy and parts[1].segments[0].key == "b"  # the rest of b, copied by S3
+    where = places(1000, parts)
+    assert where[("tail", 0)] == 1000 and where[("a", 0)] == 4000
+    # A tile straddling the cut in b is found through the range it starts in.
+    b = Piece(0, "b", 12 * mib, ((0, 4, 12 * mib - 8),))
+    spans = sorted((s.key, s.start, s.stop) for s in flat if s.key == "b")
+    assert tile_offsets(b, where, spans) == [(0, where[("b", 0)] + 4)]

@@ -232,3 +232,52 @@ def test_workers_that_cannot_see_the_store_return_pixels(src, tif, tmp_path, mon
     rdask.process(src, out, "reverse-bands", chunk_mb=0.5, overview_levels=1)
     np.testing.assert_array_equal(_zarr(out).values, tif["pixels"])
     assert _zarr(out, group="1").shape == (3, 350, 450)
+
+
+# -- sharding ----------------------------------------------------------------------
+
+
+def _objects(array_dir):
+    return sorted(os.path.relpath(os.path.join(d, f), array_dir) for d, _, files in os.walk(array_dir)
+                  for f in files if f != "zarr.json")
+
+
+def test_sharded_store_holds_one_object_per_chunk(src, tif, tmp_path):
+    """``SHARD=YES``: one shard file per rdask chunk, inner chunks of the
+    blocksize; xarray and rdask read the GeoTIFF's pixels; the overview
+    levels equal the unsharded store's; no v2 metadata (GDAL up to 3.10
+    cannot read shards, and v2 cannot describe them)."""
+    import zarr
+
+    plain, sharded = tmp_path / "plain.zarr", tmp_path / "sharded.zarr"
+    rdask.process(src, plain, "reverse-bands", chunk_mb=0.5, blocksize=128, overview_levels=2)
+    result = rdask.process(src, sharded, "reverse-bands", chunk_mb=0.5, blocksize=128, overview_levels=2,
+                           creation_options={"SHARD": "YES"})
+    arr = zarr.open_array(str(sharded / "band_data"), mode="r", zarr_format=3)
+    assert arr.chunks == (3, 128, 128) and arr.shards is not None
+    assert len(_objects(sharded / "band_data")) == result.chunks > 1
+    assert len(_objects(plain / "band_data")) > result.chunks
+    assert not [f for _, _, files in os.walk(sharded) for f in files if f.startswith(".z")]
+    np.testing.assert_array_equal(_zarr(sharded).values, tif["pixels"])
+    for group in ("1", "2"):
+        np.testing.assert_array_equal(_zarr(sharded, group=group).values, _zarr(plain, group=group).values)
+    np.testing.assert_array_equal(rdask.open_raster(sharded).values, tif["pixels"])
+    with pytest.raises(ValueError, match="SHARD"):
+        rdask.WriteOptions(driver="Zarr", creation_options={"SHARDS": "YES"})
+
+
+def test_sharded_store_resumes(src, tif, tmp_path):
+    out = tmp_path / "out.zarr"
+    state = {"fail": True}
+    kernel = _failing(state)
+    kw = dict(chunk_mb=0.5, workers=1, resume=True, creation_options={"SHARD": "YES"})
+    with pytest.raises(KernelError, match="boom"):
+        rdask.process(src, out, kernel, **kw)
+    with open(tmp_path / ".out.zarr.rdask-journal") as fh:
+        journaled = len(fh.read().splitlines()) - 1
+    assert journaled > 0 and not out.exists()
+    state["fail"] = False
+    calls = []
+    result = rdask.process(src, out, kernel, progress=lambda done, total: calls.append(done), **kw)
+    assert len(calls) == result.chunks - journaled
+    np.testing.assert_array_equal(_zarr(out).values, tif["pixels"])

@@ -387,3 +387,34 @@ def test_objects_under_the_prefix_without_a_store_are_not_touched(s3, src):
     rdask.process(src, URL, "reverse-bands", chunk_mb=0.5, overwrite=True)
     assert "notes.txt" not in keys(s3)  # overwrite replaces the whole prefix
     assert open_s3_zarr().shape == SHAPE
+
+
+# -- sharding ----------------------------------------------------------------------
+
+
+def test_sharded_store_is_one_put_per_chunk_and_reads_like_the_geotiff(s3, src, tif, local_zarr):
+    """``SHARD=YES``: each task writes its chunk as one shard object (one PUT
+    per rdask chunk) holding blocksize^2 inner chunks; xarray reads the
+    GeoTIFF's pixels, and the overview level the unsharded store's."""
+    import zarr
+
+    requests = Requests(s3)
+    try:
+        result = rdask.process(src, URL, "reverse-bands", chunk_mb=0.5, blocksize=128, overview_levels=1,
+                               creation_options={"SHARD": "YES"})
+    finally:
+        requests.close()
+    main_puts = requests.of("PUT", r"/out\.zarr/band_data/\d+/\d+/\d+$")
+    assert len(main_puts) == len({p for _, p, _ in main_puts}) == result.chunks > 1
+    assert [p for m, p, _ in requests.seen if m == "PUT"][-1].endswith("/out.zarr/zarr.json")
+    assert not [k for k in keys(s3) if k.endswith((".zarray", ".zgroup"))]  # no v2 metadata: v2 has no shards
+    da = open_s3_zarr()
+    assert da.encoding["chunks"] == (3, 128, 128) and da.encoding["shards"][1] > 128
+    assert_like_geotiff(da, tif)
+    level = open_s3_zarr(group="1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = zarr.open_array(str(local_zarr / "1" / "band_data"), mode="r", zarr_format=3)[...]
+    np.testing.assert_array_equal(level.values, ref)
+    back = rdask.open_raster(URL)
+    np.testing.assert_array_equal(back.values, tif["pixels"])

@@ -32,7 +32,8 @@ from rdask.cloud.s3 import S3Endpoint, reason
 from rdask.errors import RasterOpenError, first_line
 from rdask.io.base import Opened, SourceArray
 from rdask.io.remote import check_options, is_s3
-from rdask.meta import BandMeta, RasterMeta
+from rdask.io.zarrmeta import meta_from_attrs
+from rdask.meta import RasterMeta
 
 #: The data variable rdask's Zarr output writes (rioxarray's name for it).
 DATA = "band_data"
@@ -77,7 +78,7 @@ class ZarrSource(SourceArray):
         shape = tuple(arr.shape)
         squeeze = len(shape) == 2
         count, h, w = (1, *shape) if squeeze else shape
-        stamp = (0.0, 0) if is_s3(root) else _stamp(root, array)
+        stamp = _metadata_stamp(arr) if is_s3(root) else _stamp(root, array)
         return cls(root, array, int(count), int(h), int(w), str(_dtype(arr)), stamp, squeeze,
                    endpoint=endpoint, metadata=metadata)
 
@@ -185,6 +186,17 @@ def _stamp(root: str, array: str) -> tuple[float, int]:
     return (0.0, 0)
 
 
+def _metadata_stamp(arr: Any) -> tuple[float, int]:
+    """A remote array's stamp: a digest of its metadata, so that an array
+    replaced by one of another layout (shape, chunks, shards, codecs) is
+    opened afresh rather than read through a handle of the old one."""
+    import hashlib
+    import json
+
+    text = json.dumps(arr.metadata.to_dict(), sort_keys=True, default=str)
+    return (0.0, int(hashlib.sha256(text.encode()).hexdigest()[:15], 16))
+
+
 def accepts(paths: Sequence[str]) -> bool:
     """One Zarr store (see :func:`is_zarr_path`)."""
     return len(paths) == 1 and is_zarr_path(paths[0])
@@ -234,11 +246,13 @@ def open_zarr(path: str, gdal_options: Any = None) -> tuple[ZarrSource, RasterMe
     attrs = dict(arr.attrs)
     gm_name = attrs.get("grid_mapping")
     gm = dict(group[gm_name].attrs) if gm_name and gm_name in group else {}
+    bands, tags = meta_from_attrs(attrs, source.count)
     meta = RasterMeta(
         crs=_crs(gm, attrs, dict(group.attrs)),
         transform=_transform(gm, attrs, group, source),
         nodata=_nodata(arr, attrs),
-        bands=(BandMeta(),) * source.count,
+        bands=bands,
+        tags=tags,
     )
     chunks = getattr(arr, "shards", None) or arr.chunks
     return source, meta, (int(chunks[-2]), int(chunks[-1]))

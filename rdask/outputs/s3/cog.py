@@ -2,33 +2,33 @@
 as multipart parts: the S3 GeoTIFF output (:mod:`.gtiff`) plus
 ``nearest`` overview levels built where the tasks run (:mod:`.levels`).
 
-* Part numbers: 1 is the header (every IFD, as a COG wants them first),
-  then the levels from the smallest to the largest, then the full
-  resolution, so the tile data is in COG order. Each level's chunk plan is
-  known when the output opens, so its range of part numbers is reserved
-  then (and the 10,000-part limit checked before any work).
+* Chunk numbers (the GeoTIFF output's part numbers) name each chunk's
+  piece: the levels' are reserved when the output opens, since each
+  level's chunk plan is known then. The parts themselves are made at
+  commit, in COG order.
 * The main pass is the GeoTIFF output's, its writer wrapped in a
   :class:`~.levels.PieceTap` that stores each chunk's level-1 picks. On
   commit each large level is a chunk job run through ``run``: its chunks
-  are read from the pieces, their tiles uploaded as parts (or chunk pieces,
-  grouped at commit with the main pass's, as :mod:`.gtiff` does), the
-  next level's pieces written.
+  are read from the pieces, their tiles stored as chunk pieces, the next
+  level's pieces written.
 * The smallest levels (as many as fit in 5 MiB, at their worst encoded
   size) have no part numbers: one task builds them in memory from their
   pieces and stores their tiles as one chunk piece (:class:`~.levels.
   TailLevels`), which part 1 takes right after the IFDs, where a COG keeps
   its smallest overviews.
-* Each grid's first chunk is a piece (:class:`~.parts.PartWriter`) and the
-  pieces stay in part-number order, so each level's first tile comes after
-  the next smaller level's (the COG rule). Groups of pieces may put a chunk
-  before lower-numbered parts: the ghost header claims
-  ``BLOCK_ORDER=ROW_MAJOR`` only when every grid's chunks stay in order.
+* Every chunk's tiles, the main pass's and the levels', are stored as a
+  piece (``PartWriter(cog=True)``), each tile already wrapped in GDAL's
+  size leader and repeated trailer; the commit lays them out in GDAL's COG
+  order (each level's tiles row by row, smallest level first) and makes
+  the parts from them where the tasks run (:mod:`.order`): S3 copies a
+  part that is one piece's range itself (``UploadPartCopy``; a level's
+  chunks span its width, so each is one range), the others are fetched
+  range by range and uploaded. The ghost header is GDAL's, so GDAL reports
+  ``LAYOUT=COG``.
 * The IFDs are GDAL's: the main image's and one GeoTIFF per level are
   created sparse on the client, as the local COG's are, and
-  :mod:`~rdask.outputs.tiff.coglayout` lays them out with the tile offsets from the parts. A
-  level's tiles are in chunk order, so the ghost header claims
-  ``BLOCK_ORDER=ROW_MAJOR`` only when every grid has a single chunk column
-  (and the groups kept its chunks in order).
+  :mod:`~rdask.outputs.tiff.coglayout` lays them out with the tile offsets
+  from the ranges' places.
 * A resume redoes the levels (only the main pass is journaled); the pieces
   of the interrupted upload are kept for it, any other job's are deleted.
 
@@ -44,10 +44,11 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import tifffile
 
 from rdask.errors import OutputError
 from rdask.meta import RasterMeta
-from rdask.outputs.base import OutputSpec, Publish, RunChunks
+from rdask.outputs.base import Committed, OutputSpec, Publish, RunChunks
 from rdask.outputs.options import WriteOptions
 from rdask.outputs.s3.gtiff import (
     Collect,
@@ -62,15 +63,22 @@ from rdask.outputs.s3.levels import (
     TailLevels,
     tail_bound,
 )
+from rdask.outputs.s3.order import (
+    OrderedParts,
+    Segment,
+    grid_of,
+    places,
+    plan_order,
+    segments,
+    tile_offsets,
+)
 from rdask.outputs.s3.parts import (
     MIN_PART,
-    Assemble,
     Part,
     PartNumbers,
-    PartPlan,
     PartWriter,
     Piece,
-    plan_parts,
+    complete,
 )
 from rdask.outputs.staging import unlink_quietly
 from rdask.outputs.tiff.coglayout import header_and_ifds, layout_ifds, overview_factors, read_ifds
@@ -108,8 +116,12 @@ def level_chunks(spec: OutputSpec) -> list[tuple[tuple[int, ...], ...]]:
     out = []
     for _ in factors:
         height, width = math.ceil(height / 2), math.ceil(width / 2)
-        plan = plan_chunks((height, width), bands, spec.dtype, (opts.blocksize, opts.blocksize),
-                           chunk_mb=chunk_mb, tile=opts.blocksize)
+        # Chunks spanning the level's width when a row of tiles is not too
+        # big: each is then one range of the COG's row-major order, which S3
+        # copies into a part by itself.
+        row = opts.blocksize * width * bands * spec.dtype.itemsize / 1e6
+        block = (opts.blocksize, width if row <= 4 * chunk_mb else opts.blocksize)
+        plan = plan_chunks((height, width), bands, spec.dtype, block, chunk_mb=chunk_mb, tile=opts.blocksize)
         out.append(((bands,), *plan.chunks[1:]))
     return out
 
@@ -157,9 +169,9 @@ class CogParts:
         for chunks in self.levels[: len(self.levels) - self.tail]:
             first -= _count(chunks)
             self.numbers.append(PartNumbers.of(chunks, first=first, last=self.main.numbers.last))
-        self.writer: Any = self.main.writer
+        self.writer: Any = replace(self.main.writer, cog=True)
         if self.levels:
-            self.writer = PieceTap(self.main.writer, S3Pieces.plan(upload, 1, spec.chunks, spec.dtype))
+            self.writer = PieceTap(self.writer, S3Pieces.plan(upload, 1, spec.chunks, spec.dtype))
 
     def _make_level_headers(self) -> None:
         """One sparse GeoTIFF per level, created by GDAL as the local COG's
@@ -183,16 +195,22 @@ class CogParts:
         self.main.record(region, result)
 
     def commit(self, run: RunChunks) -> Publish:
-        """Build the levels, then the tail; group the pieces, write the
-        header; upload part 1 and the groups; complete the upload."""
+        """Build the levels, then the tail; lay the tiles out in COG order,
+        write the header; make the parts; publishing completes the upload."""
         self.main.close()
         levels = [self._run_level(run, k) for k in range(1, len(self.levels) - self.tail + 1)]
         tail = self._run_tail(run) if self.tail else None
-        plan, header = self._header([self.main.parts, *levels], tail)
-        made = run_parts(run, Assemble(self.upload, plan.assemblies(header)))
+        tasks, size = self._header([self.main.parts, *levels], tail)
+        made = run_parts(run, tasks)
         self._drop_level_headers()
-        # Publishing completes the upload; the pieces (chunks' and levels') go after.
-        return self.main.publisher([*made, *plan.parts], plan)
+        upload, main = self.upload, self.main
+
+        def publish() -> Committed:
+            complete(upload, made)
+            main.finish()  # the pieces (chunks' and levels'), the journal, the local header
+            return Committed(main.url, size)
+
+        return publish
 
     def _run_tail(self, run: RunChunks) -> Tail:
         """The smallest levels, from the first of them's pieces, in one task."""
@@ -212,7 +230,7 @@ class CogParts:
         chunks, spec = self.levels[k - 1], self.spec
         pieces = self._pieces(k)
         shape = (spec.shape[0], sum(chunks[1]), sum(chunks[2]))
-        writer: Any = PartWriter(replace(self.encoder, width=shape[2]), self.upload, self.numbers[k - 1])
+        writer: Any = PartWriter(replace(self.encoder, width=shape[2]), self.upload, self.numbers[k - 1], cog=True)
         if k < len(self.levels):
             writer = PieceTap(writer, S3Pieces.plan(self.upload, k + 1, chunks, spec.dtype))
         job = ChunkJob(shape=shape, dtype=spec.dtype, chunks=chunks, name=f"rdask-s3-level{k}-{uuid.uuid4().hex}",
@@ -221,34 +239,40 @@ class CogParts:
         run(job, output)
         return output.parts
 
-    def _header(self, levels: list[dict[int, Part | Piece]], tail: Tail | None) -> tuple[PartPlan, bytes]:
-        """The parts' plan and part 1's header: the COG's IFDs, pointing into
-        the parts, the tail's tiles (first in part 1) included."""
-        chunks = [c for parts in levels for c in parts.values()]
-        grids = self._grids()
-        tiles = sum(len(ifd.tiles) for ifd in read_ifds([self.main.header_path, *self.level_paths]))
-        total = MIN_PART + (tail.piece.size if tail else 0) + sum(c.size for c in chunks)
-        bigtiff = total + tiles * 16 + 65536 * len(grids) >= 2**32
-        row_major = all(len(c[2]) == 1 for c in (self.spec.chunks, *self.levels))
-        lead = (tail.piece,) if tail else ()
-        while True:
-            ifds = self._ifds(levels, tail)
-            layout_ifds(ifds, bigtiff, row_major=row_major)
-            head = len(header_and_ifds(ifds, bigtiff, row_major=row_major))
-            plan = plan_parts(head, chunks, lead=lead)
-            starts = plan.starts()
-            if not row_major or in_order(starts, grids):
-                break
-            row_major = False  # a group put chunks out of order: claim no order (the ghost shrinks)
-        for ifd, parts in zip(ifds, levels, strict=False):
-            offsets = [0] * len(ifd.tiles)
-            for part in parts.values():
-                for i, off, _ in part.tiles:
-                    offsets[i] = starts[part.number] + off
-            ifd.tile_offsets = offsets
+    def _header(self, levels: list[dict[int, Part | Piece]], tail: Tail | None) -> tuple[OrderedParts, int]:
+        """The parts in COG order, part 1 with the header: the COG's IFDs,
+        pointing into the parts (the tail's tiles first in part 1); and the
+        object's size."""
+        ifds = self._ifds(levels, tail)
+        pieces = [c for parts in levels for c in parts.values()]
+        tiles = sum(len(ifd.tiles) for ifd in ifds)
+        total = MIN_PART + (tail.piece.size if tail else 0) + sum(c.size for c in pieces)
+        with tifffile.TiffFile(self.main.header_path) as tif:
+            asked = tif.is_bigtiff  # BIGTIFF=YES stays, as in the local COG
+        bigtiff = asked or total + tiles * 24 + 65536 * len(levels) >= 2**32
+        start = layout_ifds(ifds, bigtiff)
+        chunks = [self.spec.chunks, *self.levels]
+        grids = [grid_of(parts, len(c[2]), -(-sum(c[2]) // self.encoder.tile))
+                 for parts, c in zip(levels, chunks, strict=False)]
+        lead = [Segment(tail.piece.key, 0, tail.piece.size)] if tail else []
+        parts = plan_order(start, lead, segments(grids[::-1]))
+        where = places(start, parts)
+        spans: dict[str, list[tuple[str, int, int]]] = {}
+        for part in parts:
+            for seg in part.segments:
+                spans.setdefault(seg.key, []).append((seg.key, seg.start, seg.stop))
+        for ifd, level in zip(ifds, levels, strict=False):
+            ifd.tile_offsets = [0] * len(ifd.tiles)
+            for piece in level.values():
+                for i, off in tile_offsets(piece, where, sorted(spans[piece.key])):  # type: ignore[arg-type]
+                    ifd.tile_offsets[i] = off
         for ifd, layout in zip(ifds[len(levels):], tail.levels if tail else (), strict=True):
-            ifd.tile_offsets = [starts[0] + off for _, off, _ in layout]
-        return plan, header_and_ifds(ifds, bigtiff, row_major=row_major)
+            ifd.tile_offsets = [where[(tail.piece.key, 0)] + off for _, off, _ in layout]  # type: ignore[union-attr]
+        header = header_and_ifds(ifds, bigtiff)
+        if len(header) != start:
+            raise AssertionError("rdask bug: the header changed size after the layout")
+        size = start + sum(seg.size for part in parts for seg in part.segments)
+        return OrderedParts(self.upload, tuple(parts)).with_header(header), size
 
     def _ifds(self, levels: list[dict[int, Part | Piece]], tail: Tail | None) -> list[Any]:
         """Fresh IFDs (GDAL's) with their tiles' byte counts."""
@@ -258,12 +282,6 @@ class CogParts:
         for ifd, layout in zip(ifds[len(levels):], tail.levels if tail else (), strict=True):
             ifd.tiles = [(0, n) for _, _, n in layout]
         return ifds
-
-    def _grids(self) -> list[tuple[int, int]]:
-        """``(first part number, chunk count)`` of the main grid and each level with parts."""
-        numbers = [self.main.numbers, *self.numbers]
-        chunks = [self.spec.chunks, *self.levels]
-        return [(n.first, _count(c)) for n, c in zip(numbers, chunks, strict=False)]
 
     def _pieces(self, k: int) -> S3Pieces:
         """The level-``k`` pieces (made by the main pass or level ``k-1``'s tasks)."""
@@ -286,15 +304,6 @@ class CogParts:
     def _drop_level_headers(self) -> None:
         for path in self.level_paths:
             unlink_quietly(path)
-
-
-def in_order(starts: dict[int, int], grids: list[tuple[int, int]]) -> bool:
-    """Whether every grid's chunks are in the object in part-number order."""
-    for first, count in grids:
-        at = [starts[n] for n in range(first, first + count)]
-        if any(a >= b for a, b in zip(at, at[1:], strict=False)):
-            return False
-    return True
 
 
 def _no_pixels(region: Region) -> np.ndarray:

@@ -34,6 +34,7 @@ from rdask.cloud.s3 import get_object, put_object, reason
 from rdask.errors import OutputError
 from rdask.outputs.nearest import pick_piece, picks, piece_edges, take
 from rdask.outputs.s3.parts import Piece, piece_key, prefix_of, put_piece, token
+from rdask.outputs.tiff.coglayout import LEADER, wrap_tile
 from rdask.outputs.tiff.overviews import FromPieces
 from rdask.outputs.tiff.tiles import TileEncoder
 from rdask.recipe import Region
@@ -131,7 +132,8 @@ class TailLevels:
 
     They are small (a few MiB raw, together), so the task builds them in
     memory from the first tail level's pieces, encodes them and stores
-    their tiles, smallest level first (where a COG keeps them), as one chunk
+    their tiles, smallest level first (where a COG keeps them), row-major,
+    each with GDAL's leader and trailer, as one chunk
     piece that part 1 takes right after the IFDs. Their exact size is then
     known before the tile index is written: no room to reserve, no padding.
     """
@@ -146,8 +148,9 @@ class TailLevels:
         at = 0
         for pixels, encoder in reversed(list(zip(self._levels(), self.encoders, strict=True))):
             layout = []
-            for index, blob in sorted(encoder(pixels, (slice(None), slice(0, None), slice(0, None)))):
-                layout.append((index, at, len(blob)))
+            for index, payload in sorted(encoder(pixels, (slice(None), slice(0, None), slice(0, None)))):
+                blob = wrap_tile(payload)  # GDAL's leader and trailer (the COG layout)
+                layout.append((index, at + LEADER, len(payload)))
                 at += len(blob)
                 blobs.append(blob)
             layouts.append(tuple(layout))

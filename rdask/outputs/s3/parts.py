@@ -29,6 +29,7 @@ import numpy as np
 from rdask.cloud.multipart import MIN_PART, MultipartUpload
 from rdask.cloud.s3 import delete_objects, get_object, list_objects, put_object, reason
 from rdask.errors import OutputError
+from rdask.outputs.tiff.coglayout import LEADER, TRAILER, wrap_tile
 from rdask.outputs.tiff.tiles import TileEncoder
 from rdask.recipe import Region
 
@@ -156,27 +157,38 @@ def piece_prefix(upload: MultipartUpload) -> str:
 @dataclass(frozen=True)
 class PartWriter:
     """Encode a chunk's tiles and upload them as one part, or as a piece
-    when they are too few for a part (in the chunk's task)."""
+    when they are too few for a part (in the chunk's task).
+
+    ``cog``: every chunk is a piece, each tile wrapped in the size leader
+    and repeated trailer of GDAL's COG layout, so that the commit can lay
+    the tiles out in COG order (:mod:`.order`); tile offsets point at the
+    payload, after the leader.
+    """
 
     encoder: TileEncoder
     upload: MultipartUpload
     numbers: PartNumbers
+    cog: bool = False
 
     def __call__(self, block: np.ndarray, region: Region) -> Part | Piece:
         tiles = self.encoder(block, region)
         number = self.numbers.number(region)
-        placed, at = [], 0
+        placed, at, blobs = [], 0, []
         for index, blob in tiles:
-            placed.append((index, at, len(blob)))
+            if self.cog:
+                blob = wrap_tile(blob)
+                placed.append((index, at + LEADER, len(blob) - LEADER - TRAILER))
+            else:
+                placed.append((index, at, len(blob)))
+            blobs.append(blob)
             at += len(blob)
-        data = b"".join(b for _, b in tiles)
+        data = b"".join(blobs)
         # A piece when too few bytes for a part (even the last chunk's: as a
         # piece it can fill part 1, as the last part it could not), and the
         # grid's first chunk whatever its size: part 1 (header first, so
         # < 5 MiB alone) can then take it, and needs no padding unless the
-        # whole object is small. A COG's levels are grids too: their first
-        # tiles, all in pieces, then stay in order (see plan_parts).
-        if at < MIN_PART or number == self.numbers.first:
+        # whole object is small.
+        if self.cog or at < MIN_PART or number == self.numbers.first:
             key = piece_key(self.upload, str(number))
             put_piece(self.upload, key, data)
             log.debug("%s: piece %d stored: %d bytes of tiles", self.upload.url, number, at)

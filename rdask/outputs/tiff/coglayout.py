@@ -13,12 +13,18 @@ steps after the kernel pass has written the full-resolution partial GeoTIFF:
    sees the whole full-resolution image. Level sizes follow GDAL's GeoTIFF
    overview builder: ``ceil(n / factor)``.
 2. The partial file's IFDs and tag values are read (``tifffile``) and a new
-   layout is computed: header, a small GDAL ghost area, every IFD (image and
-   mask per level), their out-of-line tag values, then tile data from the
-   smallest overview to the full resolution, row-major.
+   layout is computed, GDAL's COG driver's: header, GDAL's ghost area
+   (:func:`ghost`), every IFD (the full resolution, its mask, the overviews
+   largest first, their masks) with its out-of-line tag values, every tile
+   index array, then tile data from the smallest overview to the full
+   resolution, each level's tiles in tile order, each mask tile right after
+   its image tile, each tile with a 4-byte size leader before it and its
+   last 4 bytes repeated after it (offsets point after the leader). GDAL
+   then reports ``LAYOUT=COG``.
 3. Compressed tiles are copied into that layout without being decoded or
    recompressed (``os.copy_file_range``), which is where GDAL's COG driver
-   spends most of its time (it decompresses and recompresses every tile).
+   spends most of its time (it decompresses and recompresses every tile);
+   the leaders and trailers are written between them.
 
 Tags (GeoTIFF keys, GDAL metadata, nodata, compression, predictor...) are
 copied byte for byte from the file GDAL wrote, so metadata is GDAL's own.
@@ -102,17 +108,21 @@ def assemble_cog(src: str, dst: str, levels: Sequence[str] = ()) -> None:
     Overviews are either internal to ``src`` or, when ``levels`` is given,
     one single-image GeoTIFF per level, largest first.
     """
+    import tifffile
+
     files = [src, *levels]
     ifds = read_ifds(files)
-    bigtiff = _needs_bigtiff(ifds)
-    layout_ifds(ifds, bigtiff)
+    with tifffile.TiffFile(src) as tif:
+        asked = tif.is_bigtiff  # BIGTIFF=YES (or GDAL's IF_SAFER guess) stays
+    bigtiff = asked or _needs_bigtiff(ifds)
+    start = layout_ifds(ifds, bigtiff)
+    place_tiles(ifds, start)
     handles = [open(f, "rb") for f in files]
     try:
         with open(dst, "wb") as fout:
             fout.write(header_and_ifds(ifds, bigtiff))
-            for ifd in ifds:
-                _copy_tiles(handles[ifd.source], fout, ifd)
             fout.flush()
+            _copy_data(handles, fout, ifds, start)
             os.fsync(fout.fileno())
     finally:
         for h in handles:
@@ -121,7 +131,8 @@ def assemble_cog(src: str, dst: str, levels: Sequence[str] = ()) -> None:
 
 def read_ifds(files: Sequence[str]) -> list[_Ifd]:
     """The IFDs of a COG made of ``files`` (a GeoTIFF, then one single-image
-    GeoTIFF per overview level), largest image first, each mask after its image."""
+    GeoTIFF per overview level), in GDAL's COG order: the full resolution,
+    its mask, the overviews largest first, then their masks."""
     import tifffile
 
     ifds: list[_Ifd] = []
@@ -134,7 +145,8 @@ def read_ifds(files: Sequence[str]) -> list[_Ifd]:
                 if n > 0:
                     _as_overview(ifd)
                 ifds.append(ifd)
-    ifds.sort(key=lambda i: (-i.pixels, i.is_mask))
+    main = max(i.pixels for i in ifds)
+    ifds.sort(key=lambda i: (i.pixels < main and i.is_mask, -i.pixels, i.is_mask))
     return ifds
 
 
@@ -185,25 +197,64 @@ def _from_page(page, is_mask: bool = False) -> _Ifd:
 
 def _needs_bigtiff(ifds: list[_Ifd]) -> bool:
     data = sum(n for i in ifds for _, n in i.tiles)
-    meta = sum(len(v) + 20 for i in ifds for *_, v in i.tags) + sum(16 * len(i.tiles) for i in ifds)
+    meta = sum(len(v) + 20 for i in ifds for *_, v in i.tags) + sum(24 * len(i.tiles) for i in ifds)
     return data + meta + 4096 >= 2**32 - 1
 
 
-def _ghost(row_major: bool = True) -> bytes:
-    """GDAL's structural metadata; ``row_major`` when each level's tiles are
-    stored row by row (otherwise the order is left unstated)."""
-    order = "BLOCK_ORDER=ROW_MAJOR\n" if row_major else ""
-    body = f"LAYOUT=IFDS_BEFORE_DATA\n{order}KNOWN_INCOMPATIBLE_EDITION=NO\n "
-    head = f"GDAL_STRUCTURAL_METADATA_SIZE={len(body):06d} bytes\n"
-    return (head + body).encode("ascii")
+#: Bytes GDAL puts around each tile: a 4-byte size leader and a 4-byte trailer.
+LEADER, TRAILER = 4, 4
 
 
-def layout_ifds(ifds: list[_Ifd], bigtiff: bool, *, row_major: bool = True) -> None:
-    """Assign file offsets to IFDs, out-of-line values and tiles (the tiles
-    back to back after the IFDs, smallest level first)."""
+def ghost(mask: bool = False) -> bytes:
+    """GDAL's COG ghost area, byte for byte as its COG driver writes it
+    (``gtiffdataset_write.cpp``): the IFDs come first, each level's tiles
+    in tile order with a size leader and a repeated trailer, and with a
+    mask, each mask tile right after its image tile. GDAL reports
+    ``LAYOUT=COG`` for a file whose ghost says all of that."""
+    body = ("LAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nBLOCK_LEADER=SIZE_AS_UINT4\n"
+            "BLOCK_TRAILER=LAST_4_BYTES_REPEATED\nKNOWN_INCOMPATIBLE_EDITION=NO\n ")
+    if mask:
+        body += "MASK_INTERLEAVED_WITH_IMAGERY=YES\n"
+    return f"GDAL_STRUCTURAL_METADATA_SIZE={len(body):06d} bytes\n{body}".encode("ascii")
+
+
+def wrap_tile(payload: bytes) -> bytes:
+    """A tile as a COG stores it: its size (uint32, little-endian), the
+    payload, the payload's last 4 bytes again (zero-filled when shorter)."""
+    return b"".join((struct.pack("<I", len(payload)), payload, trailer(payload[-TRAILER:])))
+
+
+def trailer(last: bytes) -> bytes:
+    """The trailer of a tile whose payload ends with ``last`` (at most 4 bytes)."""
+    return last.ljust(TRAILER, b"\0")
+
+
+def data_order(ifds: list[_Ifd]) -> list[tuple[_Ifd, int]]:
+    """``(ifd, tile)`` in the order GDAL's COG driver writes tile data:
+    smallest level first; in a level tile by tile (row-major), each mask
+    tile right after its image tile."""
+    levels: dict[int, list[_Ifd]] = {}
+    for ifd in ifds:
+        levels.setdefault(ifd.pixels, []).append(ifd)
+    out: list[tuple[_Ifd, int]] = []
+    for pixels in sorted(levels):
+        pair = sorted(levels[pixels], key=lambda i: i.is_mask)
+        for t in range(len(pair[0].tiles)):
+            out.extend((ifd, t) for ifd in pair)
+    return out
+
+
+def has_mask(ifds: list[_Ifd]) -> bool:
+    return any(i.is_mask for i in ifds)
+
+
+def layout_ifds(ifds: list[_Ifd], bigtiff: bool) -> int:
+    """Assign file offsets to the IFDs and their out-of-line values, then
+    every tile index array after all IFDs (as GDAL's COG driver places
+    them); return where tile data starts."""
     entry, count_size, word = (20, 8, 8) if bigtiff else (12, 2, 4)
     off_type_size = 8 if bigtiff else 4
-    pos = (16 if bigtiff else 8) + len(_ghost(row_major))
+    pos = (16 if bigtiff else 8) + len(ghost(has_mask(ifds)))
     for ifd in ifds:
         pos += pos % 2
         ifd.offset = pos
@@ -214,29 +265,38 @@ def layout_ifds(ifds: list[_Ifd], bigtiff: bool, *, row_major: bool = True) -> N
                 pos += pos % 2
                 ifd.value_offsets[code] = pos
                 pos += len(raw)
+    for ifd in ifds:
         for code in (_TILE_OFFSETS, _TILE_BYTECOUNTS):
             size = len(ifd.tiles) * off_type_size
             if size > word:
                 pos += pos % 2
                 ifd.value_offsets[code] = pos
                 pos += size
-    # Tile data: smallest level first; the full resolution last.
-    for ifd in reversed(ifds):
-        for _, nbytes in ifd.tiles:
-            if nbytes:
-                ifd.tile_offsets.append(pos)
-                pos += nbytes
-            else:
-                ifd.tile_offsets.append(0)
+    return pos
 
 
-def header_and_ifds(ifds: list[_Ifd], bigtiff: bool, *, row_major: bool = True) -> bytes:
+def place_tiles(ifds: list[_Ifd], start: int) -> int:
+    """Give every tile its offset (after its leader) in :func:`data_order`
+    from ``start``; return the end of the data. Empty tiles stay at 0."""
+    for ifd in ifds:
+        ifd.tile_offsets = [0] * len(ifd.tiles)
+    pos = start
+    for ifd, t in data_order(ifds):
+        nbytes = ifd.tiles[t][1]
+        if nbytes:
+            ifd.tile_offsets[t] = pos + LEADER
+            pos += LEADER + nbytes + TRAILER
+    return pos
+
+
+def header_and_ifds(ifds: list[_Ifd], bigtiff: bool) -> bytes:
     """The file's bytes up to its first tile, as :func:`layout_ifds` placed them."""
     word = 8 if bigtiff else 4
     off_type = 16 if bigtiff else 4
     blob = bytearray()
     blob += b"II" + (struct.pack("<HHHQ", 43, 8, 0, ifds[0].offset) if bigtiff else struct.pack("<HI", 42, ifds[0].offset))
-    blob += _ghost(row_major)
+    blob += ghost(has_mask(ifds))
+    values: list[tuple[int, bytes]] = []
     for k, ifd in enumerate(ifds):
         entries = list(ifd.tags)
         offsets = ifd.tile_offsets
@@ -247,20 +307,23 @@ def header_and_ifds(ifds: list[_Ifd], bigtiff: bool, *, row_major: bool = True) 
         entries.sort(key=lambda e: e[0])
         _pad_to(blob, ifd.offset)
         blob += struct.pack("<Q", len(entries)) if bigtiff else struct.pack("<H", len(entries))
-        values: list[tuple[int, bytes]] = []
+        mine: list[tuple[int, bytes]] = []
         for code, typ, count, raw in entries:
             blob += struct.pack("<HHQ", code, typ, count) if bigtiff else struct.pack("<HHI", code, typ, count)
             if len(raw) > word:
                 at = ifd.value_offsets[code]
                 blob += struct.pack("<Q", at) if bigtiff else struct.pack("<I", at)
-                values.append((at, raw))
+                (values if code in (_TILE_OFFSETS, _TILE_BYTECOUNTS) else mine).append((at, raw))
             else:
                 blob += raw.ljust(word, b"\0")
         nxt = ifds[k + 1].offset if k + 1 < len(ifds) else 0
         blob += struct.pack("<Q", nxt) if bigtiff else struct.pack("<I", nxt)
-        for at, raw in sorted(values):
+        for at, raw in sorted(mine):
             _pad_to(blob, at)
             blob += raw
+    for at, raw in sorted(values):  # the tile index arrays, after every IFD
+        _pad_to(blob, at)
+        blob += raw
     return bytes(blob)
 
 
@@ -270,19 +333,35 @@ def _pad_to(blob: bytearray, at: int) -> None:
     blob += b"\0" * (at - len(blob))
 
 
-def _copy_tiles(fin, fout, ifd: _Ifd) -> None:
-    src_fd, dst_fd = fin.fileno(), fout.fileno()
-    for (src_off, nbytes), dst_off in zip(ifd.tiles, ifd.tile_offsets, strict=True):
+def _copy_data(handles: list, fout, ifds: list[_Ifd], start: int) -> None:
+    """Copy every tile's payload into place (in-kernel, never decoded) and
+    write the leaders and trailers between them: one 8-byte write joins a
+    tile's trailer to the next tile's leader."""
+    dst_fd = fout.fileno()
+    pending = b""  # the previous tile's trailer
+    pos = start
+    for ifd, t in data_order(ifds):
+        src_off, nbytes = ifd.tiles[t]
         if not nbytes:
             continue
-        done = 0
-        while done < nbytes:
-            try:
-                n = os.copy_file_range(src_fd, dst_fd, nbytes - done, src_off + done, dst_off + done)
-            except OSError:
-                n = 0
-            if n <= 0:
-                # No in-kernel copy here (or a short one): plain read and write.
-                data = os.pread(src_fd, nbytes - done, src_off + done)
-                n = os.pwrite(dst_fd, data, dst_off + done)
-            done += n
+        src_fd = handles[ifd.source].fileno()
+        os.pwrite(dst_fd, pending + struct.pack("<I", nbytes), pos - len(pending))
+        _copy_range(src_fd, dst_fd, src_off, pos + LEADER, nbytes)
+        pending = trailer(os.pread(src_fd, min(nbytes, TRAILER), src_off + max(0, nbytes - TRAILER)))
+        pos += LEADER + nbytes + TRAILER
+    if pending:
+        os.pwrite(dst_fd, pending, pos - len(pending))
+
+
+def _copy_range(src_fd: int, dst_fd: int, src_off: int, dst_off: int, nbytes: int) -> None:
+    done = 0
+    while done < nbytes:
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, nbytes - done, src_off + done, dst_off + done)
+        except OSError:
+            n = 0
+        if n <= 0:
+            # No in-kernel copy here (or a short one): plain read and write.
+            data = os.pread(src_fd, nbytes - done, src_off + done)
+            n = os.pwrite(dst_fd, data, dst_off + done)
+        done += n

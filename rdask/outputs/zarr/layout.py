@@ -28,6 +28,7 @@ import numpy as np
 
 from rdask.errors import ResumeError
 from rdask.io.zarr import DATA, ZarrSource, is_zarr_path
+from rdask.io.zarrmeta import band_attrs
 from rdask.meta import RasterMeta
 from rdask.outputs.base import OutputSpec
 from rdask.outputs.nearest import picks
@@ -87,11 +88,17 @@ class Level:
     group: str  # "" for the root (full resolution), "1", "2"... for overviews
     shape: tuple[int, int, int]
     transform: Any
-    chunks: tuple[int, int, int]
+    chunks: tuple[int, int, int]  # the Zarr chunks readers read
+    shards: tuple[int, int, int] | None = None  # one object each, holding whole chunks (sharding)
 
     @property
     def data(self) -> str:
         return f"{self.group}/{DATA}" if self.group else DATA
+
+    @property
+    def objects(self) -> tuple[int, int, int]:
+        """The shape of what one key holds: a shard, or a chunk."""
+        return self.shards or self.chunks
 
 
 def check_resumable(root: str, main: Level, dtype: np.dtype, shown: str, what: str) -> None:
@@ -100,7 +107,7 @@ def check_resumable(root: str, main: Level, dtype: np.dtype, shown: str, what: s
     one this job would create: same shape, chunking and dtype."""
     with builtins.open(os.path.join(root, DATA, "zarr.json")) as fh:
         meta = json.load(fh)
-    want = (list(main.shape), list(main.chunks), str(np.dtype(dtype)))
+    want = (list(main.shape), list(main.objects), str(np.dtype(dtype)))
     got = (meta.get("shape"), meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape"),
            str(meta.get("data_type")))
     if want != got:
@@ -126,6 +133,25 @@ def zarr_chunks(shape: tuple[int, int, int], chunks: tuple[tuple[int, ...], ...]
     return tuple(out)  # type: ignore[return-value]
 
 
+def sharded(options: WriteOptions) -> bool:
+    """Whether ``--co SHARD=YES`` asks for Zarr v3 sharding."""
+    return dict(options.creation_options).get("SHARD", "NO").upper() in ("YES", "TRUE", "ON", "1")
+
+
+def main_level(spec: OutputSpec) -> Level:
+    """The full-resolution level of ``spec``'s store: Zarr chunks of the
+    ``blocksize`` under rdask's chunks; with sharding, one shard per rdask
+    chunk (the chunk plan's regular size; edge shards are clipped by the
+    array), so each task writes one object holding its inner chunks."""
+    opts = spec.options
+    chunks = zarr_chunks(spec.shape, spec.chunks, opts.blocksize)
+    shards = None
+    if sharded(opts):
+        shards = zarr_chunks(spec.shape, spec.chunks, max(spec.shape[1:]))
+        chunks = tuple(c if s % c == 0 else s for c, s in zip(chunks, shards, strict=True))  # type: ignore[assignment]
+    return Level("", spec.shape, spec.meta.transform, chunks, shards)  # type: ignore[arg-type]
+
+
 def _codec(options: WriteOptions) -> tuple[Any, dict[str, Any] | None]:
     """The v3 compressor and the same one as v2 metadata."""
     from zarr.codecs import GzipCodec, ZstdCodec
@@ -139,7 +165,10 @@ def _codec(options: WriteOptions) -> tuple[Any, dict[str, Any] | None]:
 
 
 def v2_metadata(options: WriteOptions) -> bool:
-    """Whether to write the v2 metadata GDAL <= 3.10 reads (``--co V2_METADATA=NO``: not)."""
+    """Whether to write the v2 metadata GDAL <= 3.10 reads (``--co V2_METADATA=NO``: not;
+    never for a sharded store, which Zarr v2 cannot describe)."""
+    if sharded(options):
+        return False
     value = dict(options.creation_options).get("V2_METADATA", "YES").upper()
     return value not in ("NO", "FALSE", "OFF", "0")
 
@@ -244,13 +273,15 @@ class Layout:
             zarr.open_group(base, mode="w", zarr_format=3, attributes=attrs)
             self._v2(base, {"zarr_format": 2}, attrs, group=True)
         geo = geo_attrs(meta, t, (h, w))
-        data_attrs: dict[str, Any] = {"grid_mapping": "spatial_ref", **geo}
+        data_attrs: dict[str, Any] = {**band_attrs(meta.bands, meta.tag_dict()), "grid_mapping": "spatial_ref",
+                                      **geo}
         if meta.nodata is not None:
             data_attrs["_FillValue"] = _fill_attr(meta.nodata, dtype)
         if meta.crs is not None:
             data_attrs["_CRS"] = _gdal_crs(meta.crs)
         self._array(base, DATA, level.shape, dtype, level.chunks, ("band", "y", "x"), data_attrs,
-                    _fill_v3(meta.nodata, dtype), _fill_v2(meta.nodata, dtype), self.compressor)
+                    _fill_v3(meta.nodata, dtype), _fill_v2(meta.nodata, dtype), self.compressor,
+                    shards=level.shards)
         self._array(base, "band", (bands,), np.dtype("int64"), (bands,), ("band",), {}, 0, None, None,
                     values=np.arange(1, bands + 1, dtype=np.int64))
         if t.b == 0 and t.d == 0:
@@ -270,11 +301,12 @@ class Layout:
                     values=np.array(0, dtype=np.int64))
 
     def _array(self, base: str, name: str, shape: tuple, dtype: np.dtype, chunks: tuple, dims: tuple,
-               attrs: dict[str, Any], fill3: Any, fill2: Any, compressor: Any, values: Any = None) -> None:
+               attrs: dict[str, Any], fill3: Any, fill2: Any, compressor: Any, values: Any = None,
+               shards: tuple | None = None) -> None:
         import zarr
 
         arr = zarr.create_array(
-            os.path.join(base, name), shape=shape, dtype=dtype, chunks=chunks, zarr_format=3,
+            os.path.join(base, name), shape=shape, dtype=dtype, chunks=chunks, shards=shards, zarr_format=3,
             dimension_names=dims or None, attributes=attrs, fill_value=fill3,
             compressors=compressor, chunk_key_encoding={"name": "v2", "separator": "/"},
             overwrite=True, config={"write_empty_chunks": True},
@@ -315,7 +347,12 @@ def overview_levels(main: Level, count: int | None) -> list[Level]:
         h, w = math.ceil(h / 2), math.ceil(w / 2)
         t = main.transform @ Affine.scale(main.shape[2] / w, main.shape[1] / h)
         block = (bands, min(main.chunks[1], h), min(main.chunks[2], w))
-        levels.append(Level(str(k), (bands, h, w), t, block))
+        shards = None
+        if main.shards:
+            # As big as the main level's, in whole chunks, within the level.
+            shards = (bands, *(min(s, -(-n // c) * c) for s, n, c in zip(main.shards[1:], (h, w), block[1:],
+                                                                      strict=True)))
+        levels.append(Level(str(k), (bands, h, w), t, block, shards))  # type: ignore[arg-type]
         if h == 1 and w == 1:
             break
     return levels
@@ -325,12 +362,17 @@ def level_job(source: ZarrSource, level: Level, method: str, nodata: float | Non
               chunk_mb: float) -> ChunkJob:
     """The chunk job computing ``level`` from the level above (``source``)."""
     bands, h, w = level.shape
-    tile = max(level.chunks[1], level.chunks[2])
-    plan = plan_chunks((h, w), bands, source.dtype, (level.chunks[1], level.chunks[2]),
-                       chunk_mb=chunk_mb, tile=tile if tile % 16 == 0 else None)
+    if level.shards:
+        # One task per shard: each writes one object.
+        chunks = tuple(tuple(min(s, n - i) for i in range(0, n, s)) for n, s in zip((h, w), level.shards[1:],
+                                                                                 strict=True))
+    else:
+        tile = max(level.chunks[1], level.chunks[2])
+        chunks = plan_chunks((h, w), bands, source.dtype, (level.chunks[1], level.chunks[2]),
+                             chunk_mb=chunk_mb, tile=tile if tile % 16 == 0 else None).chunks[1:]
     compute = _Downsample(source, (h, w), method, nodata)
     name = f"rdask-zarr-level{level.group}-{uuid.uuid4().hex[:8]}"
-    return ChunkJob(shape=level.shape, dtype=np.dtype(source.dtype), chunks=((bands,),) + plan.chunks[1:],
+    return ChunkJob(shape=level.shape, dtype=np.dtype(source.dtype), chunks=((bands,), *chunks),
                     name=name, make=lambda region, key: ComputeTask(region, key, compute))
 
 

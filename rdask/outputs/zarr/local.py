@@ -61,10 +61,10 @@ from rdask.outputs.zarr.layout import (
     consolidate,
     geo_attrs,
     level_job,
+    main_level,
     make_overviews,
     overview_levels,
     zarr_asked,
-    zarr_chunks,
 )
 from rdask.recipe import Region
 
@@ -153,8 +153,7 @@ class ZarrOutput:
         self.target = check_target(spec.target, overwrite=opts.overwrite)
         self.partial, journal_path = partial_paths(self.target)
         self.grid = ChunkGrid(spec.chunks)
-        self.main = Level("", spec.shape, spec.meta.transform,
-                          zarr_chunks(spec.shape, spec.chunks, opts.blocksize))
+        self.main = main_level(spec)
         resuming = (opts.resume and os.path.exists(journal_path)
                     and os.path.exists(os.path.join(self.partial, DATA, "zarr.json")))
         self.journal = (Journal.resume(journal_path, spec.job, self.target) if resuming

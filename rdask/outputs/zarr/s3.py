@@ -75,10 +75,10 @@ from rdask.outputs.zarr.layout import (
     consolidate,
     geo_attrs,
     level_job,
+    main_level,
     make_overviews,
     overview_levels,
     zarr_asked,
-    zarr_chunks,
 )
 from rdask.recipe import Region
 
@@ -164,8 +164,7 @@ class ZarrS3Output:
         self.staged, journal_path = partial_paths(s3_staging_path(self.url))
         self.partial = self.url  # what a resume finishes
         self.grid = ChunkGrid(spec.chunks)
-        self.main = Level("", spec.shape, spec.meta.transform,
-                          zarr_chunks(spec.shape, spec.chunks, opts.blocksize))
+        self.main = main_level(spec)
         self.levels = [self.main, *overview_levels(self.main, opts.overview_levels)]
         keys = self._list()
         ours = os.path.exists(journal_path)
@@ -237,7 +236,7 @@ class ZarrS3Output:
             if not (head == level.data or head.startswith(level.data + "/")):
                 continue
             idx = key[len(level.data) + 1:].split("/")
-            grid = [math.ceil(n / c) for n, c in zip(level.shape, level.chunks, strict=True)]
+            grid = [math.ceil(n / c) for n, c in zip(level.shape, level.objects, strict=True)]
             if len(idx) == 3 and all(i.isdigit() and int(i) < g for i, g in zip(idx, grid, strict=True)):
                 return True
         return False
