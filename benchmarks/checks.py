@@ -42,6 +42,21 @@ class Note(str):
     """A finding that is not a problem (e.g. how a loosely checked output differs)."""
 
 
+class Measure(Note):
+    """A finding shown as a column of the case's table (``column``: ``value``)."""
+
+    column: str
+    value: str
+
+    def __new__(cls, column: str, value: str) -> Measure:
+        made = super().__new__(cls, f"{column}: {value}")
+        made.column, made.value = column, value
+        return made
+
+    def __getnewargs__(self) -> tuple[str, str]:
+        return (self.column, self.value)
+
+
 #: A labelled window of the raster, e.g. ``("nodata corner", Window(...))``.
 Sample = tuple[str, Window]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
+from checks import Measure
 from harness import OK, ContenderResult, Verdict
 from model import METRICS, Case
 
@@ -51,6 +52,10 @@ def case_table(case: Case, results: Mapping[str, ContenderResult], cores: int) -
     """
     refs = [r for r in case.references if results.get(r) and results[r].timed]
     per_pixel = any(res.pixels for res in results.values())
+    # Checks' measures (checks.Measure) become columns after the status.
+    measures = {res.name: {n.column: n.value for n in res.notes if isinstance(n, Measure)}
+                for res in results.values()}
+    columns = list(dict.fromkeys(c for found in measures.values() for c in found))
     headers = [
         "contender",
         *(f"vs {r}" for r in refs),
@@ -65,14 +70,17 @@ def case_table(case: Case, results: Mapping[str, ContenderResult], cores: int) -
         "others %",
         "runs",
         "status",
+        *columns,
     ]
-    rows = [_row(res, [results[r] for r in refs], cores, per_pixel) for res in results.values()]
+    rows = [_row(res, [results[r] for r in refs], cores, per_pixel)
+            + [measures[res.name].get(c, "-") for c in columns] for res in results.values()]
     failures = [
         f"  ! {res.name}: {res.status}: {res.detail}"
         for res in results.values()
         if res.status != OK
     ]
-    notes = [f"  * {res.name}: {note}" for res in results.values() for note in res.notes]
+    notes = [f"  * {res.name}: {note}" for res in results.values() for note in res.notes
+             if not isinstance(note, Measure)]
     return "\n".join([table(headers, rows), *failures, *notes, *_noise_note(results, cores)])
 
 

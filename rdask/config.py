@@ -36,6 +36,10 @@ OVERVIEW_RESAMPLINGS = ("nearest", "average", "mode", "bilinear", "cubic")
 WARP_RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode",
                     "min", "max", "med", "q1", "q3", "rms")
 
+#: The warp's default error threshold, in source pixels (gdalwarp's default
+#: ``-et``): its fast mode, deterministic at any chunking; 0 is exact.
+WARP_ERROR_THRESHOLD = 0.125
+
 #: glibc allocator settings for rdask's own processes (the CLI and the workers
 #: of a ``local`` cluster). Every chunk allocates a few MB of pixels and
 #: tiles; above glibc's mmap threshold (and with distributed's trim-at-64-KB

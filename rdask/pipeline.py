@@ -23,6 +23,7 @@ from rdask.chain import is_chain, parse_chain
 from rdask.errors import OutputError, first_line
 from rdask.interrupts import JobSignals, job_signals
 from rdask.io.base import Source
+from rdask.io.warped import DEFAULT_ERROR_THRESHOLD
 from rdask.kernels import Kernel
 from rdask.meta import RasterMeta
 from rdask.outputs import OutputSpec, kind_for, open_output
@@ -103,6 +104,7 @@ def process(
     gdal_options: Mapping[str, Any] | None = None,
     grid: str | os.PathLike | None = None,
     resampling: str = "nearest",
+    grid_et: float = DEFAULT_ERROR_THRESHOLD,
     options: WriteOptions | None = None,
     **write_options: Any,
 ) -> Result:
@@ -135,10 +137,11 @@ def process(
         ``(pixels_done, pixels_total)`` called after every chunk.
     gdal_options
         GDAL/S3 settings for reading and writing (no secrets).
-    grid, resampling
+    grid, resampling, grid_et
         For a stack of files on different grids: ``"first"`` (the first
         file's grid) or the path of a raster whose grid to use; every other
-        file is warped onto it with ``resampling``.
+        file is warped onto it with ``resampling`` and error threshold
+        ``grid_et`` (0: exact; see :func:`rdask.recipe.warp`).
     options, **write_options
         How to write: a :class:`~rdask.outputs.WriteOptions`, and/or its
         fields by name (``driver="COG"``, ``overwrite=True``...).
@@ -156,7 +159,8 @@ def process(
     size = functools.partial(_sized, chunk_mb=chunk_mb, distributed=sched.distributed,
                              workers=sched.workers, tile=tile)
     recipe = size(open_recipe(src, chunk_mb=_target_mb(chunk_mb, sched.distributed), tile=tile,
-                              gdal_options=gdal_options, grid=grid, resampling=resampling))
+                              gdal_options=gdal_options, grid=grid, resampling=resampling,
+                              grid_et=grid_et))
     for k, args in _chain(kernel, kernel_args):
         if k == "warp":
             recipe = size(warp(recipe, **warp_args(args), tile=tile,

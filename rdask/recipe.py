@@ -18,6 +18,7 @@ face (:mod:`rdask.xr`) wraps recipes in DataArrays, and the outputs
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,7 +37,7 @@ from rdask.io.inspect import FileInfo
 from rdask.io.paths import redact
 from rdask.io.stack import StackSource
 from rdask.io.steps import StepsSource
-from rdask.io.warped import Grid, target_grid, warped
+from rdask.io.warped import DEFAULT_ERROR_THRESHOLD, Grid, target_grid, warped
 from rdask.kernels import Kernel, as_kernel
 from rdask.meta import RasterMeta, nodata_fits
 from rdask.pauses import pause
@@ -125,13 +126,15 @@ def open_recipe(
     gdal_options: Mapping[str, Any] | None = None,
     grid: str | os.PathLike | None = None,
     resampling: str = "nearest",
+    grid_et: float = DEFAULT_ERROR_THRESHOLD,
 ) -> Recipe:
     """Open a raster (or a stack of files, as bands) as a :class:`Recipe`.
 
     Reads metadata only. Parameters and errors are those of
     :func:`rdask.open_raster`; with ``grid`` (``"first"``, or the path of
     a raster whose grid to use) the files of a stack may be on different
-    grids: each is warped onto that one, with ``resampling``, on the fly.
+    grids: each is warped onto that one, with ``resampling`` and error
+    threshold ``grid_et`` (0: exact), on the fly.
     """
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths:
@@ -139,7 +142,7 @@ def open_recipe(
     paths = [os.fspath(p) for p in paths]
     if grid is not None:
         return _open_on_grid(paths, grid, resampling, chunk_mb=chunk_mb, tile=tile,
-                             gdal_options=gdal_options)
+                             gdal_options=gdal_options, error_threshold=grid_et)
     opened = open_source(paths, gdal_options)
     source = opened.source
     explicit = None if chunks == "auto" else tuple(chunks)  # type: ignore[arg-type]
@@ -149,7 +152,8 @@ def open_recipe(
 
 
 def _open_on_grid(paths: list[str], grid: str | os.PathLike, resampling: str, *, chunk_mb: float,
-                  tile: int | None, gdal_options: Mapping[str, Any] | None) -> Recipe:
+                  tile: int | None, gdal_options: Mapping[str, Any] | None,
+                  error_threshold: float) -> Recipe:
     """A stack of files on different grids, each warped onto ``grid``."""
     recipes = [open_recipe(p, chunk_mb=chunk_mb, tile=tile, gdal_options=gdal_options) for p in paths]
     first = recipes[0]
@@ -162,7 +166,7 @@ def _open_on_grid(paths: list[str], grid: str | os.PathLike, resampling: str, *,
         on_grid = (r.meta.crs == target.crs and r.meta.transform == target.transform
                    and (r.source.height, r.source.width) == (target.height, target.width))
         parts.append(r if on_grid else warp(r, like=target, resampling=resampling, chunk_mb=chunk_mb,
-                                            tile=tile))
+                                            tile=tile, error_threshold=error_threshold))
     if len({np.dtype(r.dtype) for r in parts}) > 1:
         raise RasterMismatchError(f"cannot stack {', '.join(map(redact, paths))}: their dtypes differ; "
                                   "rdask needs one dtype per raster")
@@ -358,16 +362,23 @@ def chunk_regions(chunks: tuple[tuple[int, ...], ...]) -> Iterator[Region]:
 
 def warp(recipe: Recipe, *, crs: Any = None, resolution: Any = None, bounds: Any = None,
          like: Any = None, resampling: str = "nearest", nodata: float | None = None,
-         error_threshold: float = 0.0, chunk_mb: float = DEFAULT_CHUNK_MB, tile: int | None = 512,
-         ) -> Recipe:
-    """``recipe`` reprojected onto another grid, chunk by chunk, as ``gdalwarp -et 0``.
+         error_threshold: float = DEFAULT_ERROR_THRESHOLD, tap: bool = False,
+         chunk_mb: float = DEFAULT_CHUNK_MB, tile: int | None = 512) -> Recipe:
+    """``recipe`` reprojected onto another grid, chunk by chunk, as ``gdalwarp``.
 
     The target grid is ``like`` (a :class:`~rdask.io.warped.Grid`, or a
     path: CRS, transform and size of that raster), or the one gdalwarp
-    makes for ``crs``, ``resolution`` (one number or ``(x, y)``) and
-    ``bounds`` (``left, bottom, right, top`` in the target CRS). Each chunk
-    of the result reads only the source window it needs (see
+    makes for ``crs``, ``resolution`` (one number or ``(x, y)``),
+    ``bounds`` (``left, bottom, right, top`` in the target CRS) and ``tap``
+    (``-tap``: the extent aligned on the resolution). Each chunk of the
+    result reads only the source window it needs (see
     :mod:`rdask.io.warped`); kernel steps after a warp run on the new grid.
+
+    ``error_threshold`` (source pixels): 0 is exact, every pixel equal to
+    ``gdalwarp -et 0``; above 0 (default 0.125, gdalwarp's) the fast mode,
+    whose coordinates come from exact points every few pixels with an
+    error bound below the threshold (:mod:`rdask.io.warp_lattice`). Both
+    give the same pixels at any chunking.
     """
     meta = recipe.meta
     if meta.crs is None:
@@ -376,14 +387,21 @@ def warp(recipe: Recipe, *, crs: Any = None, resolution: Any = None, bounds: Any
         hint = ("GDAL's sum is not chunk-independent, not even in gdalwarp; use average, times the "
                 "footprint's area" if resampling == "sum" else "use one of " + ", ".join(WARP_RESAMPLINGS))
         raise KernelError(f"warp: resampling {resampling!r} is not available ({hint})")
+    if not (math.isfinite(error_threshold) and error_threshold >= 0):
+        raise KernelError(f"warp: et must be 0 (exact) or a positive number of source pixels, "
+                          f"not {error_threshold!r}")
+    if tap and resolution is None:
+        raise KernelError("warp: tap=true needs res= (gdalwarp's -tap needs -tr)")
     src_grid = Grid(meta.crs, meta.transform, recipe.source.width, recipe.source.height)
     if isinstance(like, (str, os.PathLike)):
         like = Grid.of(os.fspath(like))
-    dst = target_grid(src_grid, crs=crs, resolution=resolution, bounds=bounds, like=like)
+    dst = target_grid(src_grid, crs=crs, resolution=resolution, bounds=bounds, like=like, tap=tap)
     inner = recipe.source if not recipe.steps else _steps_source(recipe)
     out_nodata = meta.nodata if nodata is None else float(nodata)
+    # gdalwarp takes a last band marked alpha as -srcalpha (and -dstalpha).
+    alpha = len(meta.bands) if len(meta.bands) > 1 and meta.bands[-1].colorinterp == "alpha" else 0
     source = warped(inner, src_grid, dst, resampling=resampling, nodata=out_nodata,
-                    src_nodata=meta.nodata, error_threshold=error_threshold)
+                    src_nodata=meta.nodata, error_threshold=error_threshold, src_alpha=alpha)
     out_meta = replace(meta.without_statistics(), crs=dst.crs, transform=dst.transform, gcps=(),
                        gcp_crs=None, rpcs=()).with_nodata(out_nodata)
     block = (tile or 256, tile or 256)
@@ -395,7 +413,7 @@ def warp(recipe: Recipe, *, crs: Any = None, resolution: Any = None, bounds: Any
 #: ``warp`` arguments as the CLI spells them, and the API's names.
 WARP_ARGS = {"crs": "crs", "res": "resolution", "resolution": "resolution", "bounds": "bounds",
              "like": "like", "resampling": "resampling", "nodata": "nodata", "et": "error_threshold",
-             "error_threshold": "error_threshold"}
+             "error_threshold": "error_threshold", "tap": "tap"}
 
 
 def warp_args(args: Mapping[str, Any]) -> dict[str, Any]:
@@ -420,7 +438,9 @@ def _warp_value(name: str, value: Any) -> Any:
             return numbers[0] if len(numbers) == 1 else numbers
         if name in ("nodata", "error_threshold"):
             return float(value)
-    except ValueError:
+        if name == "tap":
+            return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}[value.lower()]
+    except (ValueError, KeyError):
         raise KernelError(f"warp: bad {name} {value!r}") from None
     return value
 

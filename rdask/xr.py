@@ -43,7 +43,7 @@ from affine import Affine
 from dask.base import tokenize
 
 from rdask.io.base import SourceArray
-from rdask.io.warped import Grid
+from rdask.io.warped import DEFAULT_ERROR_THRESHOLD, Grid
 from rdask.kernels import Kernel
 from rdask.meta import BandMeta, RasterMeta, as_tags
 from rdask.outputs.options import WriteOptions
@@ -357,8 +357,9 @@ def _where(block_info: Any) -> str:
 
 def warp(data: xr.DataArray, *, crs: Any = None, resolution: Any = None, bounds: Any = None,
          like: xr.DataArray | str | os.PathLike | None = None, resampling: str = "nearest",
-         nodata: float | None = None, error_threshold: float = 0.0) -> xr.DataArray:
-    """Lazily reproject ``data`` onto another grid, as ``gdalwarp -et 0`` would.
+         nodata: float | None = None, error_threshold: float = DEFAULT_ERROR_THRESHOLD,
+         tap: bool = False) -> xr.DataArray:
+    """Lazily reproject ``data`` onto another grid, as ``gdalwarp`` would.
 
     Parameters
     ----------
@@ -377,9 +378,12 @@ def warp(data: xr.DataArray, *, crs: Any = None, resolution: Any = None, bounds:
     nodata
         Output nodata (default: the input's).
     error_threshold
-        GDAL's transformer error in pixels: 0 (default) is exact, and only
-        then is the result independent of the chunking; 0.125 is
-        gdalwarp's default approximation.
+        In source pixels: 0 is exact (every pixel equal to
+        ``gdalwarp -et 0``); above 0 (default 0.125, gdalwarp's) the fast
+        mode, whose coordinates err by less than the threshold (far less
+        in practice). Both give the same pixels at any chunking.
+    tap
+        ``-tap``: align the extent on ``resolution`` (which it needs).
 
     Returns
     -------
@@ -398,7 +402,7 @@ def warp(data: xr.DataArray, *, crs: Any = None, resolution: Any = None, bounds:
         data.dtype.itemsize * data.sizes["band"] * chunks[1][0] * chunks[2][0] / 1e6, 0.05)
     return from_recipe(warp_recipe(recipe, crs=crs, resolution=resolution, bounds=bounds, like=like,
                                    resampling=resampling, nodata=nodata,
-                                   error_threshold=error_threshold, chunk_mb=chunk_mb))
+                                   error_threshold=error_threshold, tap=tap, chunk_mb=chunk_mb))
 
 
 def _array_recipe(data: xr.DataArray) -> Recipe:

@@ -344,13 +344,13 @@ def test_color_relief_pipeline_cog(tmp_path, big_dem):
 
 
 def test_after_a_warp_equals_gdalwarp_then_gdaldem(tmp_path, big_dem):
-    """A chain that warps first (gdalwarp -et 0 is rdask's warp, bit for bit)."""
+    """A chain that warps first (gdalwarp -et 0 is rdask's exact warp, bit for bit)."""
     warped = tmp_path / "warped.tif"
     subprocess.run(["gdalwarp", "-q", "-et", "0", "-t_srs", "EPSG:3857", "-tr", "40", "40",
                     "-r", "bilinear", big_dem, str(warped)], check=True)
     ref, _ = gdaldem(tmp_path, "TRI", warped, "-alg", "Wilson", "-compute_edges")
     out = tmp_path / "tri.tif"
-    rdask.process(big_dem, out, "warp crs=EPSG:3857 res=40 resampling=bilinear | tri alg=wilson "
+    rdask.process(big_dem, out, "warp crs=EPSG:3857 res=40 resampling=bilinear et=0 | tri alg=wilson "
                   "compute_edges=true", workers=2, chunk_mb=1)
     with rasterio.open(out) as ds:
         np.testing.assert_array_equal(ds.read(), ref)

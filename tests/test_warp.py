@@ -1,19 +1,5 @@
-"""Chunked reprojection (rdask.io.warped) against GDAL's whole-raster warp.
-
-References. Every comparison is against a warp of the WHOLE raster in one
-piece, with the exact transformer and without ``-wo XSCALE/YSCALE`` (so
-GDAL computes the kernel scale itself, from the whole output):
-
-* ``gdalwarp`` (the Debian CLI, GDAL 3.6) with ``-et 0 -wm 2000`` (one
-  chunk) on the grid the test reads back from its output, wherever its
-  result equals GDAL 3.10's (checked in ``test_cli_and_bundled_gdal_agree``);
-* ``bundled``: the same ``gdalwarp`` run written as a warped VRT
-  (``-of VRT``) and read by rasterio's GDAL 3.10 as one block, i.e. one
-  ``WarpRegion`` of the whole output. It is used for the resamplings whose
-  code changed between 3.6 and 3.10 (see ``REFERENCE``), so that what is
-  compared is the chunking, not the GDAL version. (rasterio.warp.reproject
-  cannot be the reference: rasterio 1.4 always wraps its transformer in
-  GDAL's approximate one.)
+"""Chunked reprojection (rdask.io.warped), exact mode, against GDAL's
+whole-raster warp (the references are tests/warpcases.py's).
 
 Chunked results are assembled from many windows of odd sizes, including
 windows grown by a halo (so they overlap and start off any block grid), and
@@ -23,9 +9,7 @@ must equal the reference bit for bit, nodata positions included.
 from __future__ import annotations
 
 import pickle
-import re
 import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,46 +18,23 @@ import pytest
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from warpcases import (
+    assemble,
+    bundled,
+    gdalwarp,
+    max_diff,
+    open_warp,
+    reference,
+    smooth,
+    windows,
+    write,
+)
 
 from rdask.io.files import FileSource
-from rdask.io.warped import Grid, WarpedSource, target_grid, warp_scales, warped
+from rdask.io.warped import Grid, target_grid, warp_scales, warped
 from rdask.recipe import open_recipe
 
 pytestmark = pytest.mark.skipif(shutil.which("gdalwarp") is None, reason="needs the gdalwarp CLI")
-
-#: gdalwarp's -r name per resampling.
-GDAL_R = {"nearest": "near", "cubic_spline": "cubicspline"}
-
-#: Which reference each resampling is checked against (see module docstring).
-#: Measured on the DEM to EPSG:4326: lanczos differs in almost every pixel
-#: between GDAL 3.6 and 3.10 when downsampling (up to 14.6 m), and the
-#: footprint kernels (average, mode, min, max, med, q1, q3, rms) in the
-#: ~260 pixels along the source's edge (up to 840 m: 3.10 keeps partial
-#: footprints there), sum by 2.4e-4; so those use the bundled GDAL.
-REFERENCE = {r: "gdalwarp" for r in ("nearest", "bilinear", "cubic", "cubic_spline")} | {
-    r: "bundled" for r in ("lanczos", "average", "mode", "min", "max", "med", "q1", "q3", "sum",
-                           "rms")}
-
-
-# --------------------------------------------------------------------------
-# inputs
-# --------------------------------------------------------------------------
-
-
-def _smooth(h: int, w: int, seed: float = 0.0) -> np.ndarray:
-    y, x = np.mgrid[0:h, 0:w].astype("float64")
-    z = (500 + 300 * np.sin(x / 97.0 + seed) * np.cos(y / 61.0)
-         + 0.005 * x * y + 40 * np.sin((x + 2 * y) / 13.0))
-    return z.astype("float32")
-
-
-def _write(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata=None) -> str:
-    data = data if data.ndim == 3 else data[None]
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
-                       count=data.shape[0], dtype=data.dtype, crs=crs, transform=transform,
-                       nodata=nodata, tiled=True, blockxsize=256, blockysize=256) as ds:
-        ds.write(data)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -84,87 +45,20 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dem(data) -> str:
     """A smooth float32 DEM, 1000 x 900, 30 m, UTM zone 18N."""
-    return _write(data / "dem.tif", _smooth(900, 1000), "EPSG:32618",
-                  Affine(30, 0, 500000, 0, -30, 4500000))
+    return write(data / "dem.tif", smooth(900, 1000), "EPSG:32618",
+                 Affine(30, 0, 500000, 0, -30, 4500000))
 
 
 @pytest.fixture(scope="module")
 def dem_holes(data) -> str:
     """The DEM with nodata holes (a block, a full row band, scattered pixels)."""
-    z = _smooth(900, 1000)
+    z = smooth(900, 1000)
     z[100:200, 300:420] = -9999
     z[500:507, :] = -9999
     rng = np.random.default_rng(1)
     z[rng.integers(0, 900, 3000), rng.integers(0, 1000, 3000)] = -9999
-    return _write(data / "dem_holes.tif", z, "EPSG:32618",
-                  Affine(30, 0, 500000, 0, -30, 4500000), nodata=-9999)
-
-
-# --------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------
-
-
-def gdalwarp(src: str, out: Path, *args: str) -> Path:
-    subprocess.run(["gdalwarp", "-q", "-overwrite", "-et", "0", "-wm", "2000", *args, src,
-                    str(out)], check=True)
-    return out
-
-
-def reference(src: str, out: Path, resampling: str, *args: str,
-              using: str | None = None) -> tuple[np.ndarray, Grid]:
-    """The whole-raster warp (see the module docstring) and its grid."""
-    r = ["-r", GDAL_R.get(resampling, resampling)]
-    if (using or REFERENCE[resampling]) == "gdalwarp":
-        gdalwarp(src, out, *r, *args)
-        with rasterio.open(out) as ds:
-            return ds.read(), Grid.of(ds)
-    return bundled(src, out, *r, *args)
-
-
-def bundled(src: str, out: Path, *args: str) -> tuple[np.ndarray, Grid]:
-    """gdalwarp's warp written as a VRT and run by GDAL 3.10 in one block."""
-    vrt = gdalwarp(src, out.with_suffix(".vrt"), "-of", "VRT", *args)
-    with rasterio.open(vrt) as ds:
-        w, h = ds.width, ds.height
-    text = vrt.read_text()
-    text = re.sub(r"<BlockXSize>\d+</BlockXSize>", f"<BlockXSize>{w}</BlockXSize>", text)
-    text = re.sub(r"<BlockYSize>\d+</BlockYSize>", f"<BlockYSize>{h}</BlockYSize>", text)
-    vrt.write_text(text)
-    with rasterio.open(vrt) as ds:
-        return ds.read(), Grid.of(ds)
-
-
-def windows(n: int, step: int, halo: int) -> list[tuple[int, int]]:
-    """Windows of ``step`` (the last shorter) grown by ``halo`` each side."""
-    return [(max(0, a - halo), min(n, a + step + halo)) for a in range(0, n, step)]
-
-
-def assemble(ws: WarpedSource, ystep: int = 97, xstep: int = 61, halo: int = 0) -> np.ndarray:
-    """The whole target read window by window; overlapping windows must
-    agree where they overlap."""
-    out = np.full(ws.shape, np.nan, dtype="float64")
-    for y0, y1 in windows(ws.height, ystep, halo):
-        for x0, x1 in windows(ws.width, xstep, halo):
-            block = ws.read(y0, y1, x0, x1).astype("float64")
-            assert block.shape == (ws.count, y1 - y0, x1 - x0)
-            seen = out[:, y0:y1, x0:x1]
-            both = ~np.isnan(seen)
-            np.testing.assert_array_equal(seen[both], block[both])
-            out[:, y0:y1, x0:x1] = block
-    return out
-
-
-def max_diff(a: np.ndarray, b: np.ndarray, nodata=None) -> float:
-    """Largest difference, after checking nodata positions are identical."""
-    a, b = a.astype("float64"), b.astype("float64")
-    if nodata is not None:
-        np.testing.assert_array_equal(a == nodata, b == nodata)
-    return float(np.abs(a - b).max())
-
-
-def open_warp(path: str, dst: Grid, resampling: str, **kw) -> WarpedSource:
-    return warped(open_recipe(path).source, Grid.of(path), dst, resampling, **kw)
+    return write(data / "dem_holes.tif", z, "EPSG:32618",
+                 Affine(30, 0, 500000, 0, -30, 4500000), nodata=-9999)
 
 
 # --------------------------------------------------------------------------
@@ -268,7 +162,7 @@ def test_source_mask(data, resampling):
     pixels are not used, and the output has 0 where nothing contributes."""
     path = data / "masked.tif"
     if not path.exists():
-        z = _smooth(300, 350)
+        z = smooth(300, 350)
         with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
             with rasterio.open(path, "w", driver="GTiff", width=350, height=300, count=1,
                                dtype="float32", crs="EPSG:32618",
@@ -320,7 +214,7 @@ def test_nodata_holes(dem_holes, data, resampling):
 @pytest.mark.parametrize("resampling", ["nearest", "bilinear", "cubic"])
 def test_rotated_source(data, resampling):
     rot = Affine(30, 0, 500000, 0, -30, 4500000) @ Affine.rotation(20)
-    src = _write(data / "rotated.tif", _smooth(500, 600), "EPSG:32618", rot)
+    src = write(data / "rotated.tif", smooth(500, 600), "EPSG:32618", rot)
     # GDAL 3.6 and 3.10 warp this rotated source differently (bilinear: in
     # 255k of 550k pixels, by up to 1.99), whatever the chunking: the bundled
     # GDAL is the reference.
@@ -335,7 +229,7 @@ def test_rotated_source(data, resampling):
 @pytest.mark.parametrize("resampling", ["nearest", "bilinear", "average"])
 def test_antimeridian(data, resampling):
     """A UTM zone 1 raster reaching west of 180 degrees, to EPSG:4326."""
-    src = _write(data / "zone1.tif", _smooth(400, 600), "EPSG:32601",
+    src = write(data / "zone1.tif", smooth(400, 600), "EPSG:32601",
                  Affine(1000, 0, 150000, 0, -1000, 7000000))
     # GDAL 3.6 suggests a whole-world output for it; give the grid instead,
     # in longitudes past 180.
@@ -365,7 +259,7 @@ class _Reads:
 def test_pole_splits_windows(data, monkeypatch, resampling):
     """EPSG:3413 around the north pole to EPSG:4326: the top rows need the
     whole source; a small cap splits them and the result stays exact."""
-    src = _write(data / "pole.tif", _smooth(400, 400), "EPSG:3413",
+    src = write(data / "pole.tif", smooth(400, 400), "EPSG:3413",
                  Affine(5000, 0, -1000000, 0, -5000, 1000000))
     # gdalwarp cuts this output in two chunks even with -wm 2000 (the
     # source fill ratio rule), so the one-block bundled warp is the reference.
@@ -380,7 +274,7 @@ def test_pole_splits_windows(data, monkeypatch, resampling):
 
 
 def test_downsample_100x_average_splits(data, monkeypatch):
-    src = _write(data / "fine.tif", _smooth(2000, 2300), "EPSG:32618",
+    src = write(data / "fine.tif", smooth(2000, 2300), "EPSG:32618",
                  Affine(1, 0, 500000, 0, -1, 4500000))
     ref, grid = reference(src, data / "coarse.tif", "average", "-t_srs", "EPSG:32618",
                           "-tr", "100", "100")

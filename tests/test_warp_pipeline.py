@@ -1,7 +1,9 @@
 """The warp step where a kernel goes: in chains (API and CLI), before and
 after kernels, for stacks on different grids (``--grid``), through the
 xarray face, into a COG. The reference is GDAL's own ``gdalwarp -et 0`` of
-the whole raster (per-chunk equality with it is tests/test_warp.py's)."""
+the whole raster, which the exact mode (``et=0``) equals (per-chunk
+equality with it is tests/test_warp.py's; the default fast mode's
+deviation is tests/test_warp_fast.py's)."""
 
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def pixels(path):
 @pytest.mark.parametrize("resampling", ["nearest", "bilinear", "cubic"])
 def test_process_warp_equals_gdalwarp(dem, tmp_path, resampling):
     ours = str(tmp_path / "ours.tif")
-    rdask.process(dem, ours, [("warp", {"crs": "EPSG:4326", "resampling": resampling})], chunk_mb=0.05)
+    rdask.process(dem, ours, [("warp", {"crs": "EPSG:4326", "resampling": resampling, "et": 0})], chunk_mb=0.05)
     ref = gdalwarp(dem, str(tmp_path / "ref.tif"), "-t_srs", "EPSG:4326", "-r", resampling)
     a, b = pixels(ours), pixels(ref)
     assert a[1] == b[1] and a[2] == b[2] and a[3] == b[3]
@@ -61,11 +63,11 @@ def test_cli_chain_equals_two_steps_and_gdal(dem, tmp_path):
     """``warp ... | slope`` in one pass equals the warp written to a file and
     then sloped, and the warp part equals gdalwarp."""
     chain = str(tmp_path / "chain.tif")
-    proc = subprocess.run([RDASK, "run", "warp crs=EPSG:3857 res=30 resampling=bilinear | slope", dem, chain,
+    proc = subprocess.run([RDASK, "run", "warp crs=EPSG:3857 res=30 resampling=bilinear et=0 | slope", dem, chain,
                            "--chunk-mb", "0.05", "-q"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     warped = str(tmp_path / "warped.tif")
-    subprocess.run([RDASK, "run", "warp crs=EPSG:3857 res=30 resampling=bilinear", dem, warped, "-q"],
+    subprocess.run([RDASK, "run", "warp crs=EPSG:3857 res=30 resampling=bilinear et=0", dem, warped, "-q"],
                    check=True)
     ref = gdalwarp(dem, str(tmp_path / "ref.tif"), "-t_srs", "EPSG:3857", "-tr", "30", "30", "-r", "bilinear")
     np.testing.assert_array_equal(pixels(warped)[0], pixels(ref)[0])
@@ -78,7 +80,8 @@ def test_cli_chain_equals_two_steps_and_gdal(dem, tmp_path):
 def test_warp_after_a_kernel(dem, tmp_path):
     """A warp may follow kernels: it warps their output."""
     ours = str(tmp_path / "ours.tif")
-    rdask.process(dem, ours, [("focal-mean", {"radius": 1}), ("warp", {"crs": "EPSG:4326"})], chunk_mb=0.05)
+    rdask.process(dem, ours, [("focal-mean", {"radius": 1}), ("warp", {"crs": "EPSG:4326", "et": 0})],
+                  chunk_mb=0.05)
     mean = str(tmp_path / "mean.tif")
     rdask.process(dem, mean, "focal-mean")
     ref = gdalwarp(mean, str(tmp_path / "ref.tif"), "-t_srs", "EPSG:4326")
@@ -113,7 +116,7 @@ def test_stack_on_the_first_files_grid(tmp_path):
 
 def test_dataarray_warp_and_cog(dem, tmp_path):
     da = rdask.open_raster(dem, chunk_mb=0.05, tile=128)
-    warped = rdask.warp(da, crs="EPSG:4326", resampling="bilinear")
+    warped = rdask.warp(da, crs="EPSG:4326", resampling="bilinear", error_threshold=0)
     ref = gdalwarp(dem, str(tmp_path / "ref.tif"), "-t_srs", "EPSG:4326", "-r", "bilinear")
     np.testing.assert_array_equal(warped.values, pixels(ref)[0])
     assert warped.rio.crs == rasterio.crs.CRS.from_epsg(4326)
@@ -124,7 +127,7 @@ def test_dataarray_warp_and_cog(dem, tmp_path):
     assert cog_validate(cog, quiet=True)[0]
     np.testing.assert_array_equal(pixels(cog)[0], pixels(ref)[0])
     # An opaque array (no longer rdask's own), onto another raster's grid.
-    like = rdask.warp(da * 1, like=ref, resampling="bilinear")
+    like = rdask.warp(da * 1, like=ref, resampling="bilinear", error_threshold=0)
     np.testing.assert_array_equal(like.values, pixels(ref)[0])
 
 

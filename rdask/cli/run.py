@@ -18,7 +18,7 @@ from rdask.cli.options import (
     workers_option,
     write_options,
 )
-from rdask.config import WARP_RESAMPLINGS
+from rdask.config import WARP_ERROR_THRESHOLD, WARP_RESAMPLINGS
 from rdask.interrupts import JobSignals, job_signals
 from rdask.malloc import tune_malloc
 
@@ -38,10 +38,12 @@ from rdask.malloc import tune_malloc
                    "or onto PATH's (its CRS, transform and size).")
 @click.option("--resampling", default="nearest", type=click.Choice(WARP_RESAMPLINGS),
               help="Resampling for --grid.")
+@click.option("--grid-et", type=click.FloatRange(min=0), default=WARP_ERROR_THRESHOLD,
+              show_default=True, help="Error threshold for --grid in source pixels (0: exact).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: on when stderr is a terminal).")
 @click.pass_context
-def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, grid, resampling, progress,
+def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, grid, resampling, grid_et, progress,
         **write):
     """Apply KERNEL to INPUT (several inputs are stacked as bands) and write OUTPUT.
 
@@ -79,6 +81,7 @@ def run(ctx, kernel, files, workers, scheduler, kernel_args, chunk_mb, grid, res
             chunk_mb=chunk_mb,
             grid=_grid(grid),
             resampling=resampling,
+            grid_et=grid_et,
             progress=bar if bar is not None else False,
             **write,
         )

@@ -61,13 +61,27 @@ class MultipartUpload:
 
     @classmethod
     def create(cls, endpoint: S3Endpoint, url: str) -> MultipartUpload:
-        """Start an upload (nothing appears at the key until it completes)."""
+        """Start an upload (nothing appears at the key until it completes),
+        and abort every other unfinished upload to the key.
+
+        CreateMultipartUpload is not idempotent: when its response is lost
+        (the connection dropped after S3 acted) the client's retry starts a
+        second upload, and the first, which nobody would complete or abort,
+        keeps its parts (and their storage) until a lifecycle rule drops it.
+        One listing right after finds it, with any a killed job left; if
+        that listing fails, the next job on the key aborts them.
+        """
         bucket, key = split_s3(url)
         try:
-            up = endpoint.client().create_multipart_upload(Bucket=bucket, Key=key)
+            up = cls(endpoint, bucket, key,
+                     endpoint.client().create_multipart_upload(Bucket=bucket, Key=key)["UploadId"])
         except Exception as exc:  # noqa: BLE001
             raise OutputError(f"cannot write {url}: {reason(exc)}") from None
-        return cls(endpoint, bucket, key, up["UploadId"])
+        try:
+            cls.abort_stale(endpoint, url, keep=up.upload_id)
+        except Exception as exc:  # noqa: BLE001 - cleanup only; the next job retries it
+            log.debug("could not list the other uploads to %s: %s", url, reason(exc))
+        return up
 
     @classmethod
     def abort_stale(cls, endpoint: S3Endpoint, url: str, *, keep: str | None = None) -> int:

@@ -11,16 +11,22 @@ with ``rdask[s3]``.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
-from typing import Any
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from rdask.cloud.s3 import RetryPolicy, S3Endpoint, split_s3
 from rdask.errors import RdaskError
 
 #: The extra that installs what this module needs.
 EXTRA = "rdask[s3]"
+
+T = TypeVar("T")
 
 
 class MissingExtraError(RdaskError, ImportError):
@@ -65,10 +71,38 @@ def _object_store(pid: int, url: str, endpoint: S3Endpoint) -> Any:
 
 
 def zarr_store(url: str, endpoint: S3Endpoint, *, read_only: bool = True) -> Any:
-    """zarr's ``ObjectStore`` over :func:`object_store`."""
+    """zarr's ``ObjectStore`` over :func:`object_store`, its requests tried
+    again where obstore leaves them (:func:`again`)."""
     from zarr.storage import ObjectStore
 
-    return ObjectStore(object_store(url, endpoint), read_only=read_only)
+    return _retrying()(ObjectStore(object_store(url, endpoint), read_only=read_only))
+
+
+@functools.cache
+def _retrying() -> type:
+    """A zarr ``WrapperStore`` whose requests fail only when :func:`again`
+    would give up: obstore does not repeat a GET whose error answer (a
+    404 for a chunk or shard not written yet) broke off mid-body."""
+    from zarr.storage import WrapperStore
+
+    class Retrying(WrapperStore):
+        async def get(self, key, prototype, byte_range=None):  # noqa: ANN001, ANN202 - zarr's signature
+            return await again_async(lambda: self._store.get(key, prototype, byte_range))
+
+        async def get_partial_values(self, prototype, key_ranges):  # noqa: ANN001, ANN202
+            key_ranges = list(key_ranges)
+            return await again_async(lambda: self._store.get_partial_values(prototype, key_ranges))
+
+        async def exists(self, key):  # noqa: ANN001, ANN202
+            return await again_async(lambda: self._store.exists(key))
+
+        async def set(self, key, value):  # noqa: ANN001, ANN202
+            return await again_async(lambda: self._store.set(key, value))
+
+        async def delete(self, key):  # noqa: ANN001, ANN202
+            return await again_async(lambda: self._store.delete(key))
+
+    return Retrying
 
 
 def zarr_array(url: str, endpoint: S3Endpoint, array: str, metadata: str, *, read_only: bool) -> Any:
@@ -102,11 +136,15 @@ def chunk_metadata(path: str) -> str:
 def list_keys(url: str, endpoint: S3Endpoint) -> dict[str, int]:
     """Every key under the store's prefix (relative to it) and its size."""
     obstore = _obstore()
-    out: dict[str, int] = {}
-    for batch in obstore.list(object_store(url, endpoint), chunk_size=1000):
-        for obj in batch:
-            out[obj["path"]] = int(obj["size"])
-    return out
+
+    def listing() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for batch in obstore.list(object_store(url, endpoint), chunk_size=1000):
+            for obj in batch:
+                out[obj["path"]] = int(obj["size"])
+        return out
+
+    return again(listing)
 
 
 def delete_keys(url: str, endpoint: S3Endpoint, keys: list[str]) -> None:
@@ -115,7 +153,47 @@ def delete_keys(url: str, endpoint: S3Endpoint, keys: list[str]) -> None:
     obstore = _obstore()
     store = object_store(url, endpoint)
     for i in range(0, len(keys), 1000):
-        obstore.delete(store, keys[i : i + 1000])
+        batch = keys[i : i + 1000]
+        again(lambda batch=batch: obstore.delete(store, batch))
+
+
+def again(call: Callable[[], T]) -> T:
+    """``call()``, tried again as :class:`~rdask.cloud.s3.RetryPolicy` says
+    when it fails in transport: obstore retries what is safe for any HTTP
+    request, never a POST that failed in transport (DeleteObjects, which
+    is safe to repeat: a key deleted twice is gone), nor a listing whose
+    body, or a GET whose error answer, broke off after the headers (reads).
+    A failure with an HTTP status obstore has already retried, or refused
+    to (a 4xx), is final.
+    """
+    policy = RetryPolicy.from_environment()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == policy.attempts or not in_transport(exc):
+                raise
+            time.sleep(policy.delay(attempt))
+    raise AssertionError("unreachable")
+
+
+async def again_async(call: Callable[[], Awaitable[T]]) -> T:
+    """:func:`again` for a coroutine."""
+    policy = RetryPolicy.from_environment()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return await call()
+        except Exception as exc:
+            if attempt == policy.attempts or not in_transport(exc):
+                raise
+            await asyncio.sleep(policy.delay(attempt))
+    raise AssertionError("unreachable")
+
+
+def in_transport(exc: BaseException) -> bool:
+    """Whether an obstore error is a connection's, not an HTTP answer's."""
+    text = str(exc)
+    return "HTTP error" in text and not re.search(r"status(?: code)?:? \(?\d{3}", text)
 
 
 def put_file(url: str, endpoint: S3Endpoint, key: str, local: str) -> None:

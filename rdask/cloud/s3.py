@@ -11,56 +11,117 @@ log line, an error or an output tag.
 and ``https://`` inputs) all make the same number of attempts with
 exponential back-off, so a throttling burst (503 SlowDown) or a dropped
 connection costs a job time, not its result. It follows the usual
-environment: ``AWS_MAX_ATTEMPTS`` and ``AWS_RETRY_MODE`` for S3 clients,
-``GDAL_HTTP_MAX_RETRY`` / ``GDAL_HTTP_RETRY_DELAY`` for GDAL.
+environment: ``AWS_MAX_ATTEMPTS`` and ``AWS_RETRY_MODE`` for every client
+(GDAL's retries too, unless ``GDAL_HTTP_MAX_RETRY`` is set). What it
+survives is measured by ``tests/test_s3_faults.py`` (docs/remote-data.md).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import random
 import re
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from rdask.errors import OutputError, first_line
 
+log = logging.getLogger("rdask")
+
 #: Attempts per request (the first and 10 retries: obstore's default).
 ATTEMPTS = 11
-#: Back-off: the first retry after this many seconds, each next one about
-#: twice as long, at most :data:`MAX_DELAY` (obstore's defaults; botocore's
-#: standard mode draws a random delay up to ``2 ** attempt`` s, capped at 20).
+#: Back-off: the first retry after 0.1 to 0.2 s, each next one drawn up to
+#: twice as far, at most :data:`MAX_DELAY` (obstore's defaults).
 FIRST_DELAY = 0.1
 MAX_DELAY = 15.0
+#: No new attempt this many seconds after a request's first (obstore's).
+RETRY_TIMEOUT = 300.0
 #: HTTP statuses GDAL retries: throttling and server errors, never a 4xx
 #: that another attempt cannot change.
 RETRY_CODES = "429,500,502,503,504"
+#: botocore's retry modes (``AWS_RETRY_MODE``).
+MODES = ("standard", "adaptive", "legacy")
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How many attempts a request gets, and how it backs off between them."""
+    """How many attempts a request gets, and how it backs off between them.
+
+    In botocore's ``standard`` mode (the default) a boto3 client retries
+    what that mode retries (throttling, 5xx, dropped connections) but with
+    obstore's back-off (:meth:`delay`) and without botocore's retry quota:
+    that bucket of 500 tokens, shared by a client's requests, pays 14 per
+    retried 5xx or reset and 5 per throttled request and earns 1 per clean
+    one, so a job's thousands of requests under a burst of faults drain it
+    and every later fault is final, however few attempts its request had.
+    ``adaptive`` and ``legacy`` are botocore's own, with these attempts.
+    """
 
     attempts: int = ATTEMPTS
     mode: str = "standard"
 
     @classmethod
     def from_environment(cls) -> RetryPolicy:
-        """The policy, with ``AWS_MAX_ATTEMPTS`` / ``AWS_RETRY_MODE`` where set."""
+        """The policy, with ``AWS_MAX_ATTEMPTS`` / ``AWS_RETRY_MODE`` where set.
+
+        Raises
+        ------
+        OutputError
+            Either is set to something botocore would refuse.
+        """
+        text = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
+        mode = os.environ.get("AWS_RETRY_MODE", "").strip().lower() or "standard"
         try:
-            attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", ATTEMPTS))
+            attempts = int(text) if text else ATTEMPTS
         except ValueError:
-            attempts = ATTEMPTS
-        return cls(max(1, attempts), os.environ.get("AWS_RETRY_MODE") or "standard")
+            attempts = 0
+        if attempts < 1:
+            raise OutputError(f"AWS_MAX_ATTEMPTS must be a whole number of attempts, 1 or more, not {text!r}")
+        if mode not in MODES:
+            raise OutputError(f"AWS_RETRY_MODE must be one of {', '.join(MODES)}, not {mode!r}")
+        return cls(attempts, mode)
+
+    def delay(self, retry: int, draw: Callable[[], float] = random.random) -> float:
+        """Seconds before retry ``retry`` (1 is the first): drawn between
+        :data:`FIRST_DELAY` and ``FIRST_DELAY * 2 ** retry``, at most
+        :data:`MAX_DELAY`, so concurrent clients spread out."""
+        top = min(MAX_DELAY, FIRST_DELAY * 2.0 ** min(retry, 64))
+        return FIRST_DELAY + draw() * max(0.0, top - FIRST_DELAY)
 
     def botocore(self) -> Any:
-        """A botocore ``Config`` with these retries."""
+        """A botocore ``Config`` with these attempts and mode (see :meth:`install`)."""
         from botocore.config import Config
 
-        return Config(retries={"mode": self.mode, "max_attempts": self.attempts})
+        return Config(retries={"mode": self.mode, "total_max_attempts": self.attempts})
+
+    def install(self, client: Any) -> Any:
+        """Give ``client`` (made with :meth:`botocore`) this policy's back-off
+        and no retry quota, in ``standard`` mode; return it."""
+        if self.mode != "standard":
+            return client
+        try:
+            from botocore.retries import standard
+
+            handler = standard.RetryHandler(
+                retry_policy=standard.RetryPolicy(
+                    retry_checker=standard.StandardRetryConditions(max_attempts=self.attempts),
+                    retry_backoff=_Backoff(self)),
+                retry_event_adapter=standard.RetryEventAdapter(),
+                retry_quota=_NoQuota())
+        except (ImportError, AttributeError, TypeError) as exc:  # another botocore's internals
+            log.debug("botocore's standard retries kept as they are (%s)", exc)
+            return client
+        name = client.meta.service_model.service_id.hyphenize()
+        unique = f"retry-config-{name}"  # botocore's own handler's id: replaced
+        client.meta.events.unregister(f"needs-retry.{name}", unique_id=unique)
+        client.meta.events.register(f"needs-retry.{name}", handler.needs_retry, unique_id=unique)
+        return client
 
     def obstore(self) -> dict[str, Any]:
         """obstore's ``retry_config``."""
@@ -70,7 +131,7 @@ class RetryPolicy:
             "max_retries": self.attempts - 1,
             "backoff": {"init_backoff": timedelta(seconds=FIRST_DELAY),
                         "max_backoff": timedelta(seconds=MAX_DELAY), "base": 2},
-            "retry_timeout": timedelta(minutes=5),
+            "retry_timeout": timedelta(seconds=RETRY_TIMEOUT),
         }
 
     def gdal(self) -> dict[str, str]:
@@ -80,6 +141,23 @@ class RetryPolicy:
             "GDAL_HTTP_RETRY_DELAY": str(FIRST_DELAY),
             "GDAL_HTTP_RETRY_CODES": RETRY_CODES,
         }
+
+
+@dataclass(frozen=True)
+class _Backoff:
+    """botocore's back-off interface, with :meth:`RetryPolicy.delay`."""
+
+    policy: RetryPolicy
+
+    def delay_amount(self, context: Any) -> float:
+        return self.policy.delay(context.attempt_number)
+
+
+class _NoQuota:
+    """botocore's retry-quota interface: every retry allowed (the attempts bound them)."""
+
+    def acquire_retry_quota(self, context: Any) -> bool:
+        return True
 
 
 @dataclass(frozen=True)
@@ -171,8 +249,9 @@ def _new_client(endpoint: S3Endpoint, retries: RetryPolicy) -> Any:
         import boto3
     except ModuleNotFoundError:
         raise OutputError("S3 outputs need boto3: pip install 'rdask[s3]'") from None
-    return boto3.client("s3", endpoint_url=endpoint.url, region_name=endpoint.region or "us-east-1",
-                        config=retries.botocore())
+    client = boto3.client("s3", endpoint_url=endpoint.url, region_name=endpoint.region or "us-east-1",
+                          config=retries.botocore())
+    return retries.install(client)
 
 
 def split_s3(url: str) -> tuple[str, str]:
@@ -189,25 +268,46 @@ STATUS_WORDS = {404: "not found (HTTP 404)", 403: "access denied (HTTP 403)", 40
 
 def reason(exc: BaseException) -> str:
     """Why an S3 request failed, as a short phrase: boto3's and obstore's
-    errors alike (neither ever holds a credential)."""
+    errors alike (neither ever holds a credential), S3's error code first,
+    and how many retries were spent on it when any were."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):  # botocore's ClientError
         code = str(response.get("Error", {}).get("Code", ""))
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        meta = response.get("ResponseMetadata", {})
+        status = meta.get("HTTPStatusCode")
         if code in ("404", "NoSuchKey", "NoSuchBucket") or status == 404:
             return STATUS_WORDS[404]
         if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
             return STATUS_WORDS[403]
         message = str(response.get("Error", {}).get("Message", ""))
-        return f"{code}: {message}".strip(": ") or first_line(exc)
+        if code.isdigit():  # an answer without a body (HEAD): its status and phrase
+            said = f"HTTP {code} ({message})" if message else f"HTTP {code}"
+        else:
+            said = f"{code}: {message}".strip(": ") or first_line(exc)
+        return _after(said, meta.get("RetryAttempts"))
     text = str(exc)
-    status = re.search(r"status code: (\d{3})", text)  # obstore's
+    retries = re.search(r"after (\d+) retries", text)  # obstore's
+    spent = int(retries.group(1)) if retries else None
+    status = re.search(r"status code: (\d{3})", text)
     if status:
-        code = int(status.group(1))
-        return STATUS_WORDS.get(code, f"HTTP {code}")
+        number = int(status.group(1))
+        code = re.search(r"<Code>([^<]+)</Code>", text)
+        said = STATUS_WORDS.get(number) or (f"{code.group(1)} (HTTP {number})" if code else f"HTTP {number}")
+        return _after(said, spent)
+    if type(exc).__name__ in _DROPPED or "error sending request" in text or "body error" in text:
+        if not re.search(r"refused|tcp connect|dns error", text, re.I):
+            return _after("the connection to S3 dropped", spent)
     if "onnect" in text:
         return "cannot connect to S3"
     return first_line(exc)
+
+
+#: botocore's errors for a connection lost before, or while, S3 answered.
+_DROPPED = ("ConnectionClosedError", "ResponseStreamingError", "IncompleteReadError", "ProtocolError")
+
+
+def _after(said: str, retries: Any) -> str:
+    return f"{said} (after {retries} retries)" if isinstance(retries, int) and retries > 0 else said
 
 
 def error_code(exc: BaseException) -> str:
@@ -237,5 +337,22 @@ def put_object(endpoint: S3Endpoint, bucket: str, key: str, data: bytes) -> None
     endpoint.client().put_object(Bucket=bucket, Key=key, Body=data)
 
 
-def get_object(endpoint: S3Endpoint, bucket: str, key: str) -> bytes:
-    return endpoint.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+def get_object(endpoint: S3Endpoint, bucket: str, key: str, span: tuple[int, int] | None = None) -> bytes:
+    """The object's bytes, or bytes ``start:stop`` of it (``span``).
+
+    botocore's retries end when a response's headers arrive; a download
+    cut short after them (a dropped connection mid-body) is requested
+    again here, as often and with the same back-off as the policy says.
+    """
+    from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+    ranged = {"Range": f"bytes={span[0]}-{span[1] - 1}"} if span else {}
+    policy = RetryPolicy.from_environment()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return endpoint.client().get_object(Bucket=bucket, Key=key, **ranged)["Body"].read()
+        except (IncompleteReadError, ReadTimeoutError, ResponseStreamingError):
+            if attempt == policy.attempts:
+                raise
+            time.sleep(policy.delay(attempt))
+    raise AssertionError("unreachable")

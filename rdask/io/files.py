@@ -23,13 +23,19 @@ import numpy as np
 
 from rdask.cloud.s3 import S3Endpoint
 from rdask.config import READ_GDAL_OPTIONS
-from rdask.errors import ForkSafetyError, RasterMismatchError, RasterOpenError, first_line
+from rdask.errors import (
+    ForkSafetyError,
+    RasterMismatchError,
+    RasterOpenError,
+    RdaskError,
+    first_line,
+)
 from rdask.io.base import Opened, SourceArray
 from rdask.io.blocks import BlockCache, Chunking, Piece, assemble, block_cache, unit_shape
 from rdask.io.guard import READ_OPTIONS
 from rdask.io.inspect import inspect
 from rdask.io.paths import redact
-from rdask.io.remote import check_options, is_remote, is_s3, network_defaults
+from rdask.io.remote import check_options, is_remote, is_s3, network_defaults, read_again
 from rdask.meta import RasterMeta
 
 if TYPE_CHECKING:
@@ -92,6 +98,12 @@ class Handles(threading.local):
         while len(self.open) > HANDLES_PER_THREAD:
             self.open.popitem(last=False)[1].close()
         return ds
+
+    def drop(self, f: FileBands, options: tuple) -> None:
+        """Close this thread's dataset for ``f`` under ``options``, if open."""
+        ds = self.open.pop((f.path, f.stamp, options), None)
+        if ds is not None:
+            ds.close()
 
     def close(self) -> None:
         """Close the calling thread's datasets."""
@@ -164,9 +176,11 @@ class FileSource(SourceArray):
                 lo, hi = max(b0, pos), min(b1, pos + len(f.bands))
                 if lo < hi:
                     idx = list(f.bands[lo - pos : hi - pos])
-                    ds = handles().get(f, self.gdal_options)
                     try:
-                        ds.read(idx, window=window, out=out[lo - b0 : hi - b0])
+                        self._read(f, lambda ds, idx=idx, lo=lo, hi=hi: ds.read(
+                            idx, window=window, out=out[lo - b0 : hi - b0]))
+                    except RdaskError:  # an open that failed, a fork: said already
+                        raise
                     except Exception as exc:  # noqa: BLE001 - name file and window
                         raise RasterOpenError(
                             f"cannot read {redact(f.path)} at rows {y0}:{y1}, "
@@ -264,8 +278,13 @@ class FileSource(SourceArray):
 
         check_not_forked()
         with self.env():
-            ds = handles().get(self.files[0], self.gdal_options)
-            return ds.dataset_mask(window=Window(x0, y0, x1 - x0, y1 - y0))
+            return self._read(self.files[0], lambda ds: ds.dataset_mask(window=Window(x0, y0, x1 - x0, y1 - y0)))
+
+    def _read(self, f: FileBands, read: Any) -> Any:
+        """``read(dataset)`` with this thread's dataset of ``f``, again on a
+        new one after a network failure (:func:`~rdask.io.remote.read_again`)."""
+        return read_again(f.path, dict(self.gdal_options), lambda: read(handles().get(f, self.gdal_options)),
+                          lambda: handles().drop(f, self.gdal_options))
 
     def env(self):
         """A ``rasterio.Env`` with this source's GDAL options (and session)."""

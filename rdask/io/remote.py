@@ -10,14 +10,24 @@ keys, logs, errors or output tags.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from rdask.cloud.s3 import STATUS_WORDS, RetryPolicy, S3Endpoint, reason, split_s3
-from rdask.errors import OutputError, RasterOpenError, first_line
+from rdask.cloud.s3 import RETRY_TIMEOUT, STATUS_WORDS, RetryPolicy, S3Endpoint, reason, split_s3
+from rdask.errors import OutputError, RasterOpenError, RdaskError, first_line
+from rdask.io.paths import redact
+
+log = logging.getLogger("rdask")
+T = TypeVar("T")
+
+#: GDAL's network file systems (rasterio maps ``s3://``, ``https://``...
+#: to them), as ``CPL_VSIL_CURL_NON_CACHED`` prefixes (see :func:`forget`).
+NETWORK_PREFIXES = ":".join(f"/vsi{fs}/" for fs in ("curl", "s3", "gs", "az", "adls", "oss", "swift", "webhdfs"))
 
 #: GDAL options for network reads, under the user's own (``gdal_options``,
 #: and GDAL settings in the environment: see :func:`network_defaults`).
@@ -52,6 +62,74 @@ def network_defaults() -> dict[str, Any]:
     """
     options = {**NETWORK_GDAL_OPTIONS, **RetryPolicy.from_environment().gdal()}
     return {k: v for k, v in options.items() if k not in os.environ}
+
+
+def read_again(path: str, options: Mapping[str, Any], read: Callable[[], T], reopen: Callable[[], None]) -> T:
+    """``read()`` of ``path``, tried again after a failure when ``path`` is
+    remote, as often as ``GDAL_HTTP_MAX_RETRY`` says (in ``options`` or the
+    environment), with :class:`~rdask.cloud.s3.RetryPolicy`'s back-off.
+
+    GDAL retries HTTP errors, timeouts and connections reset before an
+    answer itself, but GDAL 3.10 takes a download cut mid-body (a reset
+    after the headers) for the whole range and caches it: the read (or a
+    worker's open) fails on short bytes, and so would every later read of
+    them in this process. So a failed read is tried again, after ``reopen``
+    closed the dataset and :func:`forget` dropped what GDAL cached of the
+    file; not when GDAL itself gave up on an HTTP error (:func:`gave_up`),
+    nor :data:`~rdask.cloud.s3.RETRY_TIMEOUT` seconds after the first
+    attempt began (a server that stopped answering costs GDAL's retries
+    once, not once per attempt). A local file is read once. Call it inside
+    the source's ``rasterio.Env``.
+    """
+    if not is_remote(path):
+        return read()
+    text = str(dict(options).get("GDAL_HTTP_MAX_RETRY") or os.environ.get("GDAL_HTTP_MAX_RETRY") or "")
+    attempts = int(text) + 1 if text.strip().isdigit() else RetryPolicy.from_environment().attempts
+    policy = RetryPolicy(max(1, attempts))
+    start = time.monotonic()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return read()
+        except Exception as exc:
+            wait = policy.delay(attempt)
+            if (attempt == policy.attempts or gave_up(exc)
+                    or time.monotonic() + wait - start > RETRY_TIMEOUT):
+                raise
+            log.debug("reading %s failed (%s); trying again on a new handle in %.2f s", redact(path),
+                      first_line(exc), wait)
+            reopen()
+            forget(path)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def gave_up(exc: BaseException) -> bool:
+    """Whether a read failed where another attempt cannot help: GDAL spent
+    its retries on an HTTP error or a lost connection (its error classes
+    say so), or rdask refused (a fork)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        name = type(seen).__name__
+        if name == "CPLE_HttpResponseError" or name.startswith("CPLE_AWS"):
+            return True
+        if isinstance(seen, RdaskError) and not isinstance(seen, RasterOpenError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def forget(path: str) -> None:
+    """Drop what GDAL cached of the remote ``path`` (its bytes and size), in
+    this process: a handle opened under ``CPL_VSIL_CURL_NON_CACHED`` clears
+    them when it closes. (Set for every read, that option would make each
+    new handle ask for the file's size again.)"""
+    import rasterio
+
+    try:
+        with rasterio.Env(CPL_VSIL_CURL_NON_CACHED=NETWORK_PREFIXES):
+            rasterio.open(path).close()
+    except Exception as exc:  # noqa: BLE001 - a failed open closes its handle too
+        log.debug("%s: %s (its cache is dropped all the same)", redact(path), first_line(exc))
 
 
 def is_remote(path: str) -> bool:

@@ -1,18 +1,25 @@
-"""Reprojection read chunk by chunk, equal to ``gdalwarp -et 0`` of the whole raster.
+"""Reprojection read chunk by chunk, with the same pixels at any chunking.
 
 A :class:`WarpedSource` quacks like :class:`~rdask.io.files.FileSource`
 over a target :class:`Grid`: ``read(y0, y1, x0, x1)`` of any window returns
-the pixels ``gdalwarp -et 0`` writes there when it warps the whole raster in
-one piece. Each window reads from its source only the pixels it needs
-(``FileSource.read`` of the destination window's footprint, grown by the
-resampling kernel) and hands them to GDAL's own warper.
+what the warp of the whole raster in one piece writes there. Each window
+reads from its source only the pixels it needs (``FileSource.read`` of the
+destination window's footprint, grown by the resampling kernel) and warps
+them, in one of two modes:
+
+* **exact** (``error_threshold=0``): every pixel centre transformed by
+  GDAL's exact transformer; the pixels are ``gdalwarp -et 0``'s, bit for
+  bit;
+* **fast** (``error_threshold > 0``, the warp step's default): coordinates
+  from exact points on cells fixed to the output grid, with an error bound
+  (:mod:`rdask.io.warp_lattice`); the pixels do not depend on the chunking
+  either, and differ from ``-et 0``'s by the coordinates' error only.
 
 Three things would otherwise make pixels depend on the chunking, and each is
 pinned to what the whole-raster warp does:
 
-* **The transformer.** GDAL's approximate transformer (``-et 0.125``, the
-  default) interpolates coordinates along each chunk's rows, so the exact
-  one (error threshold 0) is the default here.
+* **The transformer.** GDAL's approximate transformer (``-et 0.125``)
+  interpolates coordinates along each chunk's rows; neither mode uses it.
 * **The kernel's scale.** ``GDALWarpKernel`` scales bilinear, cubic, lanczos
   (and the averaging footprints' margins) by ``XSCALE/YSCALE``, which it
   derives from each chunk's source window
@@ -20,23 +27,26 @@ pinned to what the whole-raster warp does:
   computes it once, as GDAL does for the whole output, and every window is
   warped with ``XSCALE``/``YSCALE`` set to it.
 * **The pixel coordinates.** The warper maps destination pixel
-  ``(i + 0.5 + xoff)`` through the full raster's geotransform. A window
-  given its own shifted geotransform rounds differently (about 1e-10
-  pixel), which flips the last bit of a few float results. So each window
-  is warped as a region of the *full-size* destination (a
-  ``VRTWarpedDataset`` of the whole target grid with one-pixel blocks, so
-  that GDAL warps any requested window as one region) from a *full-size*
-  source (a VRT placing the pixels read at their offset, zero-copy through
-  GDAL's MEM driver): GDAL sees the same coordinates as in the whole-raster
-  warp. (``rasterio.warp.reproject`` cannot be used: rasterio 1.4 always
-  wraps the transformer in GDAL's approximate one.)
+  ``(i + 0.5 + xoff)`` through the full raster's geotransform; a window
+  given its own shifted geotransform would round differently. The
+  transformer here sees the full grid's pixel coordinates (it adds the
+  window's offset, an integer, itself), and the source is a *full-size*
+  VRT placing the pixels read at their offset (zero-copy through GDAL's
+  MEM driver).
+
+GDAL's warper does the pixel work, through its C API
+(:mod:`rdask.io.warp_capi`) with a numba transformer
+(:mod:`rdask.io.warp_lattice`) that calls GDAL's exact transformer for
+every point in the exact mode; ``nearest`` and 4-sample ``bilinear`` run
+as numba kernels that compute what GDAL's compute
+(:mod:`rdask.io.warp_direct`), in both modes.
+As gdalwarp does, a geographic source gets ``CENTER_LONG`` (the middle of
+its longitudes) and a last band marked alpha is ``-srcalpha``/``-dstalpha``.
 
 Known gaps: ``sum`` (GDAL 3.10's ``GWKSumPreserving`` spreads source pixels
 over target pixels and is not chunk-exact, even in GDAL's own blocked
-warps); a source alpha band is warped as an ordinary band (gdalwarp would
-use it as ``-srcalpha``); a geographic source crossing the antimeridian
-does not get gdalwarp's ``CENTER_LONG``; the ``AREA_OF_INTEREST`` gdalwarp
-gives PROJ (it only picks among datum transformations) is not set.
+warps); the ``AREA_OF_INTEREST`` gdalwarp gives PROJ (it only picks among
+datum transformations) is not set.
 
 A window whose source footprint would exceed ``max_source_bytes`` (near a
 pole, or when downsampling 100x) is split in halves until each part's
@@ -53,9 +63,19 @@ from xml.sax.saxutils import escape
 import numpy as np
 from affine import Affine
 
-from rdask.errors import RasterOpenError, first_line
+from rdask.config import WARP_ERROR_THRESHOLD
+from rdask.errors import RasterOpenError
+from rdask.io import warp_direct
 from rdask.io.base import SourceArray
 from rdask.io.files import FileSource, check_not_forked
+from rdask.io.warp_capi import exact_transformer, warp_region
+from rdask.io.warp_lattice import (
+    WindowLattice,
+    exact_lattice,
+    footprint_margin,
+    transformer_function,
+    window_lattice,
+)
 
 #: GDAL's name (``ResampleAlg`` in a warped VRT) and its filter radius
 #: (``anGWKFilterRadius`` in alg/gdalwarpkernel.cpp) per resampling.
@@ -75,6 +95,10 @@ RESAMPLINGS: dict[str, tuple[str, int]] = {
     "sum": ("Sum", 0),
     "rms": ("RootMeanSquare", 0),
 }
+
+#: The warp step's default error threshold, in source pixels (gdalwarp's):
+#: the fast mode (see :mod:`rdask.io.warp_lattice`); 0 is the exact mode.
+DEFAULT_ERROR_THRESHOLD = WARP_ERROR_THRESHOLD
 
 #: Default cap on the source pixels one warp holds (all bands and mask).
 DEFAULT_MAX_SOURCE_BYTES = 256 * 2**20
@@ -132,8 +156,9 @@ def target_grid(
     resolution: float | tuple[float, float] | None = None,
     bounds: tuple[float, float, float, float] | None = None,
     like: Grid | None = None,
+    tap: bool = False,
 ) -> Grid:
-    """The grid ``gdalwarp -t_srs crs [-tr res res] [-te l b r t]`` makes.
+    """The grid ``gdalwarp -t_srs crs [-tr res res] [-te l b r t] [-tap]`` makes.
 
     Parameters
     ----------
@@ -148,25 +173,30 @@ def target_grid(
         Target extent (``-te``).
     like : Grid, optional
         Return exactly this grid (the other arguments must be None).
+    tap : bool
+        ``-tap``: align the extent on multiples of ``resolution`` (which it
+        needs), outwards.
 
     Returns
     -------
     Grid
-        The output grid (no ``-tap``). The suggested extent and resolution
+        The output grid. The suggested extent and resolution
         are GDAL's ``GDALSuggestedWarpOutput2``, then ``-tr``/``-te`` are
         applied with gdalwarp's rounding. ``bounds`` without ``resolution``
         takes the finest source resolution sampled inside the target
         extent, as gdalwarp does (not the whole source's suggested one).
     """
     if like is not None:
-        if crs is not None or resolution is not None or bounds is not None:
-            raise ValueError("target_grid: give either like= or crs/resolution/bounds, not both")
+        if crs is not None or resolution is not None or bounds is not None or tap:
+            raise ValueError("target_grid: give either like= or crs/resolution/bounds/tap, not both")
         return like
+    if tap and resolution is None:
+        raise ValueError("target_grid: tap needs a resolution (gdalwarp's -tap needs -tr)")
     dst_crs = _crs(crs) if crs is not None else src.crs
     gt, width, height = _suggested(src, dst_crs)
     if resolution is not None:
         xres, yres = (resolution, resolution) if np.isscalar(resolution) else resolution
-        gt, width, height = _apply_resolution(gt, width, height, float(xres), float(yres), bounds)
+        gt, width, height = _apply_resolution(gt, width, height, float(xres), float(yres), bounds, tap)
     elif bounds is not None:
         res = _resolution_in(src, dst_crs, bounds)
         gt, width, height = _apply_bounds(gt if res is None else Affine(res, 0, gt.c, 0, -res, gt.f), bounds)
@@ -195,14 +225,19 @@ def _suggested(src: Grid, dst_crs: Any) -> tuple[Affine, int, int]:
 
 
 def _apply_resolution(gt: Affine, width: int, height: int, xres: float, yres: float,
-                      bounds: tuple[float, float, float, float] | None) -> tuple[Affine, int, int]:
-    # gdalwarp_lib.cpp: the extent is -te, or the suggested one; the size is
-    # rounded to the nearest pixel and the origin kept.
+                      bounds: tuple[float, float, float, float] | None,
+                      tap: bool = False) -> tuple[Affine, int, int]:
+    # gdalwarp_lib.cpp: the extent is -te, or the suggested one, aligned
+    # outwards on the resolution with -tap; the size is rounded to the
+    # nearest pixel and the origin kept.
     if bounds is None:
         minx, maxy = gt.c, gt.f
         maxx, miny = gt.c + gt.a * width, gt.f + gt.e * height
     else:
         minx, miny, maxx, maxy = bounds
+    if tap:
+        minx, maxx = math.floor(minx / xres) * xres, math.ceil(maxx / xres) * xres
+        miny, maxy = math.floor(miny / yres) * yres, math.ceil(maxy / yres) * yres
     nx = int((maxx - minx + xres / 2.0) / xres)
     ny = int((abs(maxy - miny) + yres / 2.0) / yres)
     return Affine(xres, 0.0, minx, 0.0, -yres if maxy > miny else yres, maxy), nx, ny
@@ -277,31 +312,44 @@ def _inv_geotransform(t: Affine) -> tuple[float, ...]:
             (-g1 * g3 + g0 * g4) * inv, -g4 * inv, g1 * inv)
 
 
-def _dst_to_src(src: Grid, dst: Grid, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Source pixel coordinates of destination pixel coordinates (NaN where
-    the reprojection fails)."""
-    from rasterio.warp import transform as reproject_points
+def transformer_xml(src: Grid, dst: Grid) -> str:
+    """The ``<GenImgProjTransformer>`` gdalwarp builds from ``dst`` pixels to
+    ``src`` pixels (exact), as a warped VRT serialises it.
 
-    g = dst.transform.to_gdal()
-    gx = g[0] + px * g[1] + py * g[2]
-    gy = g[3] + px * g[4] + py * g[5]
+    A geographic source gets gdalwarp's ``CENTER_LONG``: the middle of its
+    longitudes (corners), printed as ``%g``, so that a source crossing
+    180 degrees (170 to 190, say) keeps its longitudes past 180.
+    """
+    reproject = ""
     if src.crs != dst.crs:
-        gx, gy = _reproject_xy(reproject_points, dst.crs, src.crs, gx, gy)
-    i = _inv_geotransform(src.transform)
-    return i[0] + gx * i[1] + gy * i[2], i[3] + gx * i[4] + gy * i[5]
+        centre = _center_long(src)
+        options = ("" if centre is None else
+                   f'<Options><Option key="CENTER_LONG">{centre:g}</Option></Options>')
+        reproject = (f"<ReprojectTransformer><ReprojectionTransformer>"
+                     f"<SourceSRS>{escape(src.crs.to_wkt())}</SourceSRS>"
+                     f"<TargetSRS>{escape(dst.crs.to_wkt())}</TargetSRS>{options}"
+                     f"</ReprojectionTransformer></ReprojectTransformer>")
+    return (f"<GenImgProjTransformer><SrcGeoTransform>{_gt(src.transform)}</SrcGeoTransform>"
+            f"<DstGeoTransform>{_gt(dst.transform)}</DstGeoTransform>{reproject}</GenImgProjTransformer>")
+
+
+def _center_long(src: Grid) -> float | None:
+    if src.crs is None or not src.crs.is_geographic:
+        return None
+    t = src.transform
+    xs = [(t * corner)[0] for corner in ((0, 0), (src.width, 0), (0, src.height), (src.width, src.height))]
+    return (min(xs) + max(xs)) / 2
+
+
+def _dst_to_src(src: Grid, dst: Grid, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Source pixel coordinates of destination pixel coordinates, by GDAL's
+    own exact transformer (NaN where the reprojection fails)."""
+    return exact_transformer(transformer_xml(src, dst)).transform(px, py)
 
 
 def _src_to_dst(src: Grid, dst: Grid, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Destination pixel coordinates of source pixel coordinates."""
-    from rasterio.warp import transform as reproject_points
-
-    g = src.transform.to_gdal()
-    gx = g[0] + px * g[1] + py * g[2]
-    gy = g[3] + px * g[4] + py * g[5]
-    if src.crs != dst.crs:
-        gx, gy = _reproject_xy(reproject_points, src.crs, dst.crs, gx, gy)
-    i = _inv_geotransform(dst.transform)
-    return i[0] + gx * i[1] + gy * i[2], i[3] + gx * i[4] + gy * i[5]
+    return exact_transformer(transformer_xml(src, dst)).transform(px, py, dst_to_src=False)
 
 
 def _reproject_xy(fn: Any, from_crs: Any, to_crs: Any, x: np.ndarray,
@@ -521,11 +569,13 @@ def _check_resampling(resampling: str) -> None:
 class WarpedSource(SourceArray):
     """A :class:`FileSource` seen through a reprojection onto ``grid``.
 
-    ``read`` of any window returns what ``gdalwarp -et 0`` of the whole
-    raster writes there (see the module docstring). Build it with
-    :func:`warped`, which computes ``scales``. ``src_nodata`` is the
-    source's nodata value (pixels equal to it are not used), ``nodata``
-    the output's (written where no source pixel contributes; 0 when None).
+    ``read`` of any window returns what the warp of the whole raster writes
+    there (``gdalwarp -et 0``'s pixels when ``error_threshold`` is 0; see
+    the module docstring). Build it with :func:`warped`, which computes
+    ``scales``. ``src_nodata`` is the source's nodata value (pixels equal
+    to it are not used), ``nodata`` the output's (written where no source
+    pixel contributes; 0 when None), ``src_alpha`` the source's alpha band
+    (1-based, 0 for none).
     """
 
     source: FileSource
@@ -538,6 +588,7 @@ class WarpedSource(SourceArray):
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES
     src_nodata: float | None = None
     src_window: tuple[int, int, int, int] | None = field(default=None, repr=False)
+    src_alpha: int = 0
 
     @property
     def per_dataset_mask(self) -> bool:
@@ -572,7 +623,7 @@ class WarpedSource(SourceArray):
     def __dask_tokenize__(self) -> tuple:
         return ("rdask.WarpedSource", self.source.__dask_tokenize__(), _grid_token(self.grid),
                 _grid_token(self.src_grid), self.resampling, self.nodata, self.error_threshold,
-                self.scales, self.max_source_bytes, self.src_nodata, self.src_window)
+                self.scales, self.max_source_bytes, self.src_nodata, self.src_window, self.src_alpha)
 
     def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
         bsl, ysl, xsl = key
@@ -589,6 +640,9 @@ class WarpedSource(SourceArray):
         ``(start, stop)`` range of 0-based positions.
         """
         b0, b1 = bands or (0, self.count)
+        if self.src_alpha and (b0, b1) != (0, self.count):
+            # The alpha band weighs every band's pixels: warp them all.
+            return self.read(y0, y1, x0, x1)[b0:b1]
         out = np.empty((b1 - b0, max(0, y1 - y0), max(0, x1 - x0)), dtype=self.dtype)
         if out.size:
             out[...] = self._fill_value()
@@ -650,11 +704,13 @@ class WarpedSource(SourceArray):
     def _margins(self) -> tuple[int, int]:
         # The kernel reaches ceil(radius / scale) pixels when downsampling;
         # two more cover the pixel a coordinate falls in and rounding.
+        # Interpolated coordinates (et > 0) stray up to et from the exact ones.
         radius = RESAMPLINGS[self.resampling][1]
         sx, sy = self.scales
         rx = math.ceil(radius / sx) if sx < 1.0 else radius
         ry = math.ceil(radius / sy) if sy < 1.0 else radius
-        return rx + 2, ry + 2
+        extra = 2 + footprint_margin(self.error_threshold)
+        return rx + extra, ry + extra
 
     def _whole_window(self) -> tuple[int, int, int, int]:
         if self.src_window is not None:
@@ -675,22 +731,59 @@ class WarpedSource(SourceArray):
         mask = None
         if self.source.per_dataset_mask:
             mask = np.ascontiguousarray(self.source.read_mask(sy0, sy1, sx0, sx1), dtype=np.uint8)
+        oy, ox = origin
+        self._warp_window(out[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox], (y0, y1, x0, x1), need, pixels, mask)
+
+    def _warp_window(self, out: np.ndarray, win: tuple[int, int, int, int], need: tuple[int, int, int, int],
+                     pixels: np.ndarray, mask: np.ndarray | None) -> None:
+        """Warp one window (``out``, pre-filled): its coordinates from the
+        output-fixed lattice (:mod:`rdask.io.warp_lattice`; every one exact
+        in the exact mode), nearest and bilinear by
+        :mod:`rdask.io.warp_direct`, the others by GDAL's warper through its
+        C API."""
+        y0, y1, x0, x1 = win
+        sy0, sy1, sx0, sx1 = need
+        exact = exact_transformer(self._transformer_xml())
+        # Without a reprojection the exact transformation is a few
+        # multiplications: every point takes it, as in the exact mode.
+        if self.error_threshold > 0 and self.src_grid.crs != self.grid.crs:
+            lattice = window_lattice(exact, x0, y0, x1, y1, self.error_threshold)
+        else:
+            lattice = exact_lattice(exact, x0, y0, x1, y1)
+        buf = out if out.flags.c_contiguous else np.ascontiguousarray(out)
+        if self._direct(pixels, mask):
+            warp_direct.warp_window(lattice.header, pixels, (sy0, sx0), self.src_nodata, buf, (y0, x0),
+                                    self.resampling)
+        else:
+            self._warp_gdal(buf, win, need, pixels, mask, lattice)
+        if buf is not out:
+            out[...] = buf
+
+    def _direct(self, pixels: np.ndarray, mask: np.ndarray | None) -> bool:
+        if not warp_direct.handles(self.resampling, str(np.dtype(self.dtype)), self.scales,
+                                   self.src_nodata, self.nodata, mask is not None or self.src_alpha > 0):
+            return False
+        # NaN pixels that are not the nodata: GDAL's handling is its own
+        # (not reproduced here).
+        nan_nodata = self.src_nodata is not None and math.isnan(self.src_nodata)
+        return pixels.dtype.kind != "f" or nan_nodata or not np.isnan(pixels).any()
+
+    def _warp_gdal(self, buf: np.ndarray, win: tuple[int, int, int, int], need: tuple[int, int, int, int],
+                   pixels: np.ndarray, mask: np.ndarray | None, lattice: WindowLattice) -> None:
         import rasterio
         from rasterio.io import MemoryFile
-        from rasterio.windows import Window
 
-        oy, ox = origin
+        y0, y1, x0, x1 = win
+        sy0, sy1, sx0, sx1 = need
         with self.source.env(), rasterio.Env(GDAL_MEM_ENABLE_OPEN="YES"):
             src_xml = self._source_vrt(pixels, mask, sy0, sx0)
             with MemoryFile(src_xml.encode(), ext=".vrt") as mf:
-                xml = self._warped_vrt(mf.name, pixels.shape[0], max(y1 - y0, x1 - x0))
+                options = self._warp_options(mf.name, pixels.shape[0], _GDAL_TYPES[str(np.dtype(self.dtype))])
                 try:
-                    with rasterio.open(xml) as ds:
-                        out[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox] = ds.read(
-                            window=Window(x0, y0, x1 - x0, y1 - y0))
-                except Exception as exc:  # noqa: BLE001 - GDAL's errors vary; report one line
-                    raise RasterOpenError(
-                        f"cannot warp rows {y0}:{y1}, cols {x0}:{x1}: {first_line(exc)}") from None
+                    warp_region(options, transformer_function(), lattice.offset(x0, y0),
+                                (sx0, sy0, sx1 - sx0, sy1 - sy0), buf)
+                except RasterOpenError as exc:
+                    raise RasterOpenError(f"cannot warp rows {y0}:{y1}, cols {x0}:{x1}: {exc}") from None
 
     def _source_vrt(self, pixels: np.ndarray, mask: np.ndarray | None, sy0: int, sx0: int) -> str:
         """A full-size VRT of the source holding ``pixels`` at their place."""
@@ -709,51 +802,27 @@ class WarpedSource(SourceArray):
                 f"<SRS>{escape(g.crs.to_wkt())}</SRS><GeoTransform>{_gt(g.transform)}</GeoTransform>"
                 f"{bands}{mask_xml}</VRTDataset>")
 
-    def _warped_vrt(self, src_path: str, count: int, size: int) -> str:
-        """The VRTWarpedDataset of the full target grid.
-
-        Its blocks are one pixel, so every window is block-aligned, and GDAL
-        (3.10) warps an aligned request as one region of the full target,
-        the window's pixels keeping their coordinates in the whole raster.
-        """
-        g = self.grid
-        dt = _GDAL_TYPES[str(np.dtype(self.dtype))]
-        nd = "" if self.nodata is None else f"<NoDataValue>{_num(self.nodata)}</NoDataValue>"
-        bands = "".join(f'<VRTRasterBand dataType="{dt}" band="{i + 1}" '
-                        f'subClass="VRTWarpedRasterBand">{nd}</VRTRasterBand>' for i in range(count))
-        return (f'<VRTDataset rasterXSize="{g.width}" rasterYSize="{g.height}" subClass="VRTWarpedDataset">'
-                f"<SRS>{escape(g.crs.to_wkt())}</SRS><GeoTransform>{_gt(g.transform)}</GeoTransform>"
-                f"{bands}<BlockXSize>1</BlockXSize><BlockYSize>1</BlockYSize>"
-                f"{self._warp_options(src_path, count, dt, size)}</VRTDataset>")
-
-    def _warp_options(self, src_path: str, count: int, dt: str, size: int) -> str:
+    def _warp_options(self, src_path: str, count: int, dt: str) -> str:
+        """The ``<GDALWarpOptions>`` of a window (no transformer: ours is a
+        C function; no destination: :func:`warp_region` adds its own). The
+        source window is given to GDAL, so it computes none of its own."""
         opts = {
             "INIT_DEST": "0" if self.nodata is None else "NO_DATA",
             "XSCALE": repr(float(self.scales[0])),
             "YSCALE": repr(float(self.scales[1])),
             "ERROR_OUT_IF_EMPTY_SOURCE_WINDOW": "FALSE",
-            # GDAL samples 21 points per edge to find a window's source
-            # window; near a pole that can miss pixels the whole-raster
-            # window holds. Sampling every pixel of the edges finds them.
-            "SAMPLE_STEPS": str(min(size + 1, 2049)),
-            # GDAL grows a window's source window by the kernel radius at the
-            # window's own scale, but the kernel runs at the whole raster's
-            # (XSCALE/YSCALE): where the two differ (near a pole) the kernel
-            # would reach past it. Pixels past the ones read are never used
-            # (the footprint covers the kernel at the fixed scale).
-            "SOURCE_EXTRA": str(max(self._margins())),
         }
         options = "".join(f'<Option name="{k}">{v}</Option>' for k, v in opts.items())
         mapping = "".join(f'<BandMapping src="{i + 1}" dst="{i + 1}">{self._nodata_xml()}</BandMapping>'
-                          for i in range(count))
-        # The memory limit only decides GDAL's own sub-chunks; the scale is
-        # fixed, so they cannot change pixels, and the cap is enforced above.
+                          for i in range(count) if i + 1 != self.src_alpha)
+        # gdalwarp's -srcalpha, and the output's alpha band as -dstalpha.
+        alpha = (f"<SrcAlphaBand>{self.src_alpha}</SrcAlphaBand><DstAlphaBand>{self.src_alpha}</DstAlphaBand>"
+                 if self.src_alpha else "")
         return (f"<GDALWarpOptions><WarpMemoryLimit>{max(self.max_source_bytes * 4, 2**26)}</WarpMemoryLimit>"
                 f"<ResampleAlg>{RESAMPLINGS[self.resampling][0]}</ResampleAlg>"
                 f"<WorkingDataType>{dt}</WorkingDataType>{options}"
                 f'<SourceDataset relativeToVRT="0">{escape(src_path)}</SourceDataset>'
-                f"<Transformer>{self._transformer_xml()}</Transformer>"
-                f"<BandList>{mapping}</BandList></GDALWarpOptions>")
+                f"<BandList>{mapping}</BandList>{alpha}</GDALWarpOptions>")
 
     def _nodata_xml(self) -> str:
         xml = ""
@@ -764,19 +833,7 @@ class WarpedSource(SourceArray):
         return xml
 
     def _transformer_xml(self) -> str:
-        s, d = self.src_grid, self.grid
-        reproject = ""
-        if s.crs != d.crs:
-            reproject = (f"<ReprojectTransformer><ReprojectionTransformer>"
-                         f"<SourceSRS>{escape(s.crs.to_wkt())}</SourceSRS>"
-                         f"<TargetSRS>{escape(d.crs.to_wkt())}</TargetSRS>"
-                         f"</ReprojectionTransformer></ReprojectTransformer>")
-        xml = (f"<GenImgProjTransformer><SrcGeoTransform>{_gt(s.transform)}</SrcGeoTransform>"
-               f"<DstGeoTransform>{_gt(d.transform)}</DstGeoTransform>{reproject}</GenImgProjTransformer>")
-        if self.error_threshold > 0:
-            xml = (f"<ApproxTransformer><MaxError>{_num(self.error_threshold)}</MaxError>"
-                   f"<BaseTransformer>{xml}</BaseTransformer></ApproxTransformer>")
-        return xml
+        return transformer_xml(self.src_grid, self.grid)
 
 
 def _grid_token(g: Grid) -> tuple:
@@ -835,6 +892,7 @@ def warped(
     *,
     src_nodata: float | None | Any = ...,
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
+    src_alpha: int = 0,
 ) -> WarpedSource:
     """``source`` (on ``src_grid``) reprojected onto ``dst``, read lazily.
 
@@ -852,12 +910,19 @@ def warped(
         Output nodata, written where no source pixel contributes. Default:
         the source's nodata (as gdalwarp copies it), else None (0 written).
     error_threshold : float
-        0 (default) uses GDAL's exact transformer; a positive value its
-        approximate one (``-et``), whose results depend on the chunking.
+        0 (default here) transforms every pixel with GDAL's exact
+        transformer; a positive value (the warp step's default is
+        :data:`DEFAULT_ERROR_THRESHOLD`) interpolates coordinates from the
+        output-fixed lattice of :mod:`rdask.io.warp_lattice`, their error
+        bounded by it. Either way the pixels do not depend on the chunking.
     src_nodata : float or None, optional
         Source nodata; default read from the source's first file.
     max_source_bytes : int
         Cap on the source pixels one warp holds; larger windows are split.
+    src_alpha : int
+        The source's alpha band (1-based; 0 for none), which weighs the
+        others as ``gdalwarp -srcalpha`` and becomes the output's alpha
+        band (``-dstalpha``).
 
     Returns
     -------
@@ -882,6 +947,7 @@ def warped(
         max_source_bytes=int(max_source_bytes),
         src_nodata=None if src_nodata is None else float(src_nodata),
         src_window=whole,
+        src_alpha=int(src_alpha),
     )
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rdask.cloud.multipart import MAX_PARTS, MIN_PART, MultipartUpload
-from rdask.cloud.s3 import reason
+from rdask.cloud.s3 import get_object, reason
 from rdask.errors import OutputError
 from rdask.outputs.s3.parts import Part, Piece
 from rdask.outputs.tiff.coglayout import LEADER, TRAILER
@@ -208,8 +208,7 @@ class OrderedParts:
 def get_range(upload: MultipartUpload, seg: Segment) -> bytes:
     """Bytes ``seg.start:seg.stop`` of a piece (one ranged GET)."""
     try:
-        body = upload.endpoint.client().get_object(Bucket=upload.bucket, Key=seg.key,
-                                                   Range=f"bytes={seg.start}-{seg.stop - 1}")["Body"].read()
+        body = get_object(upload.endpoint, upload.bucket, seg.key, (seg.start, seg.stop))
     except Exception as exc:  # noqa: BLE001 - botocore's errors vary; one line
         raise OutputError(f"cannot read a piece of {upload.url}: {reason(exc)}") from None
     if len(body) != seg.size:
