@@ -31,6 +31,7 @@ from dask.base import tokenize
 from rdask.config import WARP_RESAMPLINGS
 from rdask.errors import KernelError, RasterMismatchError, RasterOpenError
 from rdask.io.base import Source, open_source
+from rdask.io.blocks import Chunking
 from rdask.io.files import stack_meta
 from rdask.io.inspect import FileInfo
 from rdask.io.paths import redact
@@ -269,15 +270,20 @@ class ChunkReader:
     source: Source
     steps: tuple[Step, ...]
     halo: int
+    #: The job's chunks, with a halo: the source can then decode each of
+    #: its blocks about once (see :mod:`rdask.io.blocks`).
+    chunking: Chunking | None = None
 
     @classmethod
     def of(cls, recipe: Recipe) -> ChunkReader:
-        return cls(recipe.source, recipe.steps, recipe.halo)
+        halo = recipe.halo
+        _, ys, xs = recipe.chunks
+        return cls(recipe.source, recipe.steps, halo, Chunking.of(ys, xs, halo) if halo else None)
 
     def __call__(self, region: Region) -> np.ndarray:
         _, ys, xs = region
         y0, y1, x0, x1 = ys.start, ys.stop, xs.start, xs.stop
-        block, (dy, dx) = self.source.read_grown(y0, y1, x0, x1, self.halo)
+        block, (dy, dx) = self.source.read_grown(y0, y1, x0, x1, self.halo, self.chunking)
         where = f"window rows {y0}:{y1}, cols {x0}:{x1}"
         for step in self.steps:
             block = step(block, where=where)

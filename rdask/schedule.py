@@ -22,9 +22,11 @@ scheduler work grows with the number of chunks.
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import queue
@@ -133,19 +135,26 @@ class Runner:
         :meth:`fence` waits for them before anything is cleaned up.
         """
         writer = output.writer
-        submit = self._submitter(writer)
+        tasks: Iterable[Any] = job.tasks(skip=output.is_done)
+        bands = None
+        if self.client is not None:
+            bands = Bands(job, sorted(self.client.nthreads()))
+            tasks = bands.tasks(job, output.is_done)
+        submit = self._submitter(writer, bands)
         pixels = 0
 
         def record(task: Any, result: Any) -> None:
             nonlocal pixels
             output.record(task.region, result)
+            if bands is not None:
+                bands.done(task.region)
             n = region_pixels(task.region)
             pixels += n
             if on_chunk is not None:
                 on_chunk(n)
 
         limit = 1 if self.spec.kind == "sync" else max(2, INFLIGHT_PER_THREAD * self.threads)
-        drain(job.tasks(skip=output.is_done), submit, record, limit, self._inflight)
+        drain(tasks, submit, record, limit, self._inflight)
         return pixels
 
     def fence(self, timeout: float = FENCE_SECONDS) -> int:
@@ -178,11 +187,19 @@ class Runner:
             log.warning("%d chunk tasks were still running %.0f s after the job stopped", left, timeout)
         return left
 
-    def _submitter(self, writer: Callable) -> Callable[[Any], Any]:
+    def _submitter(self, writer: Callable, bands: Bands | None = None) -> Callable[[Any], Any]:
         """``submit(task) -> future`` for this scheduler."""
         if self.client is not None:
             client = self.client
-            return lambda task: client.get(*task.graph(writer), sync=False)
+
+            def submit(task: Any) -> Any:
+                worker = bands.worker(task.region) if bands else None
+                if worker is None:
+                    return client.get(*task.graph(writer), sync=False)
+                return client.get(*task.graph(writer), sync=False, workers=[worker],
+                                  allow_other_workers=True)
+
+            return submit
         if self.spec.kind == "sync":
             return lambda task: _done(task.run, writer)
         if self._pool is None:
@@ -207,6 +224,53 @@ class Runner:
             return False
         here = file_identity(path)
         return here is not None and bool(seen) and all(v == here for v in seen.values())
+
+
+class Bands:
+    """On a cluster, each worker computes one band of consecutive chunks
+    (row-major), so the chunks that share input blocks (neighbours, through
+    their halos) mostly run in one process and decode those blocks once
+    (:mod:`rdask.io.blocks`, one cache per process). A hint only: an idle
+    worker may still take a band's chunks, and a lost one's go elsewhere.
+
+    :meth:`tasks` hands out the next chunk of the band with the fewest in
+    flight (each band's in row-major order), so that every worker keeps its
+    share of the window; :meth:`done` is told of each chunk recorded.
+    """
+
+    def __init__(self, job: ChunkJob, workers: list[str]) -> None:
+        self.rows = tuple(itertools.accumulate(job.chunks[1], initial=0))
+        self.cols = tuple(itertools.accumulate(job.chunks[2], initial=0))
+        self.workers = tuple(workers)
+        self.inflight = [0] * len(self.workers)
+
+    def band(self, region: Any) -> int:
+        """The band of the chunk at ``region``."""
+        row = bisect.bisect_right(self.rows, region[1].start) - 1
+        col = bisect.bisect_right(self.cols, region[2].start) - 1
+        across = len(self.cols) - 1
+        chunks = (len(self.rows) - 1) * across
+        return (row * across + col) * len(self.workers) // chunks
+
+    def worker(self, region: Any) -> str | None:
+        return self.workers[self.band(region)] if len(self.workers) > 1 else None
+
+    def done(self, region: Any) -> None:
+        self.inflight[self.band(region)] -= 1
+
+    def tasks(self, job: ChunkJob, skip: Callable[[Any], bool]) -> Iterator[Any]:
+        """``job``'s tasks not in ``skip``, the next always from the band
+        with the fewest chunks in flight."""
+        left = {k: job.tasks(skip=lambda r, k=k: skip(r) or self.band(r) != k)
+                for k in range(len(self.workers))}
+        while left:
+            k = min(left, key=lambda k: self.inflight[k])
+            task = next(left[k], None)
+            if task is None:
+                del left[k]
+                continue
+            self.inflight[k] += 1
+            yield task
 
 
 def drain(tasks: Iterable[Any], submit: Callable[[Any], Any], record: Callable[[Any, Any], None],

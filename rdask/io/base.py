@@ -30,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from rdask.errors import RasterOpenError
+from rdask.io.blocks import Chunking
 from rdask.meta import RasterMeta
 
 #: Input kinds opened from paths, most specific first.
@@ -96,9 +97,15 @@ class SourceArray:
         x0, x1, _ = xsl.indices(self.width)  # type: ignore[attr-defined]
         return self.read(y0, y1, x0, x1, bands=(b0, b1))  # type: ignore[attr-defined]
 
-    def read_grown(self, y0: int, y1: int, x0: int, x1: int, halo: int) -> tuple[np.ndarray, tuple[int, int]]:
+    def read_grown(self, y0: int, y1: int, x0: int, x1: int, halo: int,
+                   chunking: Chunking | None = None) -> tuple[np.ndarray, tuple[int, int]]:
         """The window grown by ``halo`` pixels on every side, clipped at the
-        raster's edges, and where the window starts inside it ``(dy, dx)``."""
+        raster's edges, and where the window starts inside it ``(dy, dx)``.
+
+        ``chunking`` says which chunks the job reads (its edges and halo);
+        a source may use it to decode each of its blocks about once although
+        neighbouring chunks' grown windows overlap (files do, see
+        :mod:`rdask.io.blocks`). The pixels never depend on it."""
         gy0, gx0 = max(0, y0 - halo), max(0, x0 - halo)
         gy1, gx1 = min(self.height, y1 + halo), min(self.width, x1 + halo)  # type: ignore[attr-defined]
         return self.read(gy0, gy1, gx0, gx1), (y0 - gy0, x0 - gx0)  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,11 +31,15 @@ from rdask.errors import (
     first_line,
 )
 from rdask.io.base import Opened, SourceArray
+from rdask.io.blocks import BlockCache, Chunking, Piece, assemble, block_cache, unit_shape
 from rdask.io.guard import READ_OPTIONS
 from rdask.io.inspect import inspect
 from rdask.io.paths import redact
 from rdask.io.remote import check_options, is_remote, is_s3, network_defaults, read_again
 from rdask.meta import RasterMeta
+
+if TYPE_CHECKING:
+    from rdask.io.tiffblocks import TiffLayout
 
 #: GDAL options entered around every read (remote inputs add network
 #: settings, see :mod:`rdask.io.remote`). Local reads let GDAL look for
@@ -185,6 +189,89 @@ class FileSource(SourceArray):
                 pos += len(f.bands)
         return out
 
+    def read_grown(self, y0: int, y1: int, x0: int, x1: int, halo: int,
+                   chunking: Chunking | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+        """The window grown by ``halo`` (see :meth:`SourceArray.read_grown`).
+
+        For a chunk of ``chunking``, the grown window is put together from
+        whole blocks that this process's threads share (:mod:`.blocks`):
+        each block is decoded once and kept until the last chunk that
+        reaches into it has read it, instead of being decoded again by every
+        neighbour, each through its own thread's GDAL dataset.
+        """
+        chunk = None if not halo or chunking is None else chunking.chunk_id(y0, y1, x0, x1)
+        if chunk is None:
+            return super().read_grown(y0, y1, x0, x1, halo)
+        gy0, gx0 = max(0, y0 - halo), max(0, x0 - halo)
+        gy1, gx1 = min(self.height, y1 + halo), min(self.width, x1 + halo)
+        out = np.empty((self.count, gy1 - gy0, gx1 - gx0), dtype=self.dtype)
+        check_not_forked()
+        # Here, not at the top: it loads numba, which reading needs only for halos.
+        from rdask.io import tiffblocks
+
+        cache = block_cache()
+        job = (self.files, self.gdal_options, chunking)
+        with self.env(), cache.reading(job, chunk):
+            pos = 0
+            for f in self.files:
+                part = out[pos : pos + len(f.bands)]
+                ds = handles().get(f, self.gdal_options)
+                block = _block_of(ds, f)
+                unit = unit_shape(block)
+                tiff = tiffblocks.layout(f.path, f.stamp, ds)
+                fetch = functools.partial(self._fetch_unit, cache, job, chunk, chunking, f, block, tiff)
+                assemble(part, gy0, gx0, unit, (self.height, self.width), fetch)
+                pos += len(f.bands)
+        return out, (y0 - gy0, x0 - gx0)
+
+    def _fetch_unit(self, cache: BlockCache, job: tuple, chunk: int, chunking: Chunking,
+                    f: FileBands, block: tuple[int, int], tiff: TiffLayout | None,
+                    r0: int, r1: int, c0: int, c1: int, wait: bool) -> Piece | None:
+        """One unit of caching of file ``f`` for chunk ``chunk`` (see
+        :func:`.blocks.assemble`), decoded by rdask (``tiff``) or GDAL.
+
+        A chunk that reaches only the first rows of a unit below it (its
+        halo) decodes just those rows, when the codec can stop early: the
+        unit is not decoded whole a chunk row before its own chunks need it,
+        so what waits in the cache is strips, not a row of blocks.
+        """
+        unit = unit_shape(block)
+        key = (f, self.gdal_options, r0 // unit[0], c0 // unit[1])
+        # At most 1/64 of the unit's rows, so that the (up to three) chunks
+        # above that each decode a head add a few percent to the decoding.
+        head = unit[0] // 64 if tiff is not None and tiff.heads else 0
+        if chunking.head_only(chunk, r0, head):
+            need = (r0, min(r1, chunking.reach({chunk})[1]), c0, c1)
+            piece = cache.peek(key, need)
+            data = None if piece is not None else tiff.read(f.bands, *need)  # type: ignore[union-attr]
+            if data is not None:
+                cache.count_partial((need[1] - r0) * (c1 - c0) / (block[0] * block[1]))
+                return Piece(data, r0, c0)
+            if piece is not None:
+                return piece
+
+        def decode() -> tuple[np.ndarray, int]:
+            data = None if tiff is None else tiff.read(f.bands, r0, r1, c0, c1)
+            if data is None:
+                data = self._read_file(f, r0, r1, c0, c1)
+            return data, _blocks_in(block, r0, r1, c0, c1)
+
+        return cache.take(key, job, chunking, chunk, (r0, r1, c0, c1), decode, wait=wait, head=head)
+
+    def _read_file(self, f: FileBands, y0: int, y1: int, x0: int, x1: int,
+                   out: np.ndarray | None = None) -> np.ndarray:
+        """All bands of ``f`` at rows ``y0:y1``, cols ``x0:x1``, through this
+        thread's dataset (inside :meth:`env`)."""
+        from rasterio.windows import Window
+
+        ds = handles().get(f, self.gdal_options)
+        try:
+            return ds.read(list(f.bands), window=Window(x0, y0, x1 - x0, y1 - y0), out=out)
+        except Exception as exc:  # noqa: BLE001 - name file and window
+            raise RasterOpenError(
+                f"cannot read {redact(f.path)} at rows {y0}:{y1}, cols {x0}:{x1}: {first_line(exc)}"
+            ) from None
+
     def read_mask(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Read the per-dataset mask (0 = invalid, 255 = valid) of a window."""
         from rasterio.windows import Window
@@ -207,6 +294,18 @@ class FileSource(SourceArray):
         if self.session is not None:
             kwargs["session"] = self.session
         return rasterio.Env(**kwargs)
+
+
+def _block_of(ds: Any, f: FileBands) -> tuple[int, int]:
+    """The GDAL block shape of ``f``'s bands in ``ds`` (their first band's;
+    GeoTIFF bands share one)."""
+    return tuple(ds.block_shapes[f.bands[0] - 1])  # type: ignore[return-value]
+
+
+def _blocks_in(block: tuple[int, int], y0: int, y1: int, x0: int, x1: int) -> int:
+    """GDAL blocks of shape ``block`` that rows ``y0:y1``, cols ``x0:x1`` touch."""
+    (bh, bw) = block
+    return ((y1 - 1) // bh - y0 // bh + 1) * ((x1 - 1) // bw - x0 // bw + 1)
 
 
 def close_thread_handles() -> None:
