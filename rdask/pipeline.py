@@ -23,7 +23,10 @@ from rdask.chain import is_chain, parse_chain
 from rdask.errors import OutputError, first_line
 from rdask.interrupts import JobSignals, job_signals
 from rdask.io.base import Source
+from rdask.io.blocks import block_cache
+from rdask.io.remote import forget, is_remote
 from rdask.io.warped import DEFAULT_ERROR_THRESHOLD
+from rdask.io.zarr import is_zarr_path
 from rdask.kernels import Kernel
 from rdask.meta import RasterMeta
 from rdask.outputs import OutputSpec, kind_for, open_output
@@ -206,6 +209,11 @@ def write(job: ChunkJob, meta: RasterMeta, dst: str | os.PathLike, options: Writ
             raise
         finally:
             report.close()
+            block_cache().release_idle()
+    if is_remote(committed.path) and not is_zarr_path(committed.path):
+        # GDAL caches a remote file's bytes by URL for the process's life:
+        # reading back what was just written here must not see an older object.
+        forget(committed.path)
     nchunks = job.grid[0] * job.grid[1]
     return Result(committed.path, time.perf_counter() - t0, total, committed.bytes, nchunks, resumed)
 

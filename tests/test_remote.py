@@ -455,6 +455,19 @@ def test_s3_object_is_the_local_output_byte_for_byte(s3, served, tmp_path):
     assert body == expected.read_bytes()
 
 
+def test_an_object_rewritten_in_this_process_reads_as_its_new_self(s3, tmp_path):
+    """GDAL keeps a remote file's bytes for the life of the process: once a
+    job has replaced an object this process read, reading it again gives
+    the new pixels, not the old ones."""
+    url = f"s3://{BUCKET}/again.tif"
+    for seed in (1, 2):
+        src = write(tmp_path / f"in{seed}.tif", synthetic((1, 300, 300), "uint16", seed=seed),
+                    block=(256, 256))
+        rdask.process(str(src), url, "reverse-bands", overwrite=True)
+        with rasterio.open(url) as ds, rasterio.open(src) as want:
+            np.testing.assert_array_equal(ds.read(), want.read())
+
+
 @pytest.mark.parametrize("name", list(INPUTS), ids=list(INPUTS.values()))
 def test_failing_job_leaves_no_object_and_no_upload(s3, served, tmp_path, name):
     kernels = tmp_path / "failing.py"

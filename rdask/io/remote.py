@@ -10,6 +10,7 @@ keys, logs, errors or output tags.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -119,17 +120,28 @@ def gave_up(exc: BaseException) -> bool:
 
 
 def forget(path: str) -> None:
-    """Drop what GDAL cached of the remote ``path`` (its bytes and size), in
-    this process: a handle opened under ``CPL_VSIL_CURL_NON_CACHED`` clears
-    them when it closes. (Set for every read, that option would make each
-    new handle ask for the file's size again.)"""
+    """Drop what GDAL cached of the remote ``path`` (its bytes and size) in
+    this process, with GDAL's ``VSICurlPartialClearCache``: no request is
+    made (opening the file under ``CPL_VSIL_CURL_NON_CACHED`` would read it
+    again, and hold the GIL while it does)."""
     import rasterio
+    from rasterio._path import _parse_path
 
-    try:
-        with rasterio.Env(CPL_VSIL_CURL_NON_CACHED=NETWORK_PREFIXES):
-            rasterio.open(path).close()
-    except Exception as exc:  # noqa: BLE001 - a failed open closes its handle too
-        log.debug("%s: %s (its cache is dropped all the same)", redact(path), first_line(exc))
+    with rasterio.Env():  # GDAL's messages, if any, to rasterio's logger
+        _clear_cache()(_parse_path(path).as_vsi().encode())
+
+
+@functools.cache
+def _clear_cache() -> Any:
+    """GDAL's ``VSICurlPartialClearCache``, from the libgdal rasterio loaded
+    (which rasterio does not wrap); ctypes releases the GIL around it."""
+    import ctypes
+
+    import rasterio._base
+
+    func = ctypes.CDLL(rasterio._base.__file__).VSICurlPartialClearCache
+    func.argtypes, func.restype = [ctypes.c_char_p], None
+    return func
 
 
 def is_remote(path: str) -> bool:
