@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 
+import numba
 import numpy as np
 import pytest
 import rasterio
@@ -20,9 +21,13 @@ from affine import Affine
 from rasterio.windows import Window
 from rasters import synthetic, write
 
+from rdask import pipeline
 from rdask.io import tiffblocks
 from rdask.io.blocks import BlockCache, Chunking, Piece, block_cache
 from rdask.io.paths import file_stamp
+from rdask.kernels import kernel
+from rdask.outputs.options import WriteOptions
+from rdask.pipeline import JobInputs
 from rdask.recipe import ChunkReader, chunk_regions, extend, open_recipe
 from rdask.schedule import open_runner
 
@@ -342,9 +347,11 @@ def test_other_codecs_are_left_to_gdal(tmp_path, options):
 
 @pytest.mark.parametrize("name", ["int16 x3 lzw predictor 2", "uint16 x2 band-interleaved",
                                   "uint8 x3 strips"])
-def test_grown_windows_equal_gdal_reads(tmp_path, name):
+def test_grown_windows_equal_gdal_reads(tmp_path, monkeypatch, name):
     """Each chunk's grown window, put together from shared blocks, equals
     rasterio's read of it: every band, every edge, halos of 1 and 9."""
+    cache = BlockCache()  # its own: what earlier tests left is not this one's
+    monkeypatch.setattr("rdask.io.files.block_cache", lambda: cache)
     path, _ = write_layout(tmp_path / "x.tif", name)
     recipe = open_recipe(path, chunks=(TILE, 2 * TILE), tile=None)
     with rasterio.open(path) as ds:
@@ -356,7 +363,7 @@ def test_grown_windows_equal_gdal_reads(tmp_path, name):
                 gy0, gx0 = ys.start - dy, xs.start - dx
                 want = ds.read(window=Window(gx0, gy0, got.shape[2], got.shape[1]))
                 np.testing.assert_array_equal(got, want)
-            assert block_cache().stats().held == 0
+            assert cache.stats().held == 0
 
 
 def test_sparse_blocks_read_as_gdal_fills_them(tmp_path):
@@ -425,3 +432,34 @@ def test_sources_and_readers_pickle_and_tokens_do_not_move(dem, monkeypatch):
     again = pickle.loads(pickle.dumps(reader))
     assert again.chunking == reader.chunking and tokenize(again.source) == token
     np.testing.assert_array_equal(again(first), want)
+
+
+
+@kernel(halo=1)
+@numba.njit(nogil=True)
+def fails_on_a_marked_pixel(block):
+    """Copies the block; raises where a pixel holds 12345."""
+    for b in range(block.shape[0]):
+        for i in range(block.shape[1]):
+            for j in range(block.shape[2]):
+                if block[b, i, j] == 12345:
+                    raise ValueError("marked pixel")
+    return block.copy()
+
+
+def test_a_failed_job_leaves_no_block_held(tmp_path, monkeypatch):
+    """A halo job that fails half way leaves none of its decoded blocks held
+    in the process once it has ended (they would wait for readers that
+    never come, until another job's reads made room)."""
+    data = synthetic((1, 8 * TILE, 6 * TILE), "float32", seed=5)
+    data[0, 5 * TILE + 7, 3 * TILE + 9] = 12345
+    src = write(tmp_path / "dem.tif", data, block=(TILE, TILE))
+    cache = BlockCache()
+    monkeypatch.setattr("rdask.io.files.block_cache", lambda: cache)
+    monkeypatch.setattr("rdask.pipeline.block_cache", lambda: cache)
+    recipe = extend(open_recipe(src, chunks=(TILE, 2 * TILE), tile=None), fails_on_a_marked_pixel)
+    with pytest.raises(Exception, match="marked pixel"):
+        pipeline.write(recipe.job(), recipe.meta, tmp_path / "out.tif", WriteOptions.of(),
+                       JobInputs.of(recipe), workers=2)
+    assert cache.stats().decoded > 0
+    assert cache.stats().held == 0

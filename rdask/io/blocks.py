@@ -203,6 +203,19 @@ class BlockCache:
                 if not ids:
                     del self._reading[job]
 
+    def release_idle(self) -> int:
+        """Drop the blocks of every job with no chunk being read (a job that
+        ended, or failed before its readers came); return the bytes freed.
+        Called when a job ends, so that an aborted one does not leave its
+        blocks held until the next halo read makes room."""
+        with self._lock:
+            before = self._held
+            for key, entry in list(self._entries.items()):
+                if entry.held and entry.job not in self._reading:
+                    self._drop(key, entry)
+                    self._remember(key, entry)
+            return before - self._held
+
     def _sweep(self, job: Hashable, first: int) -> None:
         """Drop ``job``'s blocks whose readers left are all well before the
         earliest chunk being read (``first``): in another process (the band
