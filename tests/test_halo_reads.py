@@ -463,3 +463,22 @@ def test_a_failed_job_leaves_no_block_held(tmp_path, monkeypatch):
                        JobInputs.of(recipe), workers=2)
     assert cache.stats().decoded > 0
     assert cache.stats().held == 0
+
+
+def test_a_job_after_a_failed_one_on_the_same_file(tmp_path, monkeypatch):
+    """What a failed job noted of the blocks it dropped for room (which of
+    its chunks had still to read them) is its own: a later job on the same
+    file, with other chunks, gets its pixels right."""
+    data = synthetic((1, 2048, 4096), "float32", seed=5)
+    data[0, 1500, 3000] = 12345  # in the fourth of eight chunk rows
+    path = write(tmp_path / "wide.tif", data, block=(TILE, TILE), compress="zstd")
+    cache = BlockCache(limit=12 * TILE * TILE * 4)  # less than a row of 32 blocks
+    monkeypatch.setattr("rdask.io.files.block_cache", lambda: cache)
+    failing = extend(open_recipe(path, chunks=(2 * TILE, 2 * TILE), tile=None),
+                     fails_on_a_marked_pixel)
+    with pytest.raises(Exception, match="marked pixel"):
+        run(failing, "threads", 2)
+    for chunks in [(4 * TILE, 4 * TILE), (2 * TILE, 2 * TILE)]:
+        recipe = extend(open_recipe(path, chunks=chunks, tile=None), "slope")
+        got, _ = run(recipe, "threads", 2)
+        np.testing.assert_array_equal(got, reference(recipe))

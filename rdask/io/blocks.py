@@ -160,7 +160,9 @@ class BlockCache:
         self._lock = threading.Lock()
         self._entries: dict[Hashable, _Entry] = {}
         self._reading: dict[Hashable, dict[int, int]] = {}  # job -> chunk id -> reads in progress
-        self._dropped: dict[Hashable, set[int]] = {}  # unit -> readers left, when dropped for room
+        # (job, unit) -> readers left, when dropped for room: a unit's key
+        # names the file's blocks, which another job may read too.
+        self._dropped: dict[tuple[Hashable, Hashable], set[int]] = {}
         self._decoded = 0
         self._partial = 0.0
         self._held = 0
@@ -213,7 +215,6 @@ class BlockCache:
             for key, entry in list(self._entries.items()):
                 if entry.held and entry.job not in self._reading:
                     self._drop(key, entry)
-                    self._remember(key, entry)
             return before - self._held
 
     def _sweep(self, job: Hashable, first: int) -> None:
@@ -243,7 +244,7 @@ class BlockCache:
             with self._lock:
                 entry = self._entries.get(key)
                 if entry is None:
-                    pending = self._dropped.pop(key, None)
+                    pending = self._dropped.pop((job, key), None)
                     if pending is None:
                         pending = set(chunking.consumers(*window, head=head))
                     entry = _Entry(job, chunking, pending - {chunk})
@@ -318,7 +319,7 @@ class BlockCache:
     def _remember(self, key: Hashable, entry: _Entry) -> None:
         """Note who still has to read a unit dropped for room, so that when
         it is decoded again the chunks that read it already are not waited for."""
-        self._dropped[key] = set(entry.pending)
+        self._dropped[entry.job, key] = set(entry.pending)
         while len(self._dropped) > MAX_DROPPED:
             del self._dropped[next(iter(self._dropped))]
 
