@@ -277,8 +277,14 @@ class BlockCache:
         with self._lock:
             self._decoded += blocks
             if entry is not None:
-                self._keep(key, entry, whole)
-                entry.ready.set()
+                try:
+                    self._keep(key, entry, whole)
+                except BaseException:
+                    if self._entries.get(key) is entry:
+                        del self._entries[key]  # its waiters decode it themselves
+                    raise
+                finally:
+                    entry.ready.set()  # never leave a waiter waiting
         return whole
 
     def _keep(self, key: Hashable, entry: _Entry, whole: Piece) -> None:
