@@ -235,6 +235,48 @@ def test_threads_wait_for_the_one_decoding(tmp_path):
     np.testing.assert_array_equal(result[0].data[0, 9], np.arange(90.0, 100.0))
 
 
+def test_waiting_readers_are_released_when_keeping_a_block_fails(monkeypatch):
+    """If keeping a decoded block fails (a bug, memory), the reader that
+    decoded it gets the error and the one waiting for it decodes it itself,
+    instead of waiting for ever."""
+    cache = BlockCache()
+    chunking = Chunking.of((10, 10), (10,), 1)
+    started, release = threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        release.wait()
+        return np.arange(100.0).reshape(1, 10, 10), 1
+
+    keep = cache._keep
+
+    def broken_once(*args):
+        monkeypatch.setattr(cache, "_keep", keep)
+        raise MemoryError("made up by the test")
+
+    monkeypatch.setattr(cache, "_keep", broken_once)
+    got = {}
+
+    def read(chunk):
+        try:
+            got[chunk] = cache.take("k", "job", chunking, chunk, (0, 10, 0, 10), slow)
+        except MemoryError as exc:
+            got[chunk] = exc
+
+    first = threading.Thread(target=read, args=(0,))
+    waiter = threading.Thread(target=read, args=(1,))
+    with cache.reading("job", 0), cache.reading("job", 1):
+        first.start()
+        started.wait()
+        waiter.start()
+        release.set()
+        first.join(10)
+        waiter.join(10)
+    assert not first.is_alive() and not waiter.is_alive()
+    assert isinstance(got[0], MemoryError)
+    np.testing.assert_array_equal(got[1].data, np.arange(100.0).reshape(1, 10, 10))
+
+
 def test_consumers_are_the_chunks_whose_grown_windows_touch():
     """Against a brute force over every chunk, with halos below, at and
     above the chunk size and uneven chunks."""
