@@ -71,3 +71,31 @@ def test_an_interrupted_job_restores_the_handlers_too(tmp_path, src):
         rdask.process(path, tmp_path / "out.tif", "slope", kernel_args={"no_such_argument": 3})
     assert process_state()["handlers"] == before["handlers"]
     assert os.listdir(tmp_path) == []
+
+
+def gdal_config(name: str) -> str | None:
+    """``name`` in GDAL's process-wide configuration (not the environment)."""
+    import ctypes
+
+    import rasterio._base
+
+    get = ctypes.CDLL(rasterio._base.__file__).CPLGetGlobalConfigOption
+    get.argtypes, get.restype = [ctypes.c_char_p, ctypes.c_char_p], ctypes.c_char_p
+    value = get(name.encode(), None)
+    return None if value is None else value.decode()
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_settings_from_the_environment_stay_in_the_environment(tmp_path, s3, scheduler):
+    """A job on an ``s3://`` input passes the endpoint (read from the
+    environment) to GDAL; afterwards GDAL's own configuration holds none of
+    it, so a caller that points ``AWS_S3_ENDPOINT`` elsewhere is heard."""
+    data = synthetic((1, 256, 256), "uint16", seed=4)
+    s3.client().upload_file(str(write(tmp_path / "in.tif", data, block=(128, 128))),
+                            "rdask-test", "in.tif")
+    names = ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "GDAL_HTTP_MAX_RETRY")
+    before = {name: gdal_config(name) for name in names}
+    rdask.process("s3://rdask-test/in.tif", tmp_path / "out.tif", "reverse-bands",
+                  scheduler=scheduler, chunk_mb=0.05, blocksize=128)
+    assert np.array_equal(read(tmp_path / "out.tif"), data)
+    assert {name: gdal_config(name) for name in names} == before

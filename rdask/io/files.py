@@ -32,6 +32,7 @@ from rdask.errors import (
 )
 from rdask.io.base import Opened, SourceArray
 from rdask.io.blocks import BlockCache, Chunking, Piece, assemble, block_cache, unit_shape
+from rdask.io.gdalenv import gdal_env
 from rdask.io.guard import READ_OPTIONS
 from rdask.io.inspect import inspect
 from rdask.io.paths import redact
@@ -287,13 +288,12 @@ class FileSource(SourceArray):
                           lambda: handles().drop(f, self.gdal_options))
 
     def env(self):
-        """A ``rasterio.Env`` with this source's GDAL options (and session)."""
-        import rasterio
-
+        """A ``rasterio.Env`` with this source's GDAL options (and session),
+        which leaves GDAL's configuration as it found it (:mod:`.gdalenv`)."""
         kwargs: dict[str, Any] = dict(self.gdal_options)
         if self.session is not None:
             kwargs["session"] = self.session
-        return rasterio.Env(**kwargs)
+        return gdal_env(**kwargs)
 
 
 def _block_of(ds: Any, f: FileBands) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from rdask.errors import RasterOpenError, first_line
 from rdask.io import guard
+from rdask.io.gdalenv import gdal_env
 from rdask.io.paths import file_stamp, redact
 from rdask.io.remote import diagnose, is_remote
 from rdask.meta import GCP, BandMeta, RasterMeta, as_tags
@@ -39,7 +40,7 @@ def inspect(path: str, options: tuple[tuple[str, Any], ...]) -> FileInfo:
     _check_local(path, shown)
     guard.check_file(path)
     try:
-        with rasterio.Env(**dict(options)), rasterio.open(path) as ds:
+        with gdal_env(**dict(options)), rasterio.open(path) as ds:
             guard.check_declared(ds, shown)
             if ds.count == 0:
                 raise RasterOpenError(f"no raster bands in {shown}")

@@ -68,6 +68,7 @@ from rdask.errors import RasterOpenError
 from rdask.io import warp_direct
 from rdask.io.base import SourceArray
 from rdask.io.files import FileSource, check_not_forked
+from rdask.io.gdalenv import gdal_env
 from rdask.io.warp_capi import exact_transformer, warp_region
 from rdask.io.warp_lattice import (
     WindowLattice,
@@ -770,12 +771,11 @@ class WarpedSource(SourceArray):
 
     def _warp_gdal(self, buf: np.ndarray, win: tuple[int, int, int, int], need: tuple[int, int, int, int],
                    pixels: np.ndarray, mask: np.ndarray | None, lattice: WindowLattice) -> None:
-        import rasterio
         from rasterio.io import MemoryFile
 
         y0, y1, x0, x1 = win
         sy0, sy1, sx0, sx1 = need
-        with self.source.env(), rasterio.Env(GDAL_MEM_ENABLE_OPEN="YES"):
+        with self.source.env(), gdal_env(GDAL_MEM_ENABLE_OPEN="YES"):
             src_xml = self._source_vrt(pixels, mask, sy0, sx0)
             with MemoryFile(src_xml.encode(), ext=".vrt") as mf:
                 options = self._warp_options(mf.name, pixels.shape[0], _GDAL_TYPES[str(np.dtype(self.dtype))])

@@ -42,6 +42,7 @@ from rdask.config import GDAL_CACHEMAX_MB, OVERVIEW_RESAMPLINGS
 from rdask.config import TIFF_TILE_BYTECOUNTS as _TILE_BYTECOUNTS
 from rdask.config import TIFF_TILE_OFFSETS as _TILE_OFFSETS
 from rdask.errors import OutputError
+from rdask.io.gdalenv import gdal_env
 
 _TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
 _NEW_SUBFILE_TYPE = 254
@@ -83,7 +84,7 @@ def build_overviews(path: str, factors: Sequence[int], resampling: str, blocksiz
         image = ds.tags(ns="IMAGE_STRUCTURE")
     if "PREDICTOR" in image:
         env["PREDICTOR_OVERVIEW"] = image["PREDICTOR"]
-    with rasterio.Env(**env), rasterio.open(path, "r+", NUM_THREADS=max(1, threads)) as ds:
+    with gdal_env(**env), rasterio.open(path, "r+", NUM_THREADS=max(1, threads)) as ds:
         ds.build_overviews(list(factors), getattr(Resampling, resampling))
 
 

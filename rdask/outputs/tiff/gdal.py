@@ -23,6 +23,7 @@ import numpy as np
 from rdask.config import WRITE_GDAL_OPTIONS
 from rdask.errors import OutputError, WriteOptionError, first_line
 from rdask.io.files import check_not_forked
+from rdask.io.gdalenv import gdal_env as _gdal_env
 from rdask.meta import RasterMeta
 from rdask.outputs.base import ChunkGrid, Committed, OutputSpec, Publish, RunChunks
 from rdask.outputs.staging import Staging, space_note
@@ -32,9 +33,7 @@ from rdask.recipe import Region
 
 def gdal_env():
     """The GDAL settings rdask writes under."""
-    import rasterio
-
-    return rasterio.Env(**WRITE_GDAL_OPTIONS)
+    return _gdal_env(**WRITE_GDAL_OPTIONS)
 
 
 def create_dataset(path: str, shape: tuple[int, int, int], dtype: Any, meta: RasterMeta,
