@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -65,18 +65,16 @@ from affine import Affine
 
 from rdask.config import WARP_ERROR_THRESHOLD
 from rdask.errors import RasterOpenError
-from rdask.io import warp_direct
 from rdask.io.base import SourceArray
 from rdask.io.files import FileSource, check_not_forked
 from rdask.io.gdalenv import gdal_env
-from rdask.io.warp_capi import exact_transformer, warp_region
-from rdask.io.warp_lattice import (
-    WindowLattice,
-    exact_lattice,
-    footprint_margin,
-    transformer_function,
-    window_lattice,
-)
+
+if TYPE_CHECKING:
+    from rdask.io.warp_lattice import WindowLattice
+
+# warp_capi, warp_lattice and warp_direct compile numba functions when
+# imported (a few tenths of a second): imported where a warp runs, so that
+# a job without one does not pay for them.
 
 #: GDAL's name (``ResampleAlg`` in a warped VRT) and its filter radius
 #: (``anGWKFilterRadius`` in alg/gdalwarpkernel.cpp) per resampling.
@@ -345,11 +343,15 @@ def _center_long(src: Grid) -> float | None:
 def _dst_to_src(src: Grid, dst: Grid, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Source pixel coordinates of destination pixel coordinates, by GDAL's
     own exact transformer (NaN where the reprojection fails)."""
+    from rdask.io.warp_capi import exact_transformer
+
     return exact_transformer(transformer_xml(src, dst)).transform(px, py)
 
 
 def _src_to_dst(src: Grid, dst: Grid, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Destination pixel coordinates of source pixel coordinates."""
+    from rdask.io.warp_capi import exact_transformer
+
     return exact_transformer(transformer_xml(src, dst)).transform(px, py, dst_to_src=False)
 
 
@@ -710,6 +712,8 @@ class WarpedSource(SourceArray):
         sx, sy = self.scales
         rx = math.ceil(radius / sx) if sx < 1.0 else radius
         ry = math.ceil(radius / sy) if sy < 1.0 else radius
+        from rdask.io.warp_lattice import footprint_margin
+
         extra = 2 + footprint_margin(self.error_threshold)
         return rx + extra, ry + extra
 
@@ -742,6 +746,10 @@ class WarpedSource(SourceArray):
         in the exact mode), nearest and bilinear by
         :mod:`rdask.io.warp_direct`, the others by GDAL's warper through its
         C API."""
+        from rdask.io import warp_direct
+        from rdask.io.warp_capi import exact_transformer
+        from rdask.io.warp_lattice import exact_lattice, window_lattice
+
         y0, y1, x0, x1 = win
         sy0, sy1, sx0, sx1 = need
         exact = exact_transformer(self._transformer_xml())
@@ -761,6 +769,8 @@ class WarpedSource(SourceArray):
             out[...] = buf
 
     def _direct(self, pixels: np.ndarray, mask: np.ndarray | None) -> bool:
+        from rdask.io import warp_direct
+
         if not warp_direct.handles(self.resampling, str(np.dtype(self.dtype)), self.scales,
                                    self.src_nodata, self.nodata, mask is not None or self.src_alpha > 0):
             return False
@@ -772,6 +782,9 @@ class WarpedSource(SourceArray):
     def _warp_gdal(self, buf: np.ndarray, win: tuple[int, int, int, int], need: tuple[int, int, int, int],
                    pixels: np.ndarray, mask: np.ndarray | None, lattice: WindowLattice) -> None:
         from rasterio.io import MemoryFile
+
+        from rdask.io.warp_capi import warp_region
+        from rdask.io.warp_lattice import transformer_function
 
         y0, y1, x0, x1 = win
         sy0, sy1, sx0, sx1 = need
