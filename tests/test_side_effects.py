@@ -91,11 +91,14 @@ def test_settings_from_the_environment_stay_in_the_environment(tmp_path, s3, sch
     environment) to GDAL; afterwards GDAL's own configuration holds none of
     it, so a caller that points ``AWS_S3_ENDPOINT`` elsewhere is heard."""
     data = synthetic((1, 256, 256), "uint16", seed=4)
+    # A key of its own: GDAL keeps what this process read of another test's
+    # object under the same URL.
+    key = f"{tmp_path.name}.tif"
     s3.client().upload_file(str(write(tmp_path / "in.tif", data, block=(128, 128))),
-                            "rdask-test", "in.tif")
+                            "rdask-test", key)
     names = ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "GDAL_HTTP_MAX_RETRY")
     before = {name: gdal_config(name) for name in names}
-    rdask.process("s3://rdask-test/in.tif", tmp_path / "out.tif", "reverse-bands",
+    rdask.process(f"s3://rdask-test/{key}", tmp_path / "out.tif", "reverse-bands",
                   scheduler=scheduler, chunk_mb=0.05, blocksize=128)
     assert np.array_equal(read(tmp_path / "out.tif"), data)
     assert {name: gdal_config(name) for name in names} == before
