@@ -26,7 +26,6 @@ from rdask.io.base import Source
 from rdask.io.blocks import block_cache
 from rdask.io.remote import forget, is_remote
 from rdask.io.warped import DEFAULT_ERROR_THRESHOLD
-from rdask.io.zarr import is_zarr_path
 from rdask.kernels import Kernel
 from rdask.meta import RasterMeta
 from rdask.outputs import OutputSpec, kind_for, open_output
@@ -210,9 +209,10 @@ def write(job: ChunkJob, meta: RasterMeta, dst: str | os.PathLike, options: Writ
         finally:
             report.close()
             block_cache().release_idle()
-    if is_remote(committed.path) and not is_zarr_path(committed.path):
+    if is_remote(committed.path):
         # GDAL caches a remote file's bytes by URL for the process's life:
-        # reading back what was just written here must not see an older object.
+        # reading back what was just written here (a file, or a store's
+        # keys under its prefix) must not see an older object.
         forget(committed.path)
     nchunks = job.grid[0] * job.grid[1]
     return Result(committed.path, time.perf_counter() - t0, total, committed.bytes, nchunks, resumed)

@@ -42,12 +42,12 @@ def gdal_env(**options: Any) -> Iterator[Any]:
 def _configured(name: str) -> bytes | None:
     """``name`` in GDAL's configuration where rasterio sets it (global in
     the main thread, this thread's elsewhere), not the environment."""
-    get = _lib().CPLGetGlobalConfigOption if _main() else _lib().CPLGetThreadLocalConfigOption
+    get = libgdal().CPLGetGlobalConfigOption if _main() else libgdal().CPLGetThreadLocalConfigOption
     return get(name.encode(), None)
 
 
 def _unset(name: str) -> None:
-    unset = _lib().CPLSetConfigOption if _main() else _lib().CPLSetThreadLocalConfigOption
+    unset = libgdal().CPLSetConfigOption if _main() else libgdal().CPLSetThreadLocalConfigOption
     unset(name.encode(), None)
 
 
@@ -56,8 +56,10 @@ def _main() -> bool:
 
 
 @functools.cache
-def _lib() -> Any:
-    """GDAL's configuration functions, from the libgdal rasterio loaded."""
+def libgdal() -> Any:
+    """The libgdal rasterio loaded, typed for the few functions rdask calls
+    that rasterio does not wrap (configuration, the curl cache); ctypes
+    releases the GIL around each call."""
     import rasterio._base
 
     lib = ctypes.CDLL(rasterio._base.__file__)
@@ -65,4 +67,5 @@ def _lib() -> Any:
         getter.argtypes, getter.restype = [ctypes.c_char_p, ctypes.c_char_p], ctypes.c_char_p
     for setter in (lib.CPLSetConfigOption, lib.CPLSetThreadLocalConfigOption):
         setter.argtypes, setter.restype = [ctypes.c_char_p, ctypes.c_char_p], None
+    lib.VSICurlPartialClearCache.argtypes, lib.VSICurlPartialClearCache.restype = [ctypes.c_char_p], None
     return lib

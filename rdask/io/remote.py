@@ -10,7 +10,6 @@ keys, logs, errors or output tags.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 
 from rdask.cloud.s3 import RETRY_TIMEOUT, STATUS_WORDS, RetryPolicy, S3Endpoint, reason, split_s3
 from rdask.errors import OutputError, RasterOpenError, RdaskError, first_line
+from rdask.io.gdalenv import libgdal
 from rdask.io.paths import redact
 
 log = logging.getLogger("rdask")
@@ -128,20 +128,7 @@ def forget(path: str) -> None:
     from rasterio._path import _parse_path
 
     with rasterio.Env():  # GDAL's messages, if any, to rasterio's logger
-        _clear_cache()(_parse_path(path).as_vsi().encode())
-
-
-@functools.cache
-def _clear_cache() -> Any:
-    """GDAL's ``VSICurlPartialClearCache``, from the libgdal rasterio loaded
-    (which rasterio does not wrap); ctypes releases the GIL around it."""
-    import ctypes
-
-    import rasterio._base
-
-    func = ctypes.CDLL(rasterio._base.__file__).VSICurlPartialClearCache
-    func.argtypes, func.restype = [ctypes.c_char_p], None
-    return func
+        libgdal().VSICurlPartialClearCache(_parse_path(path).as_vsi().encode())
 
 
 def is_remote(path: str) -> bool:
